@@ -1,0 +1,52 @@
+# saetools top-level entry points. `make demo` and `make test` do all the set-up on a fresh
+# Debian machine: install missing packages, configure, build, run.
+BUILD    ?= build
+JOBS     ?= $(shell nproc)
+CMAKE_FLAGS ?=
+BIN      := $(BUILD)/bin
+FUZZ_SECONDS ?= 600
+
+.PHONY: all deps configure build test unit cli demo fuzz bench gpu-selftest clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+$(BUILD)/CMakeCache.txt: | deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+
+configure: deps $(BUILD)/CMakeCache.txt
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	@bash scripts/run-tests.sh $(BUILD)
+
+unit: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+cli: build
+	SAE_BIN=$(abspath $(BIN)) bats tests/cli
+
+demo: build
+	@$(MAKE) --no-print-directory -f pipelines/toy.mk BIN=$(abspath $(BIN)) demo
+
+# libFuzzer target for the stream reader, built with clang in its own tree.
+fuzz: deps
+	CC=clang CXX=clang++ cmake -S . -B build-fuzz -DSAE_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_stream
+	mkdir -p .fuzz/corpus
+	bash scripts/fuzz-seeds.sh $(BIN) .fuzz/corpus || true
+	./build-fuzz/fuzz_stream -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 .fuzz/corpus tests/fuzz/seeds
+
+bench: build
+	@for b in $(BUILD)/bench/*; do echo "== $$b"; $$b || exit 1; done
+
+# Runs every op and a full training step on CUDA and on the CPU and compares them (needs a GPU).
+gpu-selftest: build
+	$(BIN)/sae-selftest --device cuda
+
+clean:
+	rm -rf $(BUILD) build-fuzz

@@ -1,0 +1,91 @@
+// The compute backends behind one small interface: memory, copies and a row-major sgemm.
+// CPU: OpenBLAS + OpenMP (always built). CUDA: cuBLAS + kernels (built when nvcc is present).
+// Domain op sets (SAE training ops, transformer ops) extend this pattern: a virtual interface
+// with a CPU and a CUDA implementation whose per-element bodies are shared SAE_HD functions
+// in lib/kernels/, so the CPU tests check the arithmetic the GPU runs.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sae {
+
+enum class Device { cpu, cuda };
+
+const char* device_name(Device d);
+// "cpu", "cuda" or "auto" (cuda when this build has CUDA and a GPU is present). Asking for cuda
+// where there is none is an InputError (exit 1) that says why.
+Device resolve_device(const std::string& option);
+// True when this build includes the CUDA backend.
+bool cuda_compiled();
+// Number of usable CUDA devices (0 when not compiled in or no driver/GPU).
+int cuda_device_count();
+// One line describing the GPU (name, memory, compute capability) or why there is none.
+std::string cuda_describe();
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual void* alloc_bytes(size_t bytes) = 0;
+  virtual void free_bytes(void* p) = 0;
+  virtual void to_device(void* dst, const void* src, size_t bytes) = 0;
+  virtual void to_host(void* dst, const void* src, size_t bytes) = 0;
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;  // device to device
+  virtual void zero(void* dst, size_t bytes) = 0;
+  // Row-major C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, with leading dimensions in
+  // elements of the stored (untransposed) matrices.
+  virtual void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* A,
+                    int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) = 0;
+  virtual void sync() {}
+};
+
+std::unique_ptr<Backend> make_backend(Device d);
+std::unique_ptr<Backend> make_cpu_backend();
+std::unique_ptr<Backend> make_cuda_backend();  // throws InputError when unavailable
+
+// A typed buffer owned by a backend.
+template <class T>
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(Backend& be, size_t n) : be_(&be), n_(n), p_(n ? static_cast<T*>(be.alloc_bytes(n * sizeof(T))) : nullptr) {}
+  ~Buffer() { reset(); }
+  Buffer(Buffer&& o) noexcept : be_(o.be_), n_(o.n_), p_(o.p_) { o.p_ = nullptr; o.n_ = 0; }
+  Buffer& operator=(Buffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      be_ = o.be_; n_ = o.n_; p_ = o.p_;
+      o.p_ = nullptr; o.n_ = 0;
+    }
+    return *this;
+  }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  void reset() {
+    if (p_) be_->free_bytes(p_);
+    p_ = nullptr;
+    n_ = 0;
+  }
+  T* data() { return p_; }
+  const T* data() const { return p_; }
+  size_t size() const { return n_; }
+  void upload(const T* src, size_t n) { be_->to_device(p_, src, n * sizeof(T)); }
+  void upload(const std::vector<T>& v) { upload(v.data(), v.size()); }
+  void download(T* dst, size_t n) const { be_->to_host(dst, p_, n * sizeof(T)); }
+  std::vector<T> to_vector() const {
+    std::vector<T> v(n_);
+    download(v.data(), n_);
+    return v;
+  }
+  void zero() { be_->zero(p_, n_ * sizeof(T)); }
+
+ private:
+  Backend* be_ = nullptr;
+  size_t n_ = 0;
+  T* p_ = nullptr;
+};
+
+}  // namespace sae

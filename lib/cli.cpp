@@ -1,0 +1,349 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+namespace sae::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+std::string g_tool = "saetools";
+std::mutex g_temp_mu;
+std::set<std::string> g_temps;
+std::atomic<bool> g_graceful{false};
+std::atomic<bool> g_interrupted{false};
+
+void cleanup_temps() {
+  std::lock_guard<std::mutex> lk(g_temp_mu);
+  for (const auto& p : g_temps) {
+    std::error_code ec;
+    fs::remove_all(p, ec);
+  }
+  g_temps.clear();
+}
+
+// SIGINT/SIGTERM are blocked in every thread and taken by this one with sigwait, so the cleanup
+// runs as ordinary code (removing directories is not async-signal-safe).
+void signal_thread() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&set, &sig) != 0) continue;
+    if (g_graceful.load() && !g_interrupted.load()) {
+      g_interrupted = true;
+      std::string m = g_tool + ": interrupted; finishing the current step and writing a checkpoint "
+                               "(signal again to stop at once)\n";
+      (void)!write(2, m.data(), m.size());
+      continue;
+    }
+    cleanup_temps();
+    std::string m = g_tool + ": interrupted\n";
+    (void)!write(2, m.data(), m.size());
+    _exit(128 + sig);
+  }
+}
+
+void install_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // inherited by every thread created later
+  std::thread(signal_thread).detach();
+  signal(SIGPIPE, SIG_IGN);  // writes then fail with EPIPE, which we end quietly on
+}
+}  // namespace
+
+const std::string& tool() { return g_tool; }
+
+void say(const std::string& msg) {
+  std::string line = g_tool + ": " + msg + "\n";
+  fwrite(line.data(), 1, line.size(), stderr);
+}
+
+int run(const char* tool, int argc, char** argv, const std::function<int(int, char**)>& body) {
+  g_tool = tool;
+  install_signals();
+  int rc;
+  try {
+    rc = body(argc, argv);
+  } catch (const BrokenPipe&) {
+    rc = kExitOk;
+  } catch (const UsageError& e) {
+    say(e.what());
+    say("try '" + g_tool + " --help'");
+    rc = kExitInput;
+  } catch (const InputError& e) {
+    say(e.what());
+    rc = kExitInput;
+  } catch (const po::error& e) {
+    say(e.what());
+    say("try '" + g_tool + " --help'");
+    rc = kExitInput;
+  } catch (const std::bad_alloc&) {
+    say("out of memory");
+    rc = kExitInternal;
+  } catch (const std::exception& e) {
+    say(std::string("internal error: ") + e.what());
+    rc = kExitInternal;
+  }
+  cleanup_temps();
+  if (fflush(stdout) != 0 && errno == EPIPE) return rc;
+  return rc;
+}
+
+po::variables_map parse(int argc, char** argv, po::options_description& desc,
+                        const std::string& usage, const std::string& about,
+                        const po::positional_options_description* positional) {
+  desc.add_options()("help,h", "show this help and exit")("version", "show the version and exit");
+  po::variables_map vm;
+  try {
+    po::command_line_parser p(argc, argv);
+    p.options(desc);
+    if (positional) p.positional(*positional);
+    po::store(p.run(), vm);
+    if (vm.count("help")) {
+      std::cout << "Usage: " << g_tool << " " << usage << "\n\n" << about << "\n\n" << desc << "\n";
+      std::cout.flush();
+      std::exit(0);
+    }
+    if (vm.count("version")) {
+      std::cout << g_tool << " " << SAE_VERSION << "\n";
+      std::exit(0);
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw UsageError(e.what());
+  }
+  return vm;
+}
+
+std::vector<std::string> input_files(const po::variables_map& vm, const char* key) {
+  std::vector<std::string> files;
+  if (vm.count(key)) files = vm[key].as<std::vector<std::string>>();
+  if (files.empty()) files.push_back("-");
+  for (const auto& f : files) {
+    if (f == "-") continue;
+    struct stat st;
+    if (stat(f.c_str(), &st) != 0) throw InputError(f + ": " + std::strerror(errno));
+    if (S_ISDIR(st.st_mode)) throw InputError(f + ": is a directory");
+    if (access(f.c_str(), R_OK) != 0) throw InputError(f + ": " + std::strerror(errno));
+  }
+  return files;
+}
+
+FILE* open_input(const std::string& path) {
+  if (path == "-" || path.empty()) return stdin;
+  FILE* f = fopen(path.c_str(), "rb");
+  if (!f) throw InputError(path + ": " + std::strerror(errno));
+  return f;
+}
+
+static std::string temp_name_beside(const std::string& path) {
+  fs::path p(path);
+  std::string base = p.filename().string();
+  fs::path dir = p.parent_path();
+  std::string tmp = "." + base + ".tmp." + std::to_string(getpid());
+  return (dir.empty() ? fs::path(tmp) : dir / tmp).string();
+}
+
+static void check_parent_dir(const std::string& path) {
+  fs::path dir = fs::path(path).parent_path();
+  if (dir.empty()) return;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw InputError(path + ": output directory " + dir.string() + " does not exist");
+}
+
+Output::Output(const std::string& path, bool binary) : path_(path) {
+  if (path.empty() || path == "-") {
+    stdout_ = true;
+    display_ = "<stdout>";
+    if (binary && isatty(1))
+      throw UsageError("refusing to write a binary stream to a terminal (use -o FILE or a pipe)");
+    f_ = stdout;
+    return;
+  }
+  display_ = path;
+  check_parent_dir(path);
+  tmp_ = temp_name_beside(path);
+  register_temp(tmp_);
+  f_ = fopen(tmp_.c_str(), "wb");
+  if (!f_) {
+    unregister_temp(tmp_);
+    throw InputError(path + ": cannot create: " + std::strerror(errno));
+  }
+}
+
+Output::~Output() {
+  if (stdout_ || committed_) return;
+  if (f_) fclose(f_);
+  std::error_code ec;
+  fs::remove(tmp_, ec);
+  unregister_temp(tmp_);
+}
+
+void Output::write(const void* p, size_t n) {
+  if (n == 0) return;
+  if (fwrite(p, 1, n, f_) != n) {
+    if (errno == EPIPE) throw BrokenPipe();
+    throw InputError(display_ + ": write failed: " + std::strerror(errno));
+  }
+}
+
+void Output::commit() {
+  if (committed_) return;
+  if (fflush(f_) != 0) {
+    if (errno == EPIPE) throw BrokenPipe();
+    throw InputError(display_ + ": write failed: " + std::strerror(errno));
+  }
+  if (stdout_) {
+    committed_ = true;
+    return;
+  }
+  if (fclose(f_) != 0) {
+    f_ = nullptr;
+    throw InputError(display_ + ": write failed: " + std::strerror(errno));
+  }
+  f_ = nullptr;
+  if (rename(tmp_.c_str(), path_.c_str()) != 0)
+    throw InputError(display_ + ": cannot rename into place: " + std::strerror(errno));
+  unregister_temp(tmp_);
+  committed_ = true;
+}
+
+OutputDir::OutputDir(const std::string& path) : path_(path) {
+  while (path_.size() > 1 && path_.back() == '/') path_.pop_back();
+  check_parent_dir(path_);
+  tmp_ = temp_name_beside(path_);
+  std::error_code ec;
+  fs::remove_all(tmp_, ec);
+  register_temp(tmp_);
+  if (!fs::create_directory(tmp_, ec) || ec) {
+    unregister_temp(tmp_);
+    throw InputError(path_ + ": cannot create directory: " + ec.message());
+  }
+}
+
+OutputDir::~OutputDir() {
+  if (committed_) return;
+  std::error_code ec;
+  fs::remove_all(tmp_, ec);
+  unregister_temp(tmp_);
+}
+
+void OutputDir::commit() {
+  if (committed_) return;
+  std::error_code ec;
+  if (fs::exists(path_, ec)) {
+    // Move the old one aside first so the final name never holds a mix of old and new files.
+    std::string old = temp_name_beside(path_) + ".old";
+    register_temp(old);
+    fs::rename(path_, old, ec);
+    if (ec) throw InputError(path_ + ": cannot replace existing output: " + ec.message());
+    fs::rename(tmp_, path_, ec);
+    if (ec) throw InputError(path_ + ": cannot rename into place: " + ec.message());
+    fs::remove_all(old, ec);
+    unregister_temp(old);
+  } else {
+    fs::rename(tmp_, path_, ec);
+    if (ec) throw InputError(path_ + ": cannot rename into place: " + ec.message());
+  }
+  unregister_temp(tmp_);
+  committed_ = true;
+}
+
+void write_file_atomic(const std::string& path, const std::string& contents) {
+  Output out(path, false);
+  out.write(contents.data(), contents.size());
+  out.commit();
+}
+
+void register_temp(const std::string& path) {
+  std::lock_guard<std::mutex> lk(g_temp_mu);
+  g_temps.insert(path);
+}
+void unregister_temp(const std::string& path) {
+  std::lock_guard<std::mutex> lk(g_temp_mu);
+  g_temps.erase(path);
+}
+void remove_tree(const std::string& path) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+}
+
+void set_graceful_interrupt(bool on) { g_graceful = on; }
+bool interrupted() { return g_interrupted.load(); }
+
+void add_device_option(po::options_description& desc) {
+  const char* env = getenv("SAE_DEVICE");
+  desc.add_options()("device", po::value<std::string>()->default_value(env && *env ? env : "auto"),
+                     "compute device: cpu, cuda or auto (default from $SAE_DEVICE, else auto: "
+                     "cuda when a GPU is present)");
+}
+
+std::string device_option(const po::variables_map& vm) {
+  std::string d = vm["device"].as<std::string>();
+  if (d != "cpu" && d != "cuda" && d != "auto")
+    throw UsageError("--device: unknown device '" + d + "' (expected cpu, cuda or auto)");
+  return d;
+}
+
+Progress::Progress() : enabled_(isatty(2)) {}
+
+void Progress::update(const std::string& line, bool force) {
+  if (!enabled_) return;
+  auto now = std::chrono::steady_clock::now();
+  if (!force && drawn_ && now - last_ < std::chrono::milliseconds(250)) return;
+  last_ = now;
+  drawn_ = true;
+  std::string s = "\r\033[K" + g_tool + ": " + line;
+  fwrite(s.data(), 1, s.size(), stderr);
+}
+
+void Progress::done() {
+  if (enabled_ && drawn_) fwrite("\n", 1, 1, stderr);
+  drawn_ = false;
+}
+
+std::string human_count(double v) {
+  char buf[32];
+  const char* units[] = {"", "k", "M", "G", "T"};
+  int u = 0;
+  while (std::fabs(v) >= 1000 && u < 4) {
+    v /= 1000;
+    u++;
+  }
+  snprintf(buf, sizeof buf, u ? "%.1f%s" : "%.0f%s", v, units[u]);
+  return buf;
+}
+
+std::string human_duration(double s) {
+  char buf[32];
+  if (!std::isfinite(s) || s < 0) return "?";
+  long t = long(s + 0.5);
+  if (t >= 3600)
+    snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+  else if (t >= 60)
+    snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
+  else
+    snprintf(buf, sizeof buf, "%lds", t);
+  return buf;
+}
+
+}  // namespace sae::cli

@@ -1,0 +1,119 @@
+// Conventions every tool shares (DESIGN.md §6): option parsing with --help/--version, messages on
+// stderr prefixed with the tool name, exit codes, atomic outputs that never leave a half-written
+// file under the final name, signal handling, broken pipes, and progress lines on a terminal.
+#pragma once
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+namespace sae::cli {
+
+namespace po = boost::program_options;
+
+// The running tool's name ("sae-info"); set by run().
+const std::string& tool();
+
+// "tool: msg" on stderr.
+void say(const std::string& msg);
+
+// Thrown when a write to stdout finds the reader gone; run() ends the tool quietly with exit 0.
+struct BrokenPipe : std::runtime_error {
+  BrokenPipe() : std::runtime_error("broken pipe") {}
+};
+
+// Runs a tool's body: installs signal handling, maps exceptions to messages and exit codes
+// (UsageError/InputError -> 1, anything else -> 2, BrokenPipe -> 0).
+int run(const char* tool, int argc, char** argv, const std::function<int(int, char**)>& body);
+
+// Parses options. Adds --help and --version to `desc`; on --help prints usage, the description
+// and every option with its default, then exits 0. Unknown options and bad values throw UsageError.
+po::variables_map parse(int argc, char** argv, po::options_description& desc,
+                        const std::string& usage, const std::string& about,
+                        const po::positional_options_description* positional = nullptr);
+
+// Input file list: no files (or "-") means stdin. Missing/unreadable files are an InputError
+// naming the file.
+std::vector<std::string> input_files(const po::variables_map& vm, const char* key = "input");
+FILE* open_input(const std::string& path);  // "-" -> stdin
+
+// A file output: "-" or "" is stdout (binary output to a terminal is refused). A named file is
+// written to a temporary name beside it and renamed over the target only by commit(); if the
+// object dies uncommitted (error, exception) or the process gets SIGINT/SIGTERM, the temporary
+// file is removed and nothing appears under the final name.
+class Output {
+ public:
+  Output(const std::string& path, bool binary);
+  ~Output();
+  Output(const Output&) = delete;
+  Output& operator=(const Output&) = delete;
+  FILE* file() { return f_; }
+  const std::string& name() const { return display_; }
+  bool is_stdout() const { return stdout_; }
+  void write(const void* p, size_t n);  // throws BrokenPipe / InputError (disk full) naming the file
+  void commit();
+
+ private:
+  std::string path_, tmp_, display_;
+  FILE* f_ = nullptr;
+  bool stdout_ = false, committed_ = false;
+};
+
+// A directory output (an SAE directory, plots): files are written inside tmp_path(), which is
+// renamed to the final path by commit(). An existing directory at the final path is replaced only
+// at commit. Removed on failure and on SIGINT/SIGTERM.
+class OutputDir {
+ public:
+  explicit OutputDir(const std::string& path);
+  ~OutputDir();
+  OutputDir(const OutputDir&) = delete;
+  OutputDir& operator=(const OutputDir&) = delete;
+  const std::string& tmp_path() const { return tmp_; }
+  const std::string& path() const { return path_; }
+  void commit();
+
+ private:
+  std::string path_, tmp_;
+  bool committed_ = false;
+};
+
+// Writes a whole small file atomically (temp + rename).
+void write_file_atomic(const std::string& path, const std::string& contents);
+
+// Temporary paths (files or directories) removed if the process is interrupted.
+void register_temp(const std::string& path);
+void unregister_temp(const std::string& path);
+void remove_tree(const std::string& path);
+
+// Long jobs that checkpoint on a signal call this: the first SIGINT/SIGTERM then only sets
+// interrupted(); a second one ends the process (after removing temporaries).
+void set_graceful_interrupt(bool on);
+bool interrupted();
+
+// Device selection shared by all tools: "--device cpu|cuda|auto", default from $SAE_DEVICE.
+void add_device_option(po::options_description& desc);
+std::string device_option(const po::variables_map& vm);
+
+// A progress line on stderr, redrawn at most a few times a second, only when stderr is a terminal.
+class Progress {
+ public:
+  Progress();
+  bool enabled() const { return enabled_; }
+  void update(const std::string& line, bool force = false);
+  void done();
+
+ private:
+  bool enabled_;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point last_;
+};
+
+// Human-friendly number formatting for tables and progress.
+std::string human_count(double v);
+std::string human_duration(double seconds);
+
+}  // namespace sae::cli

@@ -1,0 +1,57 @@
+// A sparse autoencoder in memory, its directory format on disk (SAELens-loadable cfg.json +
+// sae_weights.safetensors), readers for SAELens (current and legacy cfg keys) and EleutherAI
+// sparsify directories, and a plain reference encoder/decoder for inference.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "dtype.h"
+
+namespace sae {
+
+// Inference architectures, as SAELens names them. Training architectures map onto these at
+// export: relu -> standard, topk -> topk, batchtopk/matryoshka -> jumprelu (learned threshold),
+// jumprelu -> jumprelu, gated -> gated.
+struct Sae {
+  std::string arch = "standard";  // standard | topk | jumprelu | gated
+  int64_t d_in = 0, d_sae = 0;
+  int k = 0;  // topk only
+
+  std::vector<float> W_enc;      // [d_in, d_sae]
+  std::vector<float> b_enc;      // [d_sae]
+  std::vector<float> W_dec;      // [d_sae, d_in]
+  std::vector<float> b_dec;      // [d_in]
+  std::vector<float> threshold;  // [d_sae], jumprelu
+  std::vector<float> b_gate;     // [d_sae], gated (b_enc unused)
+  std::vector<float> r_mag;      // [d_sae], gated
+  std::vector<float> b_mag;      // [d_sae], gated
+
+  bool apply_b_dec_to_input = true;
+  std::string normalize_activations = "none";
+  std::string hook;           // hook point (cfg metadata.hook_name / hook_name)
+  std::string model;          // model name, when known
+  std::string source_format;  // "saetools", "saelens", "saelens-legacy" or "sparsify" (set by load_sae)
+  nlohmann::json cfg = nlohmann::json::object();  // the cfg.json as read, or extra keys to write
+
+  // Pre-activation: (x - b_dec if apply_b_dec_to_input) @ W_enc + b_enc, for `rows` rows.
+  // encode: the latents (dense, rows x d_sae) per the architecture. decode: f @ W_dec + b_dec.
+  void encode(const float* x, int64_t rows, float* latents) const;
+  void decode(const float* latents, int64_t rows, float* x_hat) const;
+  // Throws InputError naming `where` if any parameter is NaN/Inf or shapes are inconsistent.
+  void validate(const std::string& where) const;
+};
+
+struct SaveOptions {
+  DType dtype = DType::f32;  // storage dtype of the weights
+  std::vector<float> log10_density;  // if non-empty, written as sparsity.safetensors ("sparsity" [d_sae])
+};
+
+// Reads a saetools, SAELens or sparsify SAE directory; every defect (missing files or tensors,
+// wrong shapes, NaN weights, unknown architecture) is an InputError naming the directory.
+Sae load_sae(const std::string& dir);
+// Writes dir atomically (a temporary directory renamed into place).
+void save_sae(const Sae& sae, const std::string& dir, const SaveOptions& opt = {});
+
+}  // namespace sae
