@@ -110,7 +110,8 @@ int run(const char* tool, int argc, char** argv, const std::function<int(int, ch
 
 po::variables_map parse(int argc, char** argv, po::options_description& desc,
                         const std::string& usage, const std::string& about,
-                        const po::positional_options_description* positional) {
+                        const po::positional_options_description* positional,
+                        const po::options_description* visible) {
   desc.add_options()("help,h", "show this help and exit")("version", "show the version and exit");
   po::variables_map vm;
   try {
@@ -119,7 +120,15 @@ po::variables_map parse(int argc, char** argv, po::options_description& desc,
     if (positional) p.positional(*positional);
     po::store(p.run(), vm);
     if (vm.count("help")) {
-      std::cout << "Usage: " << g_tool << " " << usage << "\n\n" << about << "\n\n" << desc << "\n";
+      std::cout << "Usage: " << g_tool << " " << usage << "\n\n" << about << "\n\n";
+      if (visible) {
+        po::options_description shown;
+        shown.add(*visible);
+        shown.add_options()("help,h", "show this help and exit")("version", "show the version and exit");
+        std::cout << shown << "\n";
+      } else {
+        std::cout << desc << "\n";
+      }
       std::cout.flush();
       std::exit(0);
     }
