@@ -1270,6 +1270,11 @@ void StreamReader::start() {
   }
 }
 
+std::string StreamReader::where() const {
+  const Impl& s = *impl_;
+  return s.name() + (s.batch_no ? ": batch " + std::to_string(s.batch_no) : "");
+}
+
 bool StreamReader::next(Batch& out) {
   Impl& s = *impl_;
   if (s.done) return false;

@@ -118,6 +118,8 @@ class StreamReader {
   int64_t compressed_bytes() const { return compressed_; }
   // Complete streams seen so far (a file made with `cat a b` holds two).
   int64_t streams_read() const { return streams_; }
+  // Where the last batch came from, for messages: "file: batch N" ("file" before the first batch).
+  std::string where() const;
 
  private:
   void start();
