@@ -189,6 +189,21 @@ Output::Output(const std::string& path, bool binary) : path_(path) {
     return;
   }
   display_ = path;
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) throw InputError(path + ": is a directory");
+  if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    // A device, FIFO or socket (-o /dev/null, a named pipe) is written in place: renaming a
+    // temporary over it would replace the device node itself (as root, /dev/null became a file).
+    direct_ = true;
+    f_ = fopen(path.c_str(), "wb");
+    if (!f_) throw InputError(path + ": cannot open: " + std::strerror(errno));
+    if (binary && isatty(fileno(f_))) {
+      fclose(f_);
+      f_ = nullptr;
+      throw UsageError("refusing to write a binary stream to a terminal (" + path + ")");
+    }
+    return;
+  }
   check_parent_dir(path);
   tmp_ = temp_name_beside(path);
   register_temp(tmp_);
@@ -202,6 +217,7 @@ Output::Output(const std::string& path, bool binary) : path_(path) {
 Output::~Output() {
   if (stdout_ || committed_) return;
   if (f_) fclose(f_);
+  if (direct_) return;
   std::error_code ec;
   fs::remove(tmp_, ec);
   unregister_temp(tmp_);
@@ -230,6 +246,10 @@ void Output::commit() {
     throw InputError(display_ + ": write failed: " + std::strerror(errno));
   }
   f_ = nullptr;
+  if (direct_) {
+    committed_ = true;
+    return;
+  }
   if (rename(tmp_.c_str(), path_.c_str()) != 0)
     throw InputError(display_ + ": cannot rename into place: " + std::strerror(errno));
   unregister_temp(tmp_);

@@ -64,6 +64,7 @@ class Output {
   std::string path_, tmp_, display_;
   FILE* f_ = nullptr;
   bool stdout_ = false, committed_ = false;
+  bool direct_ = false;  // a device or FIFO (-o /dev/null): written in place, never renamed over
 };
 
 // A directory output (an SAE directory, plots): files are written inside tmp_path(), which is
