@@ -93,8 +93,11 @@ int main(int argc, char** argv) {
     } else if (verify) {
       std::string names;
       for (const auto& f : shown) names += (names.empty() ? "" : " ") + f;
-      print(names + ": ok (" + rep["rows"].dump() + " rows, " + rep["batches"].dump() + " batches, " +
-            rep["streams"].dump() + (rep["streams"] == 1 ? " stream)\n" : " streams)\n"));
+      auto count = [&](const char* k, const char* one, const char* many) {
+        return rep[k].dump() + (rep[k] == 1 ? one : many);
+      };
+      print(names + ": ok (" + count("rows", " row, ", " rows, ") + count("batches", " batch, ", " batches, ") +
+            count("streams", " stream)\n", " streams)\n"));
     } else {
       print(sae::info_table(rep));
     }

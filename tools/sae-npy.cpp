@@ -114,8 +114,8 @@ int main(int argc, char** argv) {
       auto files = sae::cli::input_files(vm);
       sae::cli::Output out(vm["output"].as<std::string>(), true);
       sae::StreamReader r(files, ro);
-      if (out.is_stdout()) {
-        // stdout may be a pipe: build the array in an unnamed temporary file, then copy it.
+      if (out.is_stdout() || fseeko(out.file(), 0, SEEK_CUR) != 0) {
+        // stdout or a named pipe: build the array in an unnamed temporary file, then copy it.
         std::unique_ptr<FILE, int (*)(FILE*)> spool(tmpfile(), fclose);
         if (!spool) throw std::runtime_error(std::string("cannot create a temporary file: ") + std::strerror(errno));
         sae::npy::export_npy(r, spool.get(), "<temporary file>", eo);
