@@ -128,7 +128,13 @@ int main(int argc, char** argv) {
     }
 
     only(exp, "export");
-    if (dtype != "auto") sae::parse_dtype(dtype);  // validates (UsageError names the value)
+    if (dtype != "auto") {
+      try {
+        sae::parse_dtype(dtype);
+      } catch (const sae::UsageError& e) {
+        throw sae::UsageError(std::string("--dtype: ") + e.what());
+      }
+    }
     sae::npy::ImportOptions io;
     io.dtype = dtype;
     io.batch_rows = vm["batch-rows"].as<int64_t>();

@@ -44,7 +44,7 @@ export_fails_with() {
 @test "bad input: empty file and empty stdin" {
   : > empty.sae
   export_fails_with "sae-npy: empty.sae: empty input (no stream header)" empty.sae
-  run bash -c 'sae-info < /dev/null'
+  run bash -c 'sae-info < empty.sae'
   assert_failure 1
   assert_output "sae-info: <stdin>: empty input (no stream header)"
 }

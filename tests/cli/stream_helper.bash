@@ -1,9 +1,14 @@
 # Test inputs for the stream tools, made without Python: .npy files written by awk, streams made
 # from them with sae-npy. Load after `load helper`.
 
-# npy_header DESCR SHAPE: the .npy 1.0 preamble for a C-order array, e.g. npy_header '<f4' '(10, 4)'.
+# npy_header DESCR SHAPE [FORTRAN]: the .npy 1.0 preamble, e.g. npy_header '<f4' '(10, 4)'.
 npy_header() {
-  local dict="{'descr': '$1', 'fortran_order': False, 'shape': $2, }"
+  npy_header_dict "{'descr': '$1', 'fortran_order': ${3:-False}, 'shape': $2, }"
+}
+
+# npy_header_dict DICT: the .npy 1.0 preamble around any header dict text, padded as numpy does.
+npy_header_dict() {
+  local dict=$1
   local total=$(( (10 + ${#dict} + 1 + 63) / 64 * 64 ))
   local hlen=$(( total - 10 ))
   printf '\x93NUMPY\x01\x00'
