@@ -120,7 +120,6 @@ ZContexts& zctx() {
 // Shuffled storage keeps byte b of element i at b*n + i (planes of equal significance). Loads and
 // stores go through memcpy: the payload sits at any alignment inside a frame.
 
-inline uint16_t to16(DType t, float v) { return t == DType::bf16 ? f32_to_bf16(v) : f32_to_f16(v); }
 
 void encode_payload(DType t, bool shuffle, const float* src, size_t n, uint8_t* dst) {
   if (n == 0) return;  // (src may be null then; memcpy must not see it)
