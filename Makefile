@@ -33,13 +33,17 @@ cli: build
 demo: build
 	@$(MAKE) --no-print-directory -f pipelines/toy.mk BIN=$(abspath $(BIN)) demo
 
-# libFuzzer target for the stream reader, built with clang in its own tree.
-fuzz: deps
+# libFuzzer target for the stream reader, built with clang in its own tree (ASan + UBSan). The
+# corpus starts from small streams made by sae-npy and the target's own latent-stream seeds;
+# findings land in .fuzz/ (crash-*, timeout-*, leak-*).
+fuzz: configure
 	CC=clang CXX=clang++ cmake -S . -B build-fuzz -DSAE_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build build-fuzz -j $(JOBS) --target fuzz_stream
+	cmake --build $(BUILD) -j $(JOBS) --target sae-npy
 	mkdir -p .fuzz/corpus
-	bash scripts/fuzz-seeds.sh $(BIN) .fuzz/corpus || true
-	./build-fuzz/fuzz_stream -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 .fuzz/corpus tests/fuzz/seeds
+	bash scripts/fuzz-seeds.sh $(BIN) .fuzz/corpus
+	SAE_FUZZ_SEEDS=.fuzz/corpus ./build-fuzz/fuzz_stream -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	  -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=.fuzz/ .fuzz/corpus tests/fuzz/seeds
 
 bench: build
 	@for b in $(BUILD)/bench/*; do echo "== $$b"; $$b || exit 1; done
