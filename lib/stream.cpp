@@ -939,7 +939,8 @@ StreamWriter::StreamWriter(FILE* out, std::string name, StreamHeader header, Wri
   if (s.opt.threads > 0) s.pool = std::make_unique<ThreadPool>(s.opt.threads);
 }
 
-StreamWriter::~StreamWriter() = default;
+// The pool stops (and its tasks, which read header_, finish) before header_ is destroyed.
+StreamWriter::~StreamWriter() { impl_.reset(); }
 
 int64_t StreamWriter::bytes_written() const { return impl_->bytes; }
 
@@ -951,6 +952,7 @@ void StreamWriter::write(const Batch& b) {
   if (!s.pool) {
     RawBuf f = s.make_frame(b);
     s.put(f);
+    s.give_buf(std::move(f));
     s.batches++;
     rows_ += b.rows;
     return;
@@ -967,6 +969,7 @@ void StreamWriter::write(Batch&& b) {
   if (!s.pool) {
     RawBuf f = s.make_frame(b);
     s.put(f);
+    s.give_buf(std::move(f));
     s.batches++;
     return;
   }
@@ -1242,7 +1245,8 @@ StreamReader::StreamReader(const void* data, size_t size, const std::string& nam
   start();
 }
 
-StreamReader::~StreamReader() = default;
+// Read-ahead stops (its decode tasks read header_) before header_ is destroyed.
+StreamReader::~StreamReader() { impl_.reset(); }
 
 void StreamReader::start() {
   Impl& s = *impl_;
