@@ -1,10 +1,11 @@
 // Exact tokenizers for Hugging Face model directories (docs/tokenizers.md).
 //
 // Tokenizer::load(dir) picks the model's own tokenizer:
-//   - tokenizer.json (Hugging Face `tokenizers`): BPE as GPT-2, Llama 3, Qwen2, SmolLM use it
-//     (byte-level, pre-tokenizer regex through PCRE2), and the sentencepiece-style BPE layout
-//     (Metaspace / Prepend+Replace, byte fallback) when no tokenizer.model sits beside it;
-//   - tokenizer.model (sentencepiece, through libsentencepiece) for the Llama 2 family;
+//   - tokenizer.json (Hugging Face `tokenizers`, what AutoTokenizer uses): BPE as GPT-2, Llama 3,
+//     Qwen2, SmolLM use it (byte-level, pre-tokenizer regex through PCRE2), and the
+//     sentencepiece-style BPE layout of Llama 2 / Mistral / TinyLlama (Metaspace or
+//     Prepend+Replace, byte fallback);
+//   - tokenizer.model (sentencepiece, through libsentencepiece) when there is no tokenizer.json;
 //   - vocab.json + merges.txt (the older GPT-2 layout) when neither is present.
 // tokenizer_config.json (and config.json) decide the BOS/EOS tokens and whether HF adds them.
 //
@@ -18,22 +19,9 @@
 #include <vector>
 
 #include "common.h"
+#include "utf8.h"  // Utf8Error, utf8_replace_invalid
 
 namespace sae {
-
-// Text that is not valid UTF-8. encode() refuses it (HF's tokenizers only ever see valid UTF-8:
-// Python str, Rust &str); `offset` is the byte offset of the first byte of the first ill-formed
-// sequence. Use utf8_replace_invalid() first to tokenize such text the way Python's
-// bytes.decode("utf-8", errors="replace") would read it.
-struct Utf8Error : InputError {
-  Utf8Error(size_t offset, unsigned char byte);
-  size_t offset;
-};
-
-// Replaces every maximal ill-formed subsequence with U+FFFD (Unicode's recommended practice, the
-// same as Python's errors="replace" and Rust's String::from_utf8_lossy). Valid text is returned
-// unchanged.
-std::string utf8_replace_invalid(std::string_view text);
 
 class Tokenizer {
  public:
@@ -46,8 +34,8 @@ class Tokenizer {
 
   // Token ids of `text`, without BOS/EOS. Special and added tokens written in the text (e.g.
   // "<|endoftext|>") map to their ids, as HF's tokenizer(text) does; with parse_special = false
-  // they are tokenized as plain text (HF's split_special_tokens=True). Throws Utf8Error on
-  // invalid UTF-8.
+  // tokens marked special are tokenized as plain text (HF's split_special_tokens=True; added tokens
+  // that are not special still match). Throws Utf8Error on invalid UTF-8.
   std::vector<int32_t> encode(std::string_view text, bool parse_special = true) const;
 
   // encode() plus the BOS/EOS that HF's tokenizer(text) adds (add_special_tokens=True): BOS when
