@@ -1,6 +1,7 @@
 // The BPE merge loop and its word cache (tokenizer_internal.h).
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <functional>
 #include <queue>
 
@@ -152,24 +153,45 @@ void BpeMerges::merge_heap(std::vector<int32_t>& syms) const {
 
 // ---- word cache ----
 
-WordCache::WordCache(size_t max_entries) : max_per_shard_(std::max<size_t>(1, max_entries / kShards)) {}
+WordCache::WordCache(size_t slots) {
+  size_t n = 1;
+  while (n < slots) n <<= 1;
+  slots_.resize(n);
+  mask_ = n - 1;
+}
+
+// FNV-1a, then a final mix so that the low bits (the slot index) depend on every byte.
+uint64_t WordCache::hash(std::string_view w) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : w) h = (h ^ c) * 0x100000001b3ULL;
+  h ^= h >> 32;
+  h *= 0xd6e8feb86659fd93ULL;
+  return h ^ (h >> 32);
+}
 
 bool WordCache::get(std::string_view word, std::vector<int32_t>& out) const {
-  if (!enabled_) return false;
-  Shard& s = shards_[std::hash<std::string_view>()(word) % kShards];
-  std::lock_guard<std::mutex> lock(s.m);
-  auto it = s.map.find(std::string(word));
-  if (it == s.map.end()) return false;
-  out.insert(out.end(), it->second.begin(), it->second.end());
+  if (!enabled_ || word.empty() || word.size() > kMaxWord) return false;
+  uint64_t h = hash(word);
+  size_t i = h & mask_;
+  std::lock_guard<std::mutex> lock(stripes_[i % kStripes]);
+  const Slot& s = slots_[i];
+  if (s.hash != h || s.len != word.size() || memcmp(s.word, word.data(), word.size()) != 0)
+    return false;
+  out.insert(out.end(), s.ids, s.ids + s.n);
   return true;
 }
 
 void WordCache::put(std::string_view word, const std::vector<int32_t>& ids) const {
-  if (!enabled_) return;
-  Shard& s = shards_[std::hash<std::string_view>()(word) % kShards];
-  std::lock_guard<std::mutex> lock(s.m);
-  if (s.map.size() >= max_per_shard_) s.map.clear();  // crude but bounded; refills with use
-  s.map.emplace(std::string(word), ids);
+  if (!enabled_ || word.empty() || word.size() > kMaxWord || ids.size() > kMaxIds) return;
+  uint64_t h = hash(word);
+  size_t i = h & mask_;
+  std::lock_guard<std::mutex> lock(stripes_[i % kStripes]);
+  Slot& s = slots_[i];
+  s.hash = h;
+  s.len = static_cast<uint8_t>(word.size());
+  s.n = static_cast<uint8_t>(ids.size());
+  memcpy(s.word, word.data(), word.size());
+  std::copy(ids.begin(), ids.end(), s.ids);
 }
 
 }  // namespace sae::tok

@@ -428,6 +428,23 @@ std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const json& j, const std::stri
   unsupported(where, "pre_tokenizer \"" + type + "\"");
 }
 
+// The regex when the pre-tokenizer is nothing but one Isolated regex split over byte-level text
+// (GPT-2's ByteLevel, or Llama 3's Split + ByteLevel without regex): then encode() can hand the
+// matches to the model as views into the text, with no piece copied.
+const Regex* single_isolated_regex(const PreTokenizer* p) {
+  if (auto* b = dynamic_cast<const ByteLevelPT*>(p)) return b->add_prefix_space ? nullptr : b->regex.get();
+  auto* seq = dynamic_cast<const PTSequence*>(p);
+  if (!seq) return nullptr;
+  if (seq->steps.size() == 1) return single_isolated_regex(seq->steps[0].get());
+  if (seq->steps.size() != 2) return nullptr;
+  auto* split = dynamic_cast<const SplitPT*>(seq->steps[0].get());
+  auto* b = dynamic_cast<const ByteLevelPT*>(seq->steps[1].get());
+  if (!split || !b || b->add_prefix_space || b->regex || split->invert ||
+      split->behavior != Behavior::Isolated || !split->pattern->regex)
+    return nullptr;
+  return split->pattern->regex.get();
+}
+
 // ---------------------------------------------------------------- decoders
 
 struct Decoder {
@@ -638,6 +655,7 @@ class HfTokenizer : public TokenizerBase {
   // Pipeline.
   std::unique_ptr<Normalizer> normalizer_;
   std::unique_ptr<PreTokenizer> pre_tokenizer_;
+  const Regex* fast_regex_ = nullptr;  // see single_isolated_regex
   std::unique_ptr<Decoder> decoder_;
   bool fast_decode_ = false;
   std::vector<std::string> decode_bytes_;  // fast_decode_: the bytes of each id
@@ -657,6 +675,7 @@ HfTokenizer::HfTokenizer(const json& j, const std::string& where, const json& /*
   // sae-collect does itself.
   normalizer_ = parse_normalizer(j.value("normalizer", json()), where);
   pre_tokenizer_ = parse_pre_tokenizer(j.value("pre_tokenizer", json()), where, byte_level_);
+  if (byte_level_) fast_regex_ = single_isolated_regex(pre_tokenizer_.get());
   parse_model(j["model"], where);
 
   // Added tokens: matched in the raw text (normalized: false) or in normalized text.
@@ -868,8 +887,18 @@ void HfTokenizer::encode_piece(std::string_view text, bool at_start, bool parse_
       out.push_back(seg.id);
       continue;
     }
-    std::vector<Piece> pieces{
-        Piece{std::string(text.substr(seg.begin, seg.end - seg.begin)), at_start && seg.begin == 0}};
+    std::string_view part = text.substr(seg.begin, seg.end - seg.begin);
+    if (fast_regex_) {
+      size_t prev = 0;
+      fast_regex_->for_each_match(part, [&](size_t b, size_t e) {
+        if (b > prev) encode_word(part.substr(prev, b - prev), out);  // a gap: its own piece
+        encode_word(part.substr(b, e - b), out);
+        prev = e;
+      });
+      if (prev < part.size()) encode_word(part.substr(prev), out);
+      continue;
+    }
+    std::vector<Piece> pieces{Piece{std::string(part), at_start && seg.begin == 0}};
     if (pre_tokenizer_) pre_tokenizer_->apply(pieces);
     for (const auto& p : pieces) encode_word(p.text, out);
   }

@@ -130,23 +130,30 @@ class BpeMerges {
   void grow();
 };
 
-// Word -> ids cache, sharded so that threads rarely wait on each other. Bounded: a shard that
-// grows past its share is cleared.
+// Word -> ids cache: a direct-mapped table of fixed-size slots (no allocation, one probe), for
+// the short words that make up almost all text; longer words and words of many tokens are not
+// cached. A new word simply overwrites the slot it hashes to. Slots are guarded by a few striped
+// mutexes so that threads can share one tokenizer.
 class WordCache {
  public:
-  explicit WordCache(size_t max_entries = 1 << 18);
+  static constexpr size_t kMaxWord = 30, kMaxIds = 8;
+  explicit WordCache(size_t slots = 1 << 16);
   bool get(std::string_view word, std::vector<int32_t>& out) const;
   void put(std::string_view word, const std::vector<int32_t>& ids) const;
   void set_enabled(bool on) { enabled_ = on; }
 
  private:
-  static constexpr int kShards = 16;
-  struct Shard {
-    std::mutex m;
-    std::unordered_map<std::string, std::vector<int32_t>> map;
+  struct Slot {
+    uint64_t hash = 0;
+    uint8_t len = 0, n = 0;  // len 0: empty (empty words are never cached)
+    char word[kMaxWord];
+    int32_t ids[kMaxIds];
   };
-  mutable Shard shards_[kShards];
-  size_t max_per_shard_;
+  static constexpr int kStripes = 64;
+  static uint64_t hash(std::string_view w);
+  mutable std::vector<Slot> slots_;
+  mutable std::mutex stripes_[kStripes];
+  size_t mask_;
   bool enabled_ = true;
 };
 
