@@ -723,8 +723,9 @@ HfTokenizer::HfTokenizer(const json& j, const std::string& where, const json& /*
     decode_bytes_.resize(id_to_token_.size());
     for (size_t id = 0; id < id_to_token_.size(); ++id) {
       if (!has_token_[id]) continue;
-      if (is_added_[id] || !m.to_bytes(id_to_token_[id], decode_bytes_[id]))
-        decode_bytes_[id] = id_to_token_[id];
+      // As HF's ByteLevel decoder: every token, added ones included, is read as byte-level
+      // characters when it can be ("<|endoftext|>" maps to itself), else taken as it is.
+      if (!m.to_bytes(id_to_token_[id], decode_bytes_[id])) decode_bytes_[id] = id_to_token_[id];
     }
   }
   parse_post_processor(j.value("post_processor", json()), where);
