@@ -1,0 +1,694 @@
+#include "shuffle.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <thread>
+
+#include "cli.h"
+
+namespace sae {
+
+namespace {
+
+constexpr int64_t kKiB = 1024, kMiB = 1024 * 1024;
+// A scatter writes each bucket's share of the arena in one go; below this size per bucket the
+// writes get small enough for syscall overhead to show, so it bounds the fan-out.
+constexpr int64_t kMinBucketWrite = 64 * kKiB;
+// Fan-out limit: also bounds the open files (a re-split keeps its parent level's files open).
+constexpr int kMaxFanout = 256;
+constexpr int kIovMax = 1024;  // IOV_MAX on Linux
+
+// ---- random numbers ----
+// Counter-based draws (a hash of key and row number) decide where each row goes, so the decision
+// does not depend on how reading is split into batches or threads. The in-memory permutations
+// use xoshiro256**. Both are written out here so the output is the same on every platform.
+
+constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ull;
+
+inline uint64_t mix64(uint64_t z) {  // splitmix64's finaliser (a bijection)
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+// Draw number i of the stream named key.
+inline uint64_t draw(uint64_t key, uint64_t i) { return mix64(key ^ mix64((i + 1) * kGolden)); }
+// A key for a sub-stream, derived from a parent key and a label.
+inline uint64_t derive(uint64_t key, uint64_t label) { return mix64(mix64(key + kGolden) ^ (label * 0xd1b54a32d192ed03ull + 1)); }
+
+// Exactly uniform integer in [0, n) for draw i of `key` (Lemire's multiply-shift; the rejected
+// case, probability n/2^64, redraws from side streams).
+inline uint64_t uniform_below(uint64_t key, uint64_t i, uint64_t n) {
+  uint64_t x = draw(key, i);
+  __uint128_t m = (__uint128_t)x * n;
+  uint64_t lo = uint64_t(m);
+  if (lo < n) {
+    const uint64_t t = (0 - n) % n;
+    for (uint64_t k = 1; lo < t; k++) {
+      x = draw(derive(key, k), i);
+      m = (__uint128_t)x * n;
+      lo = uint64_t(m);
+    }
+  }
+  return uint64_t(m >> 64);
+}
+
+// True with probability p (53-bit resolution).
+inline bool bernoulli(uint64_t key, uint64_t i, double p) { return double(draw(key, i) >> 11) * 0x1.0p-53 < p; }
+
+class Xoshiro256 {
+ public:
+  explicit Xoshiro256(uint64_t key) {
+    uint64_t z = key;
+    for (auto& w : s_) {
+      z += kGolden;
+      w = mix64(z);
+    }
+  }
+  uint64_t next() {
+    const uint64_t r = rotl(s_[1] * 5, 7) * 9;
+    const uint64_t t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = rotl(s_[3], 45);
+    return r;
+  }
+  uint64_t below(uint64_t n) {  // exactly uniform in [0, n)
+    __uint128_t m = (__uint128_t)next() * n;
+    uint64_t lo = uint64_t(m);
+    if (lo < n) {
+      const uint64_t t = (0 - n) % n;
+      while (lo < t) {
+        m = (__uint128_t)next() * n;
+        lo = uint64_t(m);
+      }
+    }
+    return uint64_t(m >> 64);
+  }
+
+ private:
+  static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+  uint64_t s_[4];
+};
+
+// Stream keys. Every decision has its own key so none is correlated with another.
+enum : uint64_t { kKeySplit = 1, kKeyBucket = 2, kKeyFile = 3, kKeySub = 4, kKeyScatter = 5, kKeyPermute = 6 };
+
+std::string mib(double bytes) {
+  char buf[32];
+  if (bytes >= 10 * kMiB * 1024.0)
+    snprintf(buf, sizeof buf, "%.1f GiB", bytes / (1024.0 * kMiB));
+  else
+    snprintf(buf, sizeof buf, "%.1f MiB", bytes / kMiB);
+  return buf;
+}
+
+// ---- rows as fixed-size records ----
+
+struct Layout {
+  int64_t d = 0;
+  DType dtype = DType::f32;
+  bool token = false, doc = false, pos = false;
+  size_t xbytes = 0, off_token = 0, off_doc = 0, off_pos = 0, rec = 0;
+
+  Layout(int64_t d_, DType t, bool tok, bool dc, bool ps) : d(d_), dtype(t), token(tok), doc(dc), pos(ps) {
+    xbytes = size_t(d) * dtype_size(t);
+    size_t o = xbytes;
+    if (doc) off_doc = o, o += 8;
+    if (token) off_token = o, o += 4;
+    if (pos) off_pos = o, o += 4;
+    rec = o;
+  }
+  // Values go back to the stream's own dtype, so the round trip through a bucket is exact.
+  void pack(const Batch& b, int64_t r, char* dst) const {
+    encode_f32(dtype, b.x.data() + r * d, size_t(d), dst);
+    if (doc) memcpy(dst + off_doc, &b.doc[size_t(r)], 8);
+    if (token) memcpy(dst + off_token, &b.token[size_t(r)], 4);
+    if (pos) memcpy(dst + off_pos, &b.pos[size_t(r)], 4);
+  }
+  void unpack(const char* src, Batch& b, int64_t r) const {
+    decode_f32(dtype, src, size_t(d), b.x.data() + r * d);
+    if (doc) memcpy(&b.doc[size_t(r)], src + off_doc, 8);
+    if (token) memcpy(&b.token[size_t(r)], src + off_token, 4);
+    if (pos) memcpy(&b.pos[size_t(r)], src + off_pos, 4);
+  }
+  std::string describe_columns() const {
+    std::string s;
+    for (auto [on, name] : {std::pair{token, "token"}, {doc, "doc"}, {pos, "pos"}})
+      if (on) s += (s.empty() ? "" : ",") + std::string(name);
+    return s.empty() ? "none" : s;
+  }
+};
+
+// ---- temporary files ----
+
+// An anonymous file in the temporary directory: created with O_TMPFILE (or created and unlinked
+// at once where the file system lacks it), so it has no name to leave behind: the kernel frees it
+// when the descriptor closes, on success, on an exception, on SIGINT and even on SIGKILL.
+class TempFile {
+ public:
+  explicit TempFile(const std::string& dir) : dir_(dir) {
+#ifdef O_TMPFILE
+    fd_ = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+#endif
+    if (fd_ < 0) {
+      std::string name = dir + "/.sae-shuffle.XXXXXX";
+      fd_ = mkostemp(name.data(), O_CLOEXEC);
+      if (fd_ >= 0) ::unlink(name.c_str());  // the name exists only between these two calls
+    }
+    if (fd_ < 0) throw InputError(dir + ": cannot create temporary files: " + std::strerror(errno));
+  }
+  ~TempFile() { close(); }
+  TempFile(TempFile&& o) noexcept : dir_(std::move(o.dir_)), fd_(o.fd_), size_(o.size_) { o.fd_ = -1; }
+  TempFile& operator=(TempFile&&) = delete;
+  TempFile(const TempFile&) = delete;
+
+  void close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  int64_t size() const { return size_; }
+
+  // Appends the records listed in `iov`; a full disk is an InputError naming the directory.
+  void append(struct iovec* iov, int n, const std::function<std::string()>& full_hint) {
+    while (n > 0) {
+      int k = std::min(n, kIovMax);
+      ssize_t w = ::writev(fd_, iov, k);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        int e = errno;
+        if (e == ENOSPC || e == EDQUOT)
+          throw InputError(dir_ + ": temporary directory is full (" + std::strerror(e) + ")" + full_hint());
+        throw InputError(dir_ + ": cannot write temporary file: " + std::strerror(e));
+      }
+      size_ += w;
+      // Skip what was written, possibly ending inside one iovec.
+      size_t left = size_t(w);
+      while (k > 0 && left >= iov->iov_len) {
+        left -= iov->iov_len;
+        iov++, n--, k--;
+      }
+      if (left) {
+        iov->iov_base = static_cast<char*>(iov->iov_base) + left;
+        iov->iov_len -= left;
+      }
+    }
+  }
+
+  void read(int64_t off, char* dst, int64_t n) const {
+    while (n > 0) {
+      ssize_t r = ::pread(fd_, dst, size_t(std::min<int64_t>(n, int64_t(1) << 30)), off);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0)
+        throw std::runtime_error(dir_ + ": cannot read back a temporary file: " +
+                                 (r < 0 ? std::strerror(errno) : "unexpected end"));
+      dst += r, off += r, n -= r;
+    }
+  }
+
+ private:
+  std::string dir_;
+  int fd_ = -1;
+  int64_t size_ = 0;
+};
+
+// ---- the arena: rows in memory, with a tag and an order slot per row ----
+
+struct Arena {
+  size_t rec;
+  int64_t cap;
+  std::unique_ptr<char[]> data;        // cap * rec; not zeroed, so untouched pages cost nothing
+  std::unique_ptr<uint32_t[]> order;   // a permutation of row numbers
+  std::unique_ptr<uint16_t[]> tag;     // destination bucket of each row
+  int64_t n = 0;
+
+  Arena(size_t rec_, int64_t cap_)
+      : rec(rec_), cap(cap_), data(new char[size_t(cap_) * rec_]), order(new uint32_t[size_t(cap_)]),
+        tag(new uint16_t[size_t(cap_)]) {}
+  char* row(int64_t i) { return data.get() + size_t(i) * rec; }
+};
+
+// Groups the arena's rows [0, n) by tag (a counting sort of row numbers into `order`);
+// returns where each tag's rows start (size ntags + 1).
+std::vector<int64_t> group_by_tag(Arena& a, int64_t n, int ntags) {
+  std::vector<int64_t> start(size_t(ntags) + 1, 0);
+  for (int64_t i = 0; i < n; i++) start[a.tag[i] + 1]++;
+  for (int t = 0; t < ntags; t++) start[size_t(t) + 1] += start[size_t(t)];
+  std::vector<int64_t> at(start.begin(), start.end() - 1);
+  for (int64_t i = 0; i < n; i++) a.order[at[a.tag[i]]++] = uint32_t(i);
+  return start;
+}
+
+// Writes the arena's rows [0, n) to files[tag], each file's rows in one gathered write.
+int64_t scatter(Arena& a, int64_t n, std::vector<TempFile>& files, const std::function<std::string()>& hint) {
+  auto start = group_by_tag(a, n, int(files.size()));
+  std::vector<struct iovec> iov;
+  int64_t bytes = 0;
+  for (size_t f = 0; f < files.size(); f++) {
+    iov.clear();
+    for (int64_t k = start[f]; k < start[f + 1]; k++) iov.push_back({a.row(a.order[k]), a.rec});
+    if (!iov.empty()) files[f].append(iov.data(), int(iov.size()), hint);
+    bytes += (start[f + 1] - start[f]) * int64_t(a.rec);
+  }
+  return bytes;
+}
+
+// Collects rows into output batches of a fixed size and writes them.
+class Sink {
+ public:
+  Sink(FILE* f, const std::string& name, StreamHeader h, WriterOptions wo, const Layout& L, int64_t batch_rows)
+      : w_(f, name, std::move(h), wo), L_(L), batch_rows_(batch_rows) {}
+  void add(const char* rec) {
+    if (b_.rows == 0) {
+      b_.x.resize(size_t(batch_rows_ * L_.d));
+      if (L_.token) b_.token.resize(size_t(batch_rows_));
+      if (L_.doc) b_.doc.resize(size_t(batch_rows_));
+      if (L_.pos) b_.pos.resize(size_t(batch_rows_));
+    }
+    L_.unpack(rec, b_, b_.rows++);
+    rows_++;
+    if (b_.rows == batch_rows_) flush();
+  }
+  void finish() {
+    flush();
+    w_.finish();
+  }
+  int64_t rows() const { return rows_; }
+
+ private:
+  void flush() {
+    if (b_.rows == 0) return;
+    b_.x.resize(size_t(b_.rows * L_.d));
+    if (L_.token) b_.token.resize(size_t(b_.rows));
+    if (L_.doc) b_.doc.resize(size_t(b_.rows));
+    if (L_.pos) b_.pos.resize(size_t(b_.rows));
+    w_.write(std::move(b_));
+    b_ = Batch();
+  }
+  StreamWriter w_;
+  Layout L_;
+  int64_t batch_rows_;
+  Batch b_;
+  int64_t rows_ = 0;
+};
+
+// Total size of the inputs when all are regular files (stdin redirected from a file counts);
+// -1 when any is a pipe or terminal, whose size is unknown.
+int64_t input_bytes(const std::vector<std::string>& inputs) {
+  int64_t total = 0;
+  for (const auto& p : inputs) {
+    struct stat st;
+    int rc = (p == "-" || p.empty()) ? fstat(0, &st) : stat(p.c_str(), &st);
+    if (rc != 0 || !S_ISREG(st.st_mode)) return -1;
+    if (p == "-" || p.empty()) {
+      off_t at = lseek(0, 0, SEEK_CUR);
+      total += int64_t(st.st_size) - (at > 0 ? int64_t(at) : 0);
+    } else {
+      total += int64_t(st.st_size);
+    }
+  }
+  return total;
+}
+
+std::string inputs_name(const std::vector<std::string>& inputs) {
+  if (inputs.size() == 1) return inputs[0] == "-" ? "<stdin>" : inputs[0];
+  return "the input";
+}
+
+// The whole shuffle, once the input's shape is known.
+class Shuffler {
+ public:
+  Shuffler(const ShuffleOptions& opt, const Layout& L, const ShuffleBudget& bud, std::vector<Sink*> sinks,
+           int64_t in_bytes)
+      : opt_(opt), L_(L), bud_(bud), sinks_(std::move(sinks)), in_bytes_(in_bytes), arena_(L.rec, bud.arena_rows) {
+    split_ = sinks_.size() > 1;
+    k_split_ = derive(opt.seed, kKeySplit);
+    for (int p = 0; p < parts(); p++) key_bucket_.push_back(derive(derive(opt.seed, kKeyBucket), uint64_t(p)));
+  }
+
+  ShuffleReport& report() { return rep_; }
+
+  // Pass 1: one input batch.
+  void add(const Batch& b, int64_t compressed_so_far) {
+    for (int64_t r = 0; r < b.rows; r++) {
+      if (arena_.n == arena_.cap) spill(compressed_so_far);
+      L_.pack(b, r, arena_.row(arena_.n++));
+    }
+    rep_.rows += b.rows;
+  }
+
+  // End of input: emit everything.
+  void finish(int64_t compressed_total) {
+    if (files_.empty()) {
+      in_memory();
+    } else {
+      spill(compressed_total);
+      pass2();
+    }
+    for (Sink* s : sinks_) s->finish();
+    rep_.rows_main = sinks_[0]->rows();
+    rep_.rows_split = split_ ? sinks_[1]->rows() : 0;
+    if (opt_.note) {
+      std::string m = "shuffled " + std::to_string(rep_.rows) + " rows";
+      if (split_)
+        m += " (" + std::to_string(rep_.rows_main) + " to the main output, " + std::to_string(rep_.rows_split) +
+             " to '" + opt_.split_name + "')";
+      if (rep_.buckets)
+        m += " through " + std::to_string(rep_.buckets) + " buckets, " + mib(double(rep_.temp_bytes)) +
+             " of temporary files, " + std::to_string(rep_.resplit) + " buckets scattered again";
+      else
+        m += " in memory";
+      opt_.note(m);
+    }
+  }
+
+ private:
+  int parts() const { return split_ ? 2 : 1; }
+  int part_of(uint64_t row) const {
+    return split_ && bernoulli(k_split_, row, opt_.split_fraction) ? 1 : 0;
+  }
+  uint64_t file_key(int part, int64_t bucket) const {
+    return derive(derive(derive(opt_.seed, kKeyFile), uint64_t(part)), uint64_t(bucket));
+  }
+
+  std::string full_hint() const {
+    std::string s = " after writing " + mib(double(rep_.temp_bytes)) + " of bucket files";
+    if (est_bytes_ > 0) s += "; this input needs about " + mib(double(est_bytes_)) + " there";
+    return s + " (point --tmp at a directory with more free space)";
+  }
+
+  // Decides the buckets at the first spill, when the arena has shown how the input's compressed
+  // size relates to its size in records.
+  void plan_buckets(int64_t compressed_so_far) {
+    const int64_t rows_so_far = start_row_ + arena_.n;
+    if (in_bytes_ > 0 && compressed_so_far > 0)
+      est_bytes_ = int64_t(double(in_bytes_) * double(rows_so_far) * double(L_.rec) / double(compressed_so_far));
+    const double f = split_ ? opt_.split_fraction : 0.0;
+    std::vector<int64_t> counts;
+    if (!split_) {
+      counts = {est_bytes_ > 0 ? shuffle_bucket_count(est_bytes_, int64_t(L_.rec), bud_.arena_rows, bud_.max_buckets)
+                               : int64_t(bud_.max_buckets)};
+    } else {
+      // Each part gets its own buckets, in proportion to its expected size.
+      int held_max = std::max(1, int(std::lround(bud_.max_buckets * f)));
+      int main_max = std::max(1, bud_.max_buckets - held_max);
+      if (est_bytes_ > 0) {
+        counts = {shuffle_bucket_count(int64_t(double(est_bytes_) * (1 - f)), int64_t(L_.rec), bud_.arena_rows, main_max),
+                  shuffle_bucket_count(int64_t(double(est_bytes_) * f), int64_t(L_.rec), bud_.arena_rows, held_max)};
+      } else {
+        counts = {main_max, held_max};
+      }
+    }
+    for (int p = 0; p < parts(); p++) {
+      first_file_.push_back(int64_t(files_.size()));
+      for (int64_t b = 0; b < counts[size_t(p)]; b++) files_.emplace_back(opt_.tmp_dir);
+    }
+    first_file_.push_back(int64_t(files_.size()));
+    rep_.buckets = int64_t(files_.size());
+    if (est_bytes_ > 0) {
+      struct statvfs sv;
+      if (statvfs(opt_.tmp_dir.c_str(), &sv) == 0) {
+        double free_bytes = double(sv.f_bavail) * double(sv.f_frsize);
+        if (free_bytes < double(est_bytes_))
+          cli::say("warning: " + opt_.tmp_dir + " has " + mib(free_bytes) + " free, but this input needs about " +
+                   mib(double(est_bytes_)) + " of temporary files there");
+      }
+    }
+    if (opt_.note) {
+      std::string m = "memory " + mib(double(opt_.memory)) + ": " + mib(double(bud_.arena_bytes)) + " for " +
+                      std::to_string(bud_.arena_rows) + " rows of " + std::to_string(L_.rec) + " bytes, " +
+                      mib(double(bud_.reserve)) + " for reading and writing; input " +
+                      (est_bytes_ > 0 ? "about " + mib(double(est_bytes_)) : std::string("of unknown size")) +
+                      " in records: " + std::to_string(counts[0]) + " buckets";
+      if (split_) m += " + " + std::to_string(counts[1]) + " for '" + opt_.split_name + "'";
+      opt_.note(m);
+    }
+  }
+
+  // Pass 1: the arena is full (or the input ended): scatter its rows into the bucket files.
+  void spill(int64_t compressed_so_far) {
+    if (files_.empty()) plan_buckets(compressed_so_far);
+    const int64_t n = arena_.n;
+    for (int64_t i = 0; i < n; i++) {
+      const uint64_t row = uint64_t(start_row_ + i);
+      const int p = part_of(row);
+      const int64_t nb = first_file_[size_t(p) + 1] - first_file_[size_t(p)];
+      arena_.tag[i] = uint16_t(first_file_[size_t(p)] + int64_t(uniform_below(key_bucket_[size_t(p)], row, uint64_t(nb))));
+    }
+    rep_.temp_bytes += scatter(arena_, n, files_, [this] { return full_hint(); });
+    start_row_ += n;
+    arena_.n = 0;
+    if (opt_.progress) opt_.progress("pass 1: " + cli::human_count(double(start_row_)) + " rows to " +
+                                     std::to_string(files_.size()) + " bucket files");
+  }
+
+  // Everything fit in the arena: permute each part in place and emit it; no temporary files.
+  void in_memory() {
+    const int64_t n = arena_.n;
+    for (int64_t i = 0; i < n; i++) arena_.tag[i] = uint16_t(part_of(uint64_t(i)));
+    auto start = group_by_tag(arena_, n, parts());
+    for (int p = 0; p < parts(); p++)
+      permute_and_emit(start[size_t(p)], start[size_t(p) + 1], file_key(p, 0), *sinks_[size_t(p)]);
+  }
+
+  void permute_and_emit(int64_t lo, int64_t hi, uint64_t key, Sink& sink) {
+    Xoshiro256 rng(derive(key, kKeyPermute));
+    uint32_t* o = arena_.order.get() + lo;
+    for (int64_t i = hi - lo - 1; i > 0; i--) std::swap(o[i], o[rng.below(uint64_t(i + 1))]);  // Fisher-Yates
+    for (int64_t i = 0; i < hi - lo; i++) sink.add(arena_.row(o[i]));
+  }
+
+  void pass2() {
+    int64_t done = 0;
+    for (int p = 0; p < parts(); p++) {
+      for (int64_t b = first_file_[size_t(p)]; b < first_file_[size_t(p) + 1]; b++) {
+        TempFile f = std::move(files_[size_t(b)]);
+        emit_bucket(f, file_key(p, b - first_file_[size_t(p)]), *sinks_[size_t(p)]);
+        if (opt_.progress)
+          opt_.progress("pass 2: bucket " + std::to_string(++done) + "/" + std::to_string(files_.size()));
+      }
+    }
+    files_.clear();
+  }
+
+  // Pass 2 for one bucket file: permute it in memory, or scatter it again if it outgrew the arena.
+  void emit_bucket(TempFile& f, uint64_t key, Sink& sink) {
+    const int64_t n = f.size() / int64_t(L_.rec);
+    if (n <= arena_.cap) {
+      f.read(0, arena_.data.get(), f.size());
+      f.close();
+      for (int64_t i = 0; i < n; i++) arena_.order[i] = uint32_t(i);
+      permute_and_emit(0, n, key, sink);
+      return;
+    }
+    rep_.resplit++;
+    const int64_t nb = std::max<int64_t>(2, shuffle_bucket_count(f.size(), int64_t(L_.rec), arena_.cap, bud_.max_buckets));
+    std::vector<TempFile> sub;
+    for (int64_t j = 0; j < nb; j++) sub.emplace_back(opt_.tmp_dir);
+    const uint64_t ks = derive(key, kKeyScatter);
+    for (int64_t at = 0; at < n; at += arena_.cap) {
+      const int64_t m = std::min(arena_.cap, n - at);
+      f.read(at * int64_t(L_.rec), arena_.data.get(), m * int64_t(L_.rec));
+      for (int64_t i = 0; i < m; i++) arena_.tag[i] = uint16_t(uniform_below(ks, uint64_t(at + i), uint64_t(nb)));
+      rep_.temp_bytes += scatter(arena_, m, sub, [this] { return full_hint(); });
+    }
+    f.close();  // frees its disk space before the sub-buckets are read
+    for (int64_t j = 0; j < nb; j++) {
+      TempFile s = std::move(sub[size_t(j)]);
+      emit_bucket(s, derive(derive(key, kKeySub), uint64_t(j)), sink);
+    }
+  }
+
+  const ShuffleOptions& opt_;
+  Layout L_;
+  ShuffleBudget bud_;
+  std::vector<Sink*> sinks_;
+  int64_t in_bytes_;
+  Arena arena_;
+  bool split_ = false;
+  uint64_t k_split_ = 0;
+  std::vector<uint64_t> key_bucket_;
+  std::vector<TempFile> files_;
+  std::vector<int64_t> first_file_;  // part p's buckets are files_[first_file_[p] .. first_file_[p+1])
+  int64_t start_row_ = 0;            // input row number of the arena's first row
+  int64_t est_bytes_ = -1;           // estimated input size in records; -1 unknown
+  ShuffleReport rep_;
+};
+
+}  // namespace
+
+int64_t shuffle_record_bytes(int64_t d, DType dtype, bool token, bool doc, bool pos) {
+  return int64_t(Layout(d, dtype, token, doc, pos).rec);
+}
+
+// The estimates below count what reading and writing hold at their peak, per batch in flight:
+// - reading (sae::StreamReader, decoding one frame at a time per thread): the batch the caller
+//   holds plus two decoded batches per thread, the compressed frames of a read-ahead group, the
+//   frame buffer, and the raw and msgpack copies while a frame is decoded;
+// - writing (sae::StreamWriter): the batch being filled, the batches queued per thread, and per
+//   batch being compressed the encoded payload, the msgpack buffer (which may be twice its
+//   content), the compressed frame, and a zstd context.
+// The peak-RSS test in tests/cli/shuffle.bats checks these against the real process.
+static int64_t reader_cost(int t, int64_t f32_batch, int64_t stored_batch) {
+  return (2 * t + 1) * f32_batch + (4 * t + 4) * stored_batch + 2 * kMiB;
+}
+static int64_t writer_cost(int t, int64_t f32_batch, int64_t stored_batch) {
+  return (t + 1) * f32_batch + t * (4 * stored_batch + 4 * kMiB);
+}
+
+ShuffleBudget plan_shuffle_budget(int64_t memory, int64_t d, DType dtype, bool token, bool doc, bool pos,
+                                  int64_t in_batch_rows, int64_t out_batch_rows, int threads) {
+  ShuffleBudget b;
+  b.record_bytes = shuffle_record_bytes(d, dtype, token, doc, pos);
+  const int64_t cols = (token ? 4 : 0) + (doc ? 8 : 0) + (pos ? 4 : 0);
+  const int64_t f_in = in_batch_rows * (4 * d + cols), s_in = in_batch_rows * b.record_bytes;
+  const int64_t f_out = out_batch_rows * (4 * d + cols), s_out = out_batch_rows * b.record_bytes;
+  // The reserve depends on the shape only (one reading thread, two writing threads, or an eighth
+  // of the bound), never on `threads`: it fixes the arena, which fixes where rows go.
+  b.reserve = std::max({reader_cost(1, f_in, s_in), writer_cost(2, f_out, s_out), memory / 8});
+  const int64_t per_row = b.record_bytes + 6;  // record, order slot (4), tag (2)
+  const int64_t min_rows = 64;
+  b.arena_bytes = memory - b.reserve;
+  b.arena_rows = std::min<int64_t>(b.arena_bytes / per_row, int64_t(UINT32_MAX));
+  if (b.arena_rows < min_rows) {
+    const int64_t need = b.reserve + min_rows * per_row;
+    throw UsageError("--memory " + mib(double(memory)) + " is too small for rows of d=" + std::to_string(d) + " " +
+                     dtype_name(dtype) + " read in batches of " + std::to_string(in_batch_rows) +
+                     " rows and written in batches of " + std::to_string(out_batch_rows) + " (--batch-rows): needs at least " +
+                     mib(double(need)));
+  }
+  const int64_t arena_records = b.arena_rows * b.record_bytes;
+  b.max_buckets = int(std::clamp<int64_t>(arena_records / kMinBucketWrite, 2, kMaxFanout));
+  int hw = std::max(1, int(std::thread::hardware_concurrency()));
+  int cap = threads > 0 ? threads : hw;
+  b.writer_threads = 1;
+  while (b.writer_threads < cap && writer_cost(b.writer_threads + 1, f_out, s_out) <= b.reserve) b.writer_threads++;
+  return b;
+}
+
+int64_t shuffle_bucket_count(int64_t bytes, int64_t record_bytes, int64_t arena_rows, int max_buckets) {
+  // Aim at 7/8 of the arena per bucket: buckets are binomially sized around their mean, and the
+  // margin keeps an overflow (and its extra pass) rare unless rows are very wide.
+  const double per_bucket = double(arena_rows) * double(record_bytes) * 7.0 / 8.0;
+  const double want = std::ceil(double(bytes) / per_bucket);
+  return std::clamp<int64_t>(int64_t(want), 1, max_buckets);
+}
+
+int64_t parse_memory_size(const std::string& s, const std::string& what) {
+  auto bad = [&] {
+    return UsageError(what + ": bad size '" + s + "' (expected a number of bytes with an optional K, M, G or T suffix, e.g. 64M)");
+  };
+  if (s.empty()) throw bad();
+  size_t used = 0;
+  double v;
+  try {
+    v = std::stod(s, &used);
+  } catch (const std::exception&) {
+    throw bad();
+  }
+  std::string unit = s.substr(used);
+  if (!unit.empty() && (unit.back() == 'B' || unit.back() == 'b')) unit.pop_back();
+  if (unit.size() > 1 && (unit.back() == 'i')) unit.pop_back();  // "MiB" reads as "M"
+  double mul = 1;
+  if (unit.empty()) mul = 1;
+  else if (unit == "K" || unit == "k") mul = double(kKiB);
+  else if (unit == "M" || unit == "m") mul = double(kMiB);
+  else if (unit == "G" || unit == "g") mul = double(kMiB) * 1024;
+  else if (unit == "T" || unit == "t") mul = double(kMiB) * 1024 * 1024;
+  else throw bad();
+  if (!std::isfinite(v) || v <= 0 || v * mul > 9e18) throw bad();
+  return int64_t(v * mul);
+}
+
+StreamHeader shuffled_header(const StreamHeader& in, const ShuffleOptions& opt, const std::string& part) {
+  StreamHeader h = in;
+  json note = {{"tool", cli::tool()}, {"tool_version", SAE_VERSION}, {"seed", opt.seed}};
+  if (!part.empty())
+    note["split"] = {{"name", opt.split_name}, {"fraction", opt.split_fraction}, {"part", part}};
+  // A list, so a stream shuffled twice keeps both notes.
+  json& s = h.provenance["shuffled"];
+  if (s.is_null()) s = json::array();
+  if (!s.is_array()) s = json::array({s});
+  s.push_back(note);
+  return h;
+}
+
+ShuffleReport shuffle_streams(const std::vector<std::string>& inputs, FILE* out, const std::string& out_name,
+                              FILE* split_out, const std::string& split_out_name, const ShuffleOptions& opt) {
+  const bool split = !opt.split_name.empty();
+  if (opt.batch_rows < 1) throw UsageError("--batch-rows must be at least 1");
+  if (split && !(opt.split_fraction > 0 && opt.split_fraction < 1))
+    throw UsageError("--split: the fraction must be between 0 and 1 (exclusive)");
+  if (split && !split_out) throw std::logic_error("shuffle_streams: split without a second output");
+  {
+    struct stat st;
+    if (stat(opt.tmp_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      throw UsageError("--tmp " + opt.tmp_dir + ": no such directory");
+    TempFile probe(opt.tmp_dir);  // fail now, not after pass 1, if files cannot be made there
+  }
+  const int64_t in_bytes = input_bytes(inputs);
+
+  // Reading uses one decompression thread: the arena must be fixed before the first batch shows
+  // the batches' size, and one thread keeps the read-ahead (two batches) within the reserve.
+  ReaderOptions ro;
+  ro.threads = 1;
+  StreamReader reader(inputs, ro);
+  const StreamHeader& hin = reader.header();
+  const std::string iname = inputs_name(inputs);
+  if (hin.kind != "activations")
+    throw InputError(iname + ": holds " + hin.kind + "; sae-shuffle shuffles activation streams");
+
+  Batch b;
+  bool have = false;
+  while ((have = reader.next(b)) && b.rows == 0) {}
+  const Layout L(hin.d, hin.dtype, have && !b.token.empty(), have && !b.doc.empty(), have && !b.pos.empty());
+  const ShuffleBudget bud = plan_shuffle_budget(opt.memory, hin.d, hin.dtype, L.token, L.doc, L.pos,
+                                                have ? b.rows : 1, opt.batch_rows, opt.threads);
+  WriterOptions wo;
+  wo.level = opt.level;
+  wo.threads = bud.writer_threads;
+  std::vector<std::unique_ptr<Sink>> sinks;
+  sinks.push_back(std::make_unique<Sink>(out, out_name, shuffled_header(hin, opt, split ? "rest" : ""), wo, L,
+                                         opt.batch_rows));
+  if (split)
+    sinks.push_back(std::make_unique<Sink>(split_out, split_out_name, shuffled_header(hin, opt, opt.split_name), wo,
+                                           L, opt.batch_rows));
+  std::vector<Sink*> sp;
+  for (auto& s : sinks) sp.push_back(s.get());
+  Shuffler sh(opt, L, bud, sp, in_bytes);
+  int64_t batch_no = 0;
+  while (have) {
+    batch_no++;
+    if (b.rows > 0) {
+      const Layout got(hin.d, hin.dtype, !b.token.empty(), !b.doc.empty(), !b.pos.empty());
+      if (got.token != L.token || got.doc != L.doc || got.pos != L.pos)
+        throw InputError(iname + ": batch " + std::to_string(batch_no) + " has columns " + got.describe_columns() +
+                         " but the first batch had " + L.describe_columns() +
+                         " (rows cannot be shuffled together)");
+      sh.add(b, reader.compressed_bytes());
+      if (opt.progress) opt.progress("pass 1: " + cli::human_count(double(reader.rows_read())) + " rows read");
+    }
+    have = reader.next(b);
+  }
+  b = Batch();
+  sh.finish(reader.compressed_bytes());
+  ShuffleReport rep = sh.report();
+  rep.arena_bytes = bud.arena_bytes;
+  rep.record_bytes = int64_t(L.rec);
+  rep.reader_threads = 1;
+  rep.writer_threads = bud.writer_threads;
+  return rep;
+}
+
+}  // namespace sae
