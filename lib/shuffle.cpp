@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "cli.h"
+#include "rng.h"
 
 namespace sae {
 
@@ -27,82 +28,10 @@ constexpr int64_t kMinBucketWrite = 64 * kKiB;
 constexpr int kMaxFanout = 256;
 constexpr int kIovMax = 1024;  // IOV_MAX on Linux
 
-// ---- random numbers ----
-// Counter-based draws (a hash of key and row number) decide where each row goes, so the decision
-// does not depend on how reading is split into batches or threads. The in-memory permutations
-// use xoshiro256**. Both are written out here so the output is the same on every platform.
-
-constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ull;
-
-inline uint64_t mix64(uint64_t z) {  // splitmix64's finaliser (a bijection)
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-// Draw number i of the stream named key.
-inline uint64_t draw(uint64_t key, uint64_t i) { return mix64(key ^ mix64((i + 1) * kGolden)); }
-// A key for a sub-stream, derived from a parent key and a label.
-inline uint64_t derive(uint64_t key, uint64_t label) { return mix64(mix64(key + kGolden) ^ (label * 0xd1b54a32d192ed03ull + 1)); }
-
-// Exactly uniform integer in [0, n) for draw i of `key` (Lemire's multiply-shift; the rejected
-// case, probability n/2^64, redraws from side streams).
-inline uint64_t uniform_below(uint64_t key, uint64_t i, uint64_t n) {
-  uint64_t x = draw(key, i);
-  __uint128_t m = (__uint128_t)x * n;
-  uint64_t lo = uint64_t(m);
-  if (lo < n) {
-    const uint64_t t = (0 - n) % n;
-    for (uint64_t k = 1; lo < t; k++) {
-      x = draw(derive(key, k), i);
-      m = (__uint128_t)x * n;
-      lo = uint64_t(m);
-    }
-  }
-  return uint64_t(m >> 64);
-}
-
-// True with probability p (53-bit resolution).
-inline bool bernoulli(uint64_t key, uint64_t i, double p) { return double(draw(key, i) >> 11) * 0x1.0p-53 < p; }
-
-class Xoshiro256 {
- public:
-  explicit Xoshiro256(uint64_t key) {
-    uint64_t z = key;
-    for (auto& w : s_) {
-      z += kGolden;
-      w = mix64(z);
-    }
-  }
-  uint64_t next() {
-    const uint64_t r = rotl(s_[1] * 5, 7) * 9;
-    const uint64_t t = s_[1] << 17;
-    s_[2] ^= s_[0];
-    s_[3] ^= s_[1];
-    s_[1] ^= s_[2];
-    s_[0] ^= s_[3];
-    s_[2] ^= t;
-    s_[3] = rotl(s_[3], 45);
-    return r;
-  }
-  uint64_t below(uint64_t n) {  // exactly uniform in [0, n)
-    __uint128_t m = (__uint128_t)next() * n;
-    uint64_t lo = uint64_t(m);
-    if (lo < n) {
-      const uint64_t t = (0 - n) % n;
-      while (lo < t) {
-        m = (__uint128_t)next() * n;
-        lo = uint64_t(m);
-      }
-    }
-    return uint64_t(m >> 64);
-  }
-
- private:
-  static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-  uint64_t s_[4];
-};
-
-// Stream keys. Every decision has its own key so none is correlated with another.
+// ---- random numbers (lib/rng.h) ----
+// Where a row goes (its split part, its bucket) is drawn from the sub-stream of its row number, so
+// the decision does not depend on how reading is cut into batches or spread over threads. Each
+// decision has its own labelled stream under the seed, so none is correlated with another.
 enum : uint64_t { kKeySplit = 1, kKeyBucket = 2, kKeyFile = 3, kKeySub = 4, kKeyScatter = 5, kKeyPermute = 6 };
 
 std::string mib(double bytes) {
@@ -333,8 +262,9 @@ class Shuffler {
            int64_t in_bytes)
       : opt_(opt), L_(L), bud_(bud), sinks_(std::move(sinks)), in_bytes_(in_bytes), arena_(L.rec, bud.arena_rows) {
     split_ = sinks_.size() > 1;
-    k_split_ = derive(opt.seed, kKeySplit);
-    for (int p = 0; p < parts(); p++) key_bucket_.push_back(derive(derive(opt.seed, kKeyBucket), uint64_t(p)));
+    const Rng root(opt.seed);
+    k_split_ = root.substream(kKeySplit);
+    for (int p = 0; p < parts(); p++) key_bucket_.push_back(root.substream(kKeyBucket).substream(uint64_t(p)));
   }
 
   ShuffleReport& report() { return rep_; }
@@ -376,10 +306,10 @@ class Shuffler {
  private:
   int parts() const { return split_ ? 2 : 1; }
   int part_of(uint64_t row) const {
-    return split_ && bernoulli(k_split_, row, opt_.split_fraction) ? 1 : 0;
+    return split_ && k_split_.substream(row).bernoulli(opt_.split_fraction) ? 1 : 0;
   }
-  uint64_t file_key(int part, int64_t bucket) const {
-    return derive(derive(derive(opt_.seed, kKeyFile), uint64_t(part)), uint64_t(bucket));
+  Rng file_key(int part, int64_t bucket) const {
+    return Rng(opt_.seed).substream(kKeyFile).substream(uint64_t(part)).substream(uint64_t(bucket));
   }
 
   std::string full_hint() const {
@@ -444,7 +374,7 @@ class Shuffler {
       const uint64_t row = uint64_t(start_row_ + i);
       const int p = part_of(row);
       const int64_t nb = first_file_[size_t(p) + 1] - first_file_[size_t(p)];
-      arena_.tag[i] = uint16_t(first_file_[size_t(p)] + int64_t(uniform_below(key_bucket_[size_t(p)], row, uint64_t(nb))));
+      arena_.tag[i] = uint16_t(first_file_[size_t(p)] + int64_t(key_bucket_[size_t(p)].substream(row).below(uint64_t(nb))));
     }
     rep_.temp_bytes += scatter(arena_, n, files_, [this] { return full_hint(); });
     start_row_ += n;
@@ -462,10 +392,9 @@ class Shuffler {
       permute_and_emit(start[size_t(p)], start[size_t(p) + 1], file_key(p, 0), *sinks_[size_t(p)]);
   }
 
-  void permute_and_emit(int64_t lo, int64_t hi, uint64_t key, Sink& sink) {
-    Xoshiro256 rng(derive(key, kKeyPermute));
+  void permute_and_emit(int64_t lo, int64_t hi, const Rng& key, Sink& sink) {
     uint32_t* o = arena_.order.get() + lo;
-    for (int64_t i = hi - lo - 1; i > 0; i--) std::swap(o[i], o[rng.below(uint64_t(i + 1))]);  // Fisher-Yates
+    key.substream(kKeyPermute).shuffle(o, size_t(hi - lo));  // Fisher-Yates
     for (int64_t i = 0; i < hi - lo; i++) sink.add(arena_.row(o[i]));
   }
 
@@ -483,7 +412,7 @@ class Shuffler {
   }
 
   // Pass 2 for one bucket file: permute it in memory, or scatter it again if it outgrew the arena.
-  void emit_bucket(TempFile& f, uint64_t key, Sink& sink) {
+  void emit_bucket(TempFile& f, const Rng& key, Sink& sink) {
     const int64_t n = f.size() / int64_t(L_.rec);
     if (n <= arena_.cap) {
       f.read(0, arena_.data.get(), f.size());
@@ -496,17 +425,17 @@ class Shuffler {
     const int64_t nb = std::max<int64_t>(2, shuffle_bucket_count(f.size(), int64_t(L_.rec), arena_.cap, bud_.max_buckets));
     std::vector<TempFile> sub;
     for (int64_t j = 0; j < nb; j++) sub.emplace_back(opt_.tmp_dir);
-    const uint64_t ks = derive(key, kKeyScatter);
+    const Rng ks = key.substream(kKeyScatter);
     for (int64_t at = 0; at < n; at += arena_.cap) {
       const int64_t m = std::min(arena_.cap, n - at);
       f.read(at * int64_t(L_.rec), arena_.data.get(), m * int64_t(L_.rec));
-      for (int64_t i = 0; i < m; i++) arena_.tag[i] = uint16_t(uniform_below(ks, uint64_t(at + i), uint64_t(nb)));
+      for (int64_t i = 0; i < m; i++) arena_.tag[i] = uint16_t(ks.substream(uint64_t(at + i)).below(uint64_t(nb)));
       rep_.temp_bytes += scatter(arena_, m, sub, [this] { return full_hint(); });
     }
     f.close();  // frees its disk space before the sub-buckets are read
     for (int64_t j = 0; j < nb; j++) {
       TempFile s = std::move(sub[size_t(j)]);
-      emit_bucket(s, derive(derive(key, kKeySub), uint64_t(j)), sink);
+      emit_bucket(s, key.substream(kKeySub).substream(uint64_t(j)), sink);
     }
   }
 
@@ -517,8 +446,8 @@ class Shuffler {
   int64_t in_bytes_;
   Arena arena_;
   bool split_ = false;
-  uint64_t k_split_ = 0;
-  std::vector<uint64_t> key_bucket_;
+  Rng k_split_;
+  std::vector<Rng> key_bucket_;
   std::vector<TempFile> files_;
   std::vector<int64_t> first_file_;  // part p's buckets are files_[first_file_[p] .. first_file_[p+1])
   int64_t start_row_ = 0;            // input row number of the arena's first row
