@@ -1,5 +1,8 @@
 #include "shuffle.h"
 
+#define ZSTD_STATIC_LINKING_ONLY  // ZSTD_estimateCCtxSize_usingCParams (exported by libzstd)
+#include <zstd.h>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -179,18 +182,18 @@ std::vector<int64_t> group_by_tag(Arena& a, int64_t n, int ntags) {
   return start;
 }
 
-// Writes the arena's rows [0, n) to files[tag], each file's rows in one gathered write.
-int64_t scatter(Arena& a, int64_t n, std::vector<TempFile>& files, const std::function<std::string()>& hint) {
+// Writes the arena's rows [0, n) to files[tag], each file's rows in one gathered write; adds the
+// bytes to `written` as it goes (so a full-disk message can say how far it got).
+void scatter(Arena& a, int64_t n, std::vector<TempFile>& files, int64_t& written,
+             const std::function<std::string()>& hint) {
   auto start = group_by_tag(a, n, int(files.size()));
   std::vector<struct iovec> iov;
-  int64_t bytes = 0;
   for (size_t f = 0; f < files.size(); f++) {
     iov.clear();
     for (int64_t k = start[f]; k < start[f + 1]; k++) iov.push_back({a.row(a.order[k]), a.rec});
     if (!iov.empty()) files[f].append(iov.data(), int(iov.size()), hint);
-    bytes += (start[f + 1] - start[f]) * int64_t(a.rec);
+    written += (start[f + 1] - start[f]) * int64_t(a.rec);
   }
-  return bytes;
 }
 
 // Collects rows into output batches of a fixed size and writes them.
@@ -271,6 +274,11 @@ class Shuffler {
 
   // Pass 1: one input batch.
   void add(const Batch& b, int64_t compressed_so_far) {
+    // Rows the compressed bytes read so far can hold at most: those up to the end of this batch,
+    // plus the reader's read-ahead (with one thread it reads groups of two frames, so at most one
+    // frame beyond this batch; counted as two batches of this size for margin). An upper bound overestimates the input, which costs a few more (smaller)
+    // buckets; an underestimate would cost a second scatter of every bucket.
+    covered_rows_max_ = rep_.rows + 3 * b.rows;
     for (int64_t r = 0; r < b.rows; r++) {
       if (arena_.n == arena_.cap) spill(compressed_so_far);
       L_.pack(b, r, arena_.row(arena_.n++));
@@ -321,9 +329,8 @@ class Shuffler {
   // Decides the buckets at the first spill, when the arena has shown how the input's compressed
   // size relates to its size in records.
   void plan_buckets(int64_t compressed_so_far) {
-    const int64_t rows_so_far = start_row_ + arena_.n;
     if (in_bytes_ > 0 && compressed_so_far > 0)
-      est_bytes_ = int64_t(double(in_bytes_) * double(rows_so_far) * double(L_.rec) / double(compressed_so_far));
+      est_bytes_ = int64_t(double(in_bytes_) * double(covered_rows_max_) * double(L_.rec) / double(compressed_so_far));
     const double f = split_ ? opt_.split_fraction : 0.0;
     std::vector<int64_t> counts;
     if (!split_) {
@@ -358,7 +365,8 @@ class Shuffler {
     if (opt_.note) {
       std::string m = "memory " + mib(double(opt_.memory)) + ": " + mib(double(bud_.arena_bytes)) + " for " +
                       std::to_string(bud_.arena_rows) + " rows of " + std::to_string(L_.rec) + " bytes, " +
-                      mib(double(bud_.reserve)) + " for reading and writing; input " +
+                      mib(double(bud_.reserve)) + " for reading and writing (" + std::to_string(bud_.writer_threads) +
+                      " compression threads); input " +
                       (est_bytes_ > 0 ? "about " + mib(double(est_bytes_)) : std::string("of unknown size")) +
                       " in records: " + std::to_string(counts[0]) + " buckets";
       if (split_) m += " + " + std::to_string(counts[1]) + " for '" + opt_.split_name + "'";
@@ -376,7 +384,7 @@ class Shuffler {
       const int64_t nb = first_file_[size_t(p) + 1] - first_file_[size_t(p)];
       arena_.tag[i] = uint16_t(first_file_[size_t(p)] + int64_t(key_bucket_[size_t(p)].substream(row).below(uint64_t(nb))));
     }
-    rep_.temp_bytes += scatter(arena_, n, files_, [this] { return full_hint(); });
+    scatter(arena_, n, files_, rep_.temp_bytes, [this] { return full_hint(); });
     start_row_ += n;
     arena_.n = 0;
     if (opt_.progress) opt_.progress("pass 1: " + cli::human_count(double(start_row_)) + " rows to " +
@@ -430,7 +438,7 @@ class Shuffler {
       const int64_t m = std::min(arena_.cap, n - at);
       f.read(at * int64_t(L_.rec), arena_.data.get(), m * int64_t(L_.rec));
       for (int64_t i = 0; i < m; i++) arena_.tag[i] = uint16_t(ks.substream(uint64_t(at + i)).below(uint64_t(nb)));
-      rep_.temp_bytes += scatter(arena_, m, sub, [this] { return full_hint(); });
+      scatter(arena_, m, sub, rep_.temp_bytes, [this] { return full_hint(); });
     }
     f.close();  // frees its disk space before the sub-buckets are read
     for (int64_t j = 0; j < nb; j++) {
@@ -452,6 +460,7 @@ class Shuffler {
   std::vector<int64_t> first_file_;  // part p's buckets are files_[first_file_[p] .. first_file_[p+1])
   int64_t start_row_ = 0;            // input row number of the arena's first row
   int64_t est_bytes_ = -1;           // estimated input size in records; -1 unknown
+  int64_t covered_rows_max_ = 0;     // see add()
   ShuffleReport rep_;
 };
 
@@ -467,17 +476,18 @@ int64_t shuffle_record_bytes(int64_t d, DType dtype, bool token, bool doc, bool 
 //   frame buffer, and the raw and msgpack copies while a frame is decoded;
 // - writing (sae::StreamWriter): the batch being filled, the batches queued per thread, and per
 //   batch being compressed the encoded payload, the msgpack buffer (which may be twice its
-//   content), the compressed frame, and a zstd context.
+//   content), the compressed frame, and a zstd context sized by zstd itself for that batch.
 // The peak-RSS test in tests/cli/shuffle.bats checks these against the real process.
 static int64_t reader_cost(int t, int64_t f32_batch, int64_t stored_batch) {
   return (2 * t + 1) * f32_batch + (4 * t + 4) * stored_batch + 2 * kMiB;
 }
-static int64_t writer_cost(int t, int64_t f32_batch, int64_t stored_batch) {
-  return (t + 1) * f32_batch + t * (4 * stored_batch + 4 * kMiB);
+static int64_t writer_cost(int t, int64_t f32_batch, int64_t stored_batch, int level) {
+  const int64_t cctx = int64_t(ZSTD_estimateCCtxSize_usingCParams(ZSTD_getCParams(level, uint64_t(stored_batch), 0)));
+  return (t + 1) * f32_batch + t * (4 * stored_batch + cctx);
 }
 
 ShuffleBudget plan_shuffle_budget(int64_t memory, int64_t d, DType dtype, bool token, bool doc, bool pos,
-                                  int64_t in_batch_rows, int64_t out_batch_rows, int threads) {
+                                  int64_t in_batch_rows, int64_t out_batch_rows, int level, int threads) {
   ShuffleBudget b;
   b.record_bytes = shuffle_record_bytes(d, dtype, token, doc, pos);
   const int64_t cols = (token ? 4 : 0) + (doc ? 8 : 0) + (pos ? 4 : 0);
@@ -485,7 +495,7 @@ ShuffleBudget plan_shuffle_budget(int64_t memory, int64_t d, DType dtype, bool t
   const int64_t f_out = out_batch_rows * (4 * d + cols), s_out = out_batch_rows * b.record_bytes;
   // The reserve depends on the shape only (one reading thread, two writing threads, or an eighth
   // of the bound), never on `threads`: it fixes the arena, which fixes where rows go.
-  b.reserve = std::max({reader_cost(1, f_in, s_in), writer_cost(2, f_out, s_out), memory / 8});
+  b.reserve = std::max({reader_cost(1, f_in, s_in), writer_cost(2, f_out, s_out, level), memory / 8});
   const int64_t per_row = b.record_bytes + 6;  // record, order slot (4), tag (2)
   const int64_t min_rows = 64;
   b.arena_bytes = memory - b.reserve;
@@ -502,7 +512,7 @@ ShuffleBudget plan_shuffle_budget(int64_t memory, int64_t d, DType dtype, bool t
   int hw = std::max(1, int(std::thread::hardware_concurrency()));
   int cap = threads > 0 ? threads : hw;
   b.writer_threads = 1;
-  while (b.writer_threads < cap && writer_cost(b.writer_threads + 1, f_out, s_out) <= b.reserve) b.writer_threads++;
+  while (b.writer_threads < cap && writer_cost(b.writer_threads + 1, f_out, s_out, level) <= b.reserve) b.writer_threads++;
   return b;
 }
 
@@ -583,7 +593,7 @@ ShuffleReport shuffle_streams(const std::vector<std::string>& inputs, FILE* out,
   while ((have = reader.next(b)) && b.rows == 0) {}
   const Layout L(hin.d, hin.dtype, have && !b.token.empty(), have && !b.doc.empty(), have && !b.pos.empty());
   const ShuffleBudget bud = plan_shuffle_budget(opt.memory, hin.d, hin.dtype, L.token, L.doc, L.pos,
-                                                have ? b.rows : 1, opt.batch_rows, opt.threads);
+                                                have ? b.rows : 1, opt.batch_rows, opt.level, opt.threads);
   WriterOptions wo;
   wo.level = opt.level;
   wo.threads = bud.writer_threads;

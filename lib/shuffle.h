@@ -61,9 +61,9 @@ struct ShuffleBudget {
 int64_t shuffle_record_bytes(int64_t d, DType dtype, bool token, bool doc, bool pos);
 
 // Shares out `memory`. `in_batch_rows` is the row count of the input's batches, `out_batch_rows`
-// the output's. Throws UsageError when the bound is too small for these batches.
+// the output's, `level` its zstd level. Throws UsageError when the bound is too small for these batches.
 ShuffleBudget plan_shuffle_budget(int64_t memory, int64_t d, DType dtype, bool token, bool doc, bool pos,
-                                  int64_t in_batch_rows, int64_t out_batch_rows, int threads);
+                                  int64_t in_batch_rows, int64_t out_batch_rows, int level, int threads);
 
 // Number of buckets for `bytes` of records when a bucket may hold at most `arena_rows` rows:
 // enough that a bucket is expected to fill at most 7/8 of the arena, at least 1, at most

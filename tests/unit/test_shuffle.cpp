@@ -40,7 +40,7 @@ float value(int64_t i, int64_t j) {
 }
 
 struct InputSpec {
-  int64_t rows = 1000, d = 8, batch = 100;
+  int64_t rows = 1000, d = 8, batch = 1000;  // the memory plans below assume batches of 1000
   bool token = true, doc = true, pos = true;
   DType dtype = DType::f32;
   int level = 1;
@@ -155,7 +155,7 @@ Result shuffle(const std::vector<std::string>& inputs, ShuffleOptions opt) {
 // output batches of 256) through each code path: the bound is the planned reserve for reading and
 // writing batches plus the arena wanted.
 int64_t memory_for_arena(int64_t arena_bytes) {
-  auto b = plan_shuffle_budget(16 << 20, 8, DType::f32, true, true, true, 1000, 256, 1);
+  auto b = plan_shuffle_budget(16 << 20, 8, DType::f32, true, true, true, 1000, 256, 3, 1);
   EXPECT_GT(b.reserve, (16 << 20) / 8) << "the reserve is not the batches' cost; pick another probe";
   return b.reserve + arena_bytes;
 }
@@ -235,8 +235,8 @@ TEST(ShuffleParse, MemorySizes) {
 }
 
 TEST(ShuffleBudget, SharesTheBoundAndIgnoresThreads) {
-  auto a = plan_shuffle_budget(64 << 20, 768, DType::f32, true, true, true, 1024, 1024, 1);
-  auto b = plan_shuffle_budget(64 << 20, 768, DType::f32, true, true, true, 1024, 1024, 16);
+  auto a = plan_shuffle_budget(64 << 20, 768, DType::f32, true, true, true, 1024, 1024, 3, 1);
+  auto b = plan_shuffle_budget(64 << 20, 768, DType::f32, true, true, true, 1024, 1024, 3, 16);
   EXPECT_EQ(a.record_bytes, 768 * 4 + 16);
   EXPECT_EQ(a.arena_bytes + a.reserve, int64_t(64) << 20);
   EXPECT_EQ(a.arena_rows, a.arena_bytes / (a.record_bytes + 6));
@@ -247,7 +247,7 @@ TEST(ShuffleBudget, SharesTheBoundAndIgnoresThreads) {
   EXPECT_EQ(a.writer_threads, 1);
   EXPECT_GE(b.writer_threads, 2);  // the reserve always holds two writing threads
   // A bound of 1G keeps an eighth for batches.
-  auto big = plan_shuffle_budget(int64_t(1) << 30, 768, DType::bf16, false, false, false, 1024, 1024, 1);
+  auto big = plan_shuffle_budget(int64_t(1) << 30, 768, DType::bf16, false, false, false, 1024, 1024, 3, 1);
   EXPECT_EQ(big.reserve, int64_t(1) << 27);
   EXPECT_EQ(big.record_bytes, 768 * 2);
   EXPECT_EQ(big.max_buckets, 256);
@@ -255,7 +255,7 @@ TEST(ShuffleBudget, SharesTheBoundAndIgnoresThreads) {
 
 TEST(ShuffleBudget, TooLittleMemoryIsAUsageError) {
   try {
-    plan_shuffle_budget(8 << 20, 4096, DType::f32, false, false, false, 1024, 1024, 1);
+    plan_shuffle_budget(8 << 20, 4096, DType::f32, false, false, false, 1024, 1024, 3, 1);
     FAIL() << "accepted 8M for batches of 16 MiB";
   } catch (const UsageError& e) {
     EXPECT_NE(std::string(e.what()).find("--memory 8.0 MiB is too small for rows of d=4096 f32 read in batches of 1024 "
@@ -279,7 +279,6 @@ TEST(ShuffleRun, PermutationWithColumnsInMemoryOnDiskAndResplit) {
   TmpDir dir, tmp;
   InputSpec in;
   in.rows = 60000;
-  in.batch = 1000;
   std::string path = dir.path + "/in.sae";
   write_input(path, in);
   for (int mode = 0; mode < 3; mode++) {
@@ -472,7 +471,7 @@ TEST(ShuffleErrors, ColumnsMustAgreeAcrossBatches) {
     shuffle({a, b}, opts_on_disk(tmp.path));
     FAIL();
   } catch (const InputError& e) {
-    EXPECT_EQ(std::string(e.what()), "the input: batch 11 has columns none but the first batch had token,doc,pos "
+    EXPECT_EQ(std::string(e.what()), "the input: batch 2 has columns none but the first batch had token,doc,pos "
                                      "(rows cannot be shuffled together)");
   }
   EXPECT_TRUE(tmp.empty());
