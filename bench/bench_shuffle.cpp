@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
     namespace po = cli::po;
     po::options_description desc("Options");
     desc.add_options()
-      ("rows", po::value<int64_t>()->default_value(80000), "rows in the benchmark stream")
+      ("rows", po::value<int64_t>()->default_value(60000), "rows in the benchmark stream")
       ("d", po::value<int64_t>()->default_value(768), "row width")
       ("dtype", po::value<std::string>()->default_value("f32"), "stored dtype")
       ("memory", po::value<std::string>()->default_value("64M"), "sae-shuffle --memory")

@@ -4,6 +4,7 @@
 #include <zstd.h>
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/uio.h>
@@ -157,18 +158,32 @@ class TempFile {
 
 // ---- the arena: rows in memory, with a tag and an order slot per row ----
 
+// One anonymous mapping for the whole arena. Pages cost memory only once touched, so a small input
+// under a large --memory stays small; MAP_NORESERVE keeps a bound larger than the machine's free
+// memory from being refused up front (it is the user's bound to choose).
 struct Arena {
   size_t rec;
   int64_t cap;
-  std::unique_ptr<char[]> data;        // cap * rec; not zeroed, so untouched pages cost nothing
-  std::unique_ptr<uint32_t[]> order;   // a permutation of row numbers
-  std::unique_ptr<uint16_t[]> tag;     // destination bucket of each row
+  size_t bytes = 0;
+  void* map = nullptr;
+  char* data = nullptr;      // cap * rec
+  uint32_t* order = nullptr; // cap: a permutation of row numbers
+  uint16_t* tag = nullptr;   // cap: destination bucket of each row
   int64_t n = 0;
 
-  Arena(size_t rec_, int64_t cap_)
-      : rec(rec_), cap(cap_), data(new char[size_t(cap_) * rec_]), order(new uint32_t[size_t(cap_)]),
-        tag(new uint16_t[size_t(cap_)]) {}
-  char* row(int64_t i) { return data.get() + size_t(i) * rec; }
+  Arena(size_t rec_, int64_t cap_) : rec(rec_), cap(cap_) {
+    const size_t c = size_t(cap_), records = (c * rec_ + 7) / 8 * 8;
+    bytes = records + c * 4 + c * 2;
+    map = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (map == MAP_FAILED) throw std::runtime_error(std::string("cannot map the row arena: ") + std::strerror(errno));
+    data = static_cast<char*>(map);
+    order = reinterpret_cast<uint32_t*>(data + records);
+    tag = reinterpret_cast<uint16_t*>(data + records + c * 4);
+  }
+  ~Arena() { munmap(map, bytes); }
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+  char* row(int64_t i) { return data + size_t(i) * rec; }
 };
 
 // Groups the arena's rows [0, n) by tag (a counting sort of row numbers into `order`);
@@ -401,7 +416,7 @@ class Shuffler {
   }
 
   void permute_and_emit(int64_t lo, int64_t hi, const Rng& key, Sink& sink) {
-    uint32_t* o = arena_.order.get() + lo;
+    uint32_t* o = arena_.order + lo;
     key.substream(kKeyPermute).shuffle(o, size_t(hi - lo));  // Fisher-Yates
     for (int64_t i = 0; i < hi - lo; i++) sink.add(arena_.row(o[i]));
   }
@@ -423,7 +438,7 @@ class Shuffler {
   void emit_bucket(TempFile& f, const Rng& key, Sink& sink) {
     const int64_t n = f.size() / int64_t(L_.rec);
     if (n <= arena_.cap) {
-      f.read(0, arena_.data.get(), f.size());
+      f.read(0, arena_.data, f.size());
       f.close();
       for (int64_t i = 0; i < n; i++) arena_.order[i] = uint32_t(i);
       permute_and_emit(0, n, key, sink);
@@ -436,7 +451,7 @@ class Shuffler {
     const Rng ks = key.substream(kKeyScatter);
     for (int64_t at = 0; at < n; at += arena_.cap) {
       const int64_t m = std::min(arena_.cap, n - at);
-      f.read(at * int64_t(L_.rec), arena_.data.get(), m * int64_t(L_.rec));
+      f.read(at * int64_t(L_.rec), arena_.data, m * int64_t(L_.rec));
       for (int64_t i = 0; i < m; i++) arena_.tag[i] = uint16_t(ks.substream(uint64_t(at + i)).below(uint64_t(nb)));
       scatter(arena_, m, sub, rep_.temp_bytes, [this] { return full_hint(); });
     }
