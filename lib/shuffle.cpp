@@ -291,8 +291,9 @@ class Shuffler {
   void add(const Batch& b, int64_t compressed_so_far) {
     // Rows the compressed bytes read so far can hold at most: those up to the end of this batch,
     // plus the reader's read-ahead (with one thread it reads groups of two frames, so at most one
-    // frame beyond this batch; counted as two batches of this size for margin). An upper bound overestimates the input, which costs a few more (smaller)
-    // buckets; an underestimate would cost a second scatter of every bucket.
+    // frame beyond this batch; counted as two batches of this size for margin). This upper bound
+    // overestimates the input, which costs a few more (smaller) buckets; an underestimate would
+    // cost a second scatter of every bucket.
     covered_rows_max_ = rep_.rows + 3 * b.rows;
     for (int64_t r = 0; r < b.rows; r++) {
       if (arena_.n == arena_.cap) spill(compressed_so_far);

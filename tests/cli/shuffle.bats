@@ -34,7 +34,7 @@ mount_tmpfs() {
   done
 }
 
-@test "the same seed gives the same bytes in memory, on disk, from stdin and on any thread count" {
+@test "the same seed and options give the same bytes (in memory and on disk), from a file or stdin, on any thread count" {
   sae-shuffle --seed 5 "$SMALL" -o mem.sae
   sae-shuffle --seed 5 "$SMALL" -o mem2.sae --threads 1
   cmp mem.sae mem2.sae
@@ -58,7 +58,7 @@ mount_tmpfs() {
   assert_no_output_left "$T" mem.sae mem2.sae disk.sae disk2.sae disk3.sae other.sae
 }
 
-@test "input from a pipe (size unknown) uses the most buckets memory allows, and the same rows come out" {
+@test "input from a pipe (size unknown) uses the most buckets memory allows, and every row comes out" {
   run bash -c "cat '$SMALL' | sae-shuffle --memory 4M -v --tmp '$T' > piped.sae"
   assert_success
   assert_line --regexp "input of unknown size in records: [0-9]+ buckets$"
