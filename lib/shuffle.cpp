@@ -487,15 +487,15 @@ int64_t shuffle_record_bytes(int64_t d, DType dtype, bool token, bool doc, bool 
 }
 
 // The estimates below count what reading and writing hold at their peak, per batch in flight:
-// - reading (sae::StreamReader, decoding one frame at a time per thread): the batch the caller
-//   holds plus two decoded batches per thread, the compressed frames of a read-ahead group, the
+// - reading (sae::StreamReader, decoding one frame at a time per thread): two decoded batches per
+//   thread (the caller frees its batch before asking for the next), the compressed frames of a read-ahead group, the
 //   frame buffer, and the raw and msgpack copies while a frame is decoded;
 // - writing (sae::StreamWriter): the batch being filled, the batches queued per thread, and per
 //   batch being compressed the encoded payload, the msgpack buffer (which may be twice its
 //   content), the compressed frame, and a zstd context sized by zstd itself for that batch.
 // The peak-RSS test in tests/cli/shuffle.bats checks these against the real process.
 static int64_t reader_cost(int t, int64_t f32_batch, int64_t stored_batch) {
-  return (2 * t + 1) * f32_batch + (4 * t + 4) * stored_batch + 2 * kMiB;
+  return 2 * t * f32_batch + (4 * t + 4) * stored_batch + 2 * kMiB;
 }
 static int64_t writer_cost(int t, int64_t f32_batch, int64_t stored_batch, int level) {
   const int64_t cctx = int64_t(ZSTD_estimateCCtxSize_usingCParams(ZSTD_getCParams(level, uint64_t(stored_batch), 0)));
@@ -634,6 +634,7 @@ ShuffleReport shuffle_streams(const std::vector<std::string>& inputs, FILE* out,
       sh.add(b, reader.compressed_bytes());
       if (opt.progress) opt.progress("pass 1: " + cli::human_count(double(reader.rows_read())) + " rows read");
     }
+    b = Batch();  // freed before the reader decodes the next group, not after
     have = reader.next(b);
   }
   b = Batch();
