@@ -50,7 +50,6 @@ int main(int argc, char** argv) {
     opt.level = vm["level"].as<int>();
     opt.threads = vm["threads"].as<int>();
     if (opt.threads < 0) throw sae::UsageError("--threads must be 0 (all cores) or more");
-    if (opt.batch_rows < 1) throw sae::UsageError("--batch-rows must be at least 1");
     std::string split_out;
     if (vm.count("split")) {
       std::string s = vm["split"].as<std::string>();

@@ -178,6 +178,11 @@ ShuffleOptions opts_resplit(const std::string& tmp) {  // fan-out 2: buckets ove
   return o;
 }
 
+// The three code paths by number: 0 in memory, 1 on disk, 2 on disk with re-split buckets.
+ShuffleOptions opts_mode(int mode, const std::string& tmp) {
+  return mode == 0 ? opts_in_memory(tmp) : mode == 1 ? opts_on_disk(tmp) : opts_resplit(tmp);
+}
+
 void expect_permutation(const Rows& out, const InputSpec& in) {
   auto want = input_hashes(in);
   auto got = out.hash;
@@ -283,7 +288,7 @@ TEST(ShuffleRun, PermutationWithColumnsInMemoryOnDiskAndResplit) {
   write_input(path, in);
   for (int mode = 0; mode < 3; mode++) {
     SCOPED_TRACE("mode " + std::to_string(mode));
-    ShuffleOptions o = mode == 0 ? opts_in_memory(tmp.path) : mode == 1 ? opts_on_disk(tmp.path) : opts_resplit(tmp.path);
+    ShuffleOptions o = opts_mode(mode, tmp.path);
     Result r = shuffle({path}, o);
     Rows out = parse(r.main);
     expect_permutation(out, in);
@@ -343,7 +348,7 @@ TEST(ShuffleRun, SameSeedSameBytesWhateverTheThreads) {
   write_input(path, in);
   for (int mode = 0; mode < 3; mode++) {
     SCOPED_TRACE("mode " + std::to_string(mode));
-    ShuffleOptions o = mode == 0 ? opts_in_memory(tmp.path) : mode == 1 ? opts_on_disk(tmp.path) : opts_resplit(tmp.path);
+    ShuffleOptions o = opts_mode(mode, tmp.path);
     o.threads = 1;
     Result first = shuffle({path}, o);
     EXPECT_EQ(first.rep.buckets > 0, mode > 0);
@@ -381,7 +386,7 @@ TEST(ShuffleRun, SplitSendsEachRowToExactlyOneOutput) {
   write_input(path, in);
   for (int mode = 0; mode < 2; mode++) {
     SCOPED_TRACE("mode " + std::to_string(mode));
-    ShuffleOptions o = mode == 0 ? opts_in_memory(tmp.path) : opts_on_disk(tmp.path);
+    ShuffleOptions o = opts_mode(mode, tmp.path);
     o.split_name = "heldout";
     o.split_fraction = 0.05;
     Result r = shuffle({path}, o);
