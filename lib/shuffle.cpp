@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -403,8 +404,6 @@ class Shuffler {
     scatter(arena_, n, files_, rep_.temp_bytes, [this] { return full_hint(); });
     start_row_ += n;
     arena_.n = 0;
-    if (opt_.progress) opt_.progress("pass 1: " + cli::human_count(double(start_row_)) + " rows to " +
-                                     std::to_string(files_.size()) + " bucket files");
   }
 
   // Everything fit in the arena: permute each part in place and emit it; no temporary files.
@@ -424,12 +423,19 @@ class Shuffler {
 
   void pass2() {
     int64_t done = 0;
+    const auto t0 = std::chrono::steady_clock::now();
     for (int p = 0; p < parts(); p++) {
       for (int64_t b = first_file_[size_t(p)]; b < first_file_[size_t(p) + 1]; b++) {
         TempFile f = std::move(files_[size_t(b)]);
         emit_bucket(f, file_key(p, b - first_file_[size_t(p)]), *sinks_[size_t(p)]);
-        if (opt_.progress)
-          opt_.progress("pass 2: bucket " + std::to_string(++done) + "/" + std::to_string(files_.size()));
+        ++done;
+        if (opt_.progress) {
+          const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          const double left = s / double(done) * double(int64_t(files_.size()) - done);
+          opt_.progress("pass 2: bucket " + std::to_string(done) + "/" + std::to_string(files_.size()) + ", " +
+                        cli::human_count(double(sinks_[0]->rows() + (split_ ? sinks_[1]->rows() : 0))) +
+                        " rows written, ETA " + cli::human_duration(left));
+        }
       }
     }
     files_.clear();
@@ -622,6 +628,7 @@ ShuffleReport shuffle_streams(const std::vector<std::string>& inputs, FILE* out,
   std::vector<Sink*> sp;
   for (auto& s : sinks) sp.push_back(s.get());
   Shuffler sh(opt, L, bud, sp, in_bytes);
+  const auto t0 = std::chrono::steady_clock::now();
   int64_t batch_no = 0;
   while (have) {
     batch_no++;
@@ -632,7 +639,11 @@ ShuffleReport shuffle_streams(const std::vector<std::string>& inputs, FILE* out,
                          " but the first batch had " + L.describe_columns() +
                          " (rows cannot be shuffled together)");
       sh.add(b, reader.compressed_bytes());
-      if (opt.progress) opt.progress("pass 1: " + cli::human_count(double(reader.rows_read())) + " rows read");
+      if (opt.progress) {
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        opt.progress("pass 1: " + cli::human_count(double(reader.rows_read())) + " rows read, " +
+                     cli::human_count(double(reader.rows_read()) / std::max(s, 1e-3)) + " rows/s");
+      }
     }
     b = Batch();  // freed before the reader decodes the next group, not after
     have = reader.next(b);
