@@ -484,6 +484,9 @@ void write_toy(const ToyConfig& cfg, const ToyOutput& out) {
   const bool acts_stdout = out.path.empty() || out.path == "-";
   if (out.latents_out == "-" && acts_stdout)
     throw UsageError("--latents-out - needs -o FILE: the activations already go to stdout");
+  if (!out.latents_out.empty() && out.latents_out != "-" && !acts_stdout &&
+      std::filesystem::path(out.latents_out).lexically_normal() == std::filesystem::path(out.path).lexically_normal())
+    throw UsageError("--latents-out and -o name the same file: " + out.path);
   if (out.batch_rows < 1) throw UsageError("--batch-rows must be at least 1, got " + std::to_string(out.batch_rows));
   if (!out.truth.empty()) check_dir_parent(out.truth);
 
