@@ -290,12 +290,9 @@ class Shuffler {
 
   // Pass 1: one input batch.
   void add(const Batch& b, int64_t compressed_so_far) {
-    // Rows the compressed bytes read so far can hold at most: those up to the end of this batch,
-    // plus the reader's read-ahead (with one thread it reads groups of two frames, so at most one
-    // frame beyond this batch; counted as two batches of this size for margin). This upper bound
-    // overestimates the input, which costs a few more (smaller) buckets; an underestimate would
-    // cost a second scatter of every bucket.
-    covered_rows_max_ = rep_.rows + 3 * b.rows;
+    // The reader counts a frame's compressed bytes when it returns the batch, so the bytes read so
+    // far hold the rows up to the end of this batch.
+    covered_rows_ = rep_.rows + b.rows;
     for (int64_t r = 0; r < b.rows; r++) {
       if (arena_.n == arena_.cap) spill(compressed_so_far);
       L_.pack(b, r, arena_.row(arena_.n++));
@@ -347,7 +344,7 @@ class Shuffler {
   // size relates to its size in records.
   void plan_buckets(int64_t compressed_so_far) {
     if (in_bytes_ > 0 && compressed_so_far > 0)
-      est_bytes_ = int64_t(double(in_bytes_) * double(covered_rows_max_) * double(L_.rec) / double(compressed_so_far));
+      est_bytes_ = int64_t(double(in_bytes_) * double(covered_rows_) * double(L_.rec) / double(compressed_so_far));
     const double f = split_ ? opt_.split_fraction : 0.0;
     std::vector<int64_t> counts;
     if (!split_) {
@@ -382,8 +379,8 @@ class Shuffler {
     if (opt_.note) {
       std::string m = "memory " + mib(double(opt_.memory)) + ": " + mib(double(bud_.arena_bytes)) + " for " +
                       std::to_string(bud_.arena_rows) + " rows of " + std::to_string(L_.rec) + " bytes, " +
-                      mib(double(bud_.reserve)) + " for reading and writing (" + std::to_string(bud_.writer_threads) +
-                      " compression threads); input " +
+                      mib(double(bud_.reserve)) + " for reading and writing (compression threads: " +
+                      std::to_string(bud_.writer_threads) + "); input " +
                       (est_bytes_ > 0 ? "about " + mib(double(est_bytes_)) : std::string("of unknown size")) +
                       " in records: " + std::to_string(counts[0]) + " buckets";
       if (split_) m += " + " + std::to_string(counts[1]) + " for '" + opt_.split_name + "'";
@@ -482,7 +479,7 @@ class Shuffler {
   std::vector<int64_t> first_file_;  // part p's buckets are files_[first_file_[p] .. first_file_[p+1])
   int64_t start_row_ = 0;            // input row number of the arena's first row
   int64_t est_bytes_ = -1;           // estimated input size in records; -1 unknown
-  int64_t covered_rows_max_ = 0;     // see add()
+  int64_t covered_rows_ = 0;         // see add()
   ShuffleReport rep_;
 };
 
@@ -492,20 +489,24 @@ int64_t shuffle_record_bytes(int64_t d, DType dtype, bool token, bool doc, bool 
   return int64_t(Layout(d, dtype, token, doc, pos).rec);
 }
 
-// The estimates below count what reading and writing hold at their peak, per batch in flight:
-// - reading (sae::StreamReader, decoding one frame at a time per thread): two decoded batches per
-//   thread (the caller frees its batch before asking for the next), the compressed frames of a read-ahead group, the
-//   frame buffer, and the raw and msgpack copies while a frame is decoded;
-// - writing (sae::StreamWriter): the batch being filled, the batches queued per thread, and per
-//   batch being compressed the encoded payload, the msgpack buffer (which may be twice its
-//   content), the compressed frame, and a zstd context sized by zstd itself for that batch.
+// What reading and writing hold at their peak, following how sae::StreamReader and StreamWriter
+// buffer (lib/stream.cpp). F is a decoded batch (f32 values and columns), S its stored size (the
+// msgpack payload; a compressed frame is at most about that).
+// - Reading, in the caller's thread without read-ahead, after the caller has freed its batch: the
+//   batch being decoded (F), the decompressed msgpack (S), and the input chunks (4 MiB, or a frame
+//   and 1 MiB; two while one is replaced), plus 1 MiB for the zstd context and the rest.
+// - Writing with t background threads: the batch being filled (F); up to 2t+1 batches in flight,
+//   each a queued batch (F) and then its frame (~S), with one more frame buffer kept for reuse; and
+//   per thread its msgpack buffer (S) and a zstd context, sized by zstd itself for such a batch.
 // The peak-RSS test in tests/cli/shuffle.bats checks these against the real process.
-static int64_t reader_cost(int t, int64_t f32_batch, int64_t stored_batch) {
-  return 2 * t * f32_batch + (4 * t + 4) * stored_batch + 2 * kMiB;
+static int64_t reader_cost(int64_t f32_batch, int64_t stored_batch) {
+  const int64_t chunk = std::max<int64_t>(4 * kMiB, stored_batch + kMiB);
+  return f32_batch + stored_batch + 2 * chunk + kMiB;
 }
 static int64_t writer_cost(int t, int64_t f32_batch, int64_t stored_batch, int level) {
   const int64_t cctx = int64_t(ZSTD_estimateCCtxSize_usingCParams(ZSTD_getCParams(level, uint64_t(stored_batch), 0)));
-  return (t + 1) * f32_batch + t * (4 * stored_batch + cctx);
+  const int64_t frame = int64_t(ZSTD_compressBound(size_t(stored_batch)));
+  return (2 * t + 2) * (f32_batch + frame) + t * (stored_batch + cctx);
 }
 
 ShuffleBudget plan_shuffle_budget(int64_t memory, int64_t d, DType dtype, bool token, bool doc, bool pos,
@@ -515,9 +516,9 @@ ShuffleBudget plan_shuffle_budget(int64_t memory, int64_t d, DType dtype, bool t
   const int64_t cols = (token ? 4 : 0) + (doc ? 8 : 0) + (pos ? 4 : 0);
   const int64_t f_in = in_batch_rows * (4 * d + cols), s_in = in_batch_rows * b.record_bytes;
   const int64_t f_out = out_batch_rows * (4 * d + cols), s_out = out_batch_rows * b.record_bytes;
-  // The reserve depends on the shape only (one reading thread, two writing threads, or an eighth
-  // of the bound), never on `threads`: it fixes the arena, which fixes where rows go.
-  b.reserve = std::max({reader_cost(1, f_in, s_in), writer_cost(2, f_out, s_out, level), memory / 8});
+  // The reserve depends on the shape only (reading, writing with two threads, or an eighth of the
+  // bound), never on `threads`: it fixes the arena, which fixes where rows go.
+  b.reserve = std::max({reader_cost(f_in, s_in), writer_cost(2, f_out, s_out, level), memory / 8});
   const int64_t per_row = b.record_bytes + 6;  // record, order slot (4), tag (2)
   const int64_t min_rows = 64;
   b.arena_bytes = memory - b.reserve;
@@ -600,10 +601,12 @@ ShuffleReport shuffle_streams(const std::vector<std::string>& inputs, FILE* out,
   }
   const int64_t in_bytes = input_bytes(inputs);
 
-  // Reading uses one decompression thread: the arena must be fixed before the first batch shows
-  // the batches' size, and one thread keeps the read-ahead (two batches) within the reserve.
+  // Reading happens in this thread without read-ahead: the reserve is planned from the first
+  // batch, which a read-ahead would have multiplied before the plan exists. Decompression is not
+  // the bottleneck; compressing the output is.
   ReaderOptions ro;
   ro.threads = 1;
+  ro.prefetch = false;
   StreamReader reader(inputs, ro);
   const StreamHeader& hin = reader.header();
   const std::string iname = inputs_name(inputs);
@@ -629,13 +632,11 @@ ShuffleReport shuffle_streams(const std::vector<std::string>& inputs, FILE* out,
   for (auto& s : sinks) sp.push_back(s.get());
   Shuffler sh(opt, L, bud, sp, in_bytes);
   const auto t0 = std::chrono::steady_clock::now();
-  int64_t batch_no = 0;
   while (have) {
-    batch_no++;
     if (b.rows > 0) {
       const Layout got(hin.d, hin.dtype, !b.token.empty(), !b.doc.empty(), !b.pos.empty());
       if (got.token != L.token || got.doc != L.doc || got.pos != L.pos)
-        throw InputError(iname + ": batch " + std::to_string(batch_no) + " has columns " + got.describe_columns() +
+        throw InputError(reader.where() + " has columns " + got.describe_columns() +
                          " but the first batch had " + L.describe_columns() +
                          " (rows cannot be shuffled together)");
       sh.add(b, reader.compressed_bytes());

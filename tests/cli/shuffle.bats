@@ -17,6 +17,20 @@ teardown() {
   if [ -n "${MOUNTED:-}" ]; then umount "$MOUNTED" 2>/dev/null || true; fi
 }
 
+# One line per row of stream $1 (which has $2 rows of width $3 f32, with doc and pos columns):
+# its values in hex, its doc and its pos, sorted. Two streams give the same lines exactly when they
+# hold the same rows with the same columns attached, in any order.
+sorted_rows() {
+  local s=$1 n=$2 d=$3 w=$(mktemp -d)
+  sae-npy export "$s" -o "$w/x.npy"
+  sae-npy export --column doc "$s" -o "$w/doc.npy"
+  sae-npy export --column pos "$s" -o "$w/pos.npy"
+  paste -d" " <(tail -c $((n * d * 4)) "$w/x.npy" | od -An -v -tx1 -w$((d * 4))) \
+              <(tail -c $((n * 8)) "$w/doc.npy" | od -An -v -td8 -w8) \
+              <(tail -c $((n * 4)) "$w/pos.npy" | od -An -v -td4 -w4) | sort
+  rm -rf "$w"
+}
+
 # Mounts a tmpfs of the given size on $T/$1 (root only; the caller skips when it fails).
 mount_tmpfs() {
   mkdir -p "$T/$1"
@@ -38,14 +52,14 @@ mount_tmpfs() {
   sae-shuffle --seed 5 "$SMALL" -o mem.sae
   sae-shuffle --seed 5 "$SMALL" -o mem2.sae --threads 1
   cmp mem.sae mem2.sae
-  # 20000 rows of 76 bytes (16 f32 + doc + pos) = 1.5 MB of rows; 4M leaves about 1.2 MB for them
+  # 20000 rows of 76 bytes (16 f32 + doc + pos) = 1.5 MB of rows; 10M leaves about 0.9 MiB for them
   # after the reserve for reading and writing batches.
-  run sae-shuffle --seed 5 --memory 4M -v --tmp "$T" "$SMALL" -o disk.sae
+  run sae-shuffle --seed 5 --memory 10M -v --tmp "$T" "$SMALL" -o disk.sae
   assert_success
-  assert_line --regexp "^sae-shuffle: memory 4.0 MiB: .* [0-9]+ buckets$"
+  assert_line --regexp "^sae-shuffle: memory 10.0 MiB: .* [0-9]+ buckets$"
   assert_line --regexp "^sae-shuffle: shuffled 20000 rows through [0-9]+ buckets"
-  sae-shuffle --seed 5 --memory 4M --tmp "$T" --threads 1 < "$SMALL" > disk2.sae
-  sae-shuffle --seed 5 --memory 4M --tmp "$T" --threads 2 "$SMALL" > disk3.sae
+  sae-shuffle --seed 5 --memory 10M --tmp "$T" --threads 1 < "$SMALL" > disk2.sae
+  sae-shuffle --seed 5 --memory 10M --tmp "$T" --threads 2 "$SMALL" > disk3.sae
   cmp disk.sae disk2.sae
   cmp disk.sae disk3.sae
   sae-shuffle --seed 6 "$SMALL" -o other.sae
@@ -53,18 +67,25 @@ mount_tmpfs() {
   assert_failure
   run sae-info disk.sae
   assert_success
-  assert_output --partial "rows 20000"
+  assert_line --regexp "^rows +20000$"
+  # The rows are the input's, each once, with their doc and pos: a permutation.
+  sorted_rows "$SMALL" 20000 16 > want.txt
+  sorted_rows disk.sae 20000 16 > got.txt
+  [ "$(wc -l < want.txt)" -eq 20000 ] && [ "$(sort -u want.txt | wc -l)" -eq 20000 ]
+  cmp want.txt got.txt
+  sorted_rows mem.sae 20000 16 | cmp want.txt -
+  rm want.txt got.txt
   # Nothing left beside the outputs: no temporary output, no bucket file.
   assert_no_output_left "$T" mem.sae mem2.sae disk.sae disk2.sae disk3.sae other.sae
 }
 
 @test "input from a pipe (size unknown) uses the most buckets memory allows, and every row comes out" {
-  run bash -c "cat '$SMALL' | sae-shuffle --memory 4M -v --tmp '$T' > piped.sae"
+  run bash -c "cat '$SMALL' | sae-shuffle --memory 10M -v --tmp '$T' > piped.sae"
   assert_success
   assert_line --regexp "input of unknown size in records: [0-9]+ buckets$"
   run sae-info piped.sae
   assert_success
-  assert_output --partial "rows 20000"
+  assert_line --regexp "^rows +20000$"
 }
 
 @test "--split sends each row to exactly one of the two outputs" {
@@ -76,9 +97,11 @@ mount_tmpfs() {
   [ $((main + held)) -eq 20000 ]
   [ "$held" -gt 845 ] && [ "$held" -lt 1155 ]
   run sae-info held.sae
-  assert_output --partial "rows $held"
+  assert_line --regexp "^rows +$held$"
   run sae-info rest.sae
-  assert_output --partial "rows $main"
+  assert_line --regexp "^rows +$main$"
+  # Together the two outputs hold every input row exactly once.
+  cmp <(sorted_rows "$SMALL" 20000 16) <({ sorted_rows held.sae "$held" 16; sorted_rows rest.sae "$main" 16; } | sort)
 }
 
 @test "peak resident memory stays within --memory 32M on a 200 MB input" {
@@ -98,7 +121,7 @@ mount_tmpfs() {
 @test "SIGINT: no output, no temporary output and no bucket files remain" {
   mkdir buckets
   if mount_tmpfs buckets 400M; then tmpfs=1; else tmpfs=0; fi
-  sae-shuffle --memory 16M --tmp "$T/buckets" "$BIG" -o out.sae 2> err.txt &
+  sae-shuffle --memory 32M --tmp "$T/buckets" "$BIG" -o out.sae 2> err.txt &
   pid=$!
   # Wait until bucket files are open (anonymous files in the temp directory show in /proc as
   # "(deleted)" links), so the signal lands in the middle of the work.
@@ -123,7 +146,7 @@ mount_tmpfs() {
 
 @test "a full temporary directory: an early warning, then an error naming it; nothing left" {
   mount_tmpfs tiny 1M || skip "cannot mount a tmpfs here (needs root); the full-disk error path is untested"
-  run sae-shuffle --memory 4M --tmp "$T/tiny" "$SMALL" -o out.sae
+  run sae-shuffle --memory 10M --tmp "$T/tiny" "$SMALL" -o out.sae
   assert_failure 1
   # An early warning (the estimate already shows the space is short), then the error.
   assert_line --index 0 --regexp "^sae-shuffle: warning: $T/tiny has 1.0 MiB free, but this input needs about [0-9.]+ MiB of temporary files there$"
@@ -134,7 +157,7 @@ mount_tmpfs() {
 
 @test "bad input: a truncated stream fails naming it, and leaves no output or bucket files" {
   head -c 1000000 "$SMALL" > cut.sae
-  run sae-shuffle --memory 4M --tmp "$T" cut.sae -o out.sae
+  run sae-shuffle --memory 10M --tmp "$T" cut.sae -o out.sae
   assert_failure 1
   assert_output --regexp "^sae-shuffle: cut.sae: truncated stream"
   assert_no_output_left "$T" cut.sae
@@ -152,9 +175,9 @@ mount_tmpfs() {
   run sae-shuffle --memory 12Q "$SMALL" -o out.sae
   assert_failure 1
   assert_line --index 0 "sae-shuffle: --memory: bad size '12Q' (expected a number of bytes with an optional K, M, G or T suffix, e.g. 64M)"
-  run sae-shuffle --memory 1M "$SMALL" -o out.sae
+  run sae-shuffle --memory 4M "$SMALL" -o out.sae
   assert_failure 1
-  assert_line --index 0 --regexp "^sae-shuffle: --memory 1.0 MiB is too small for rows of d=16 f32 read in batches of 1000 rows and written in batches of 1024 \(--batch-rows\): needs at least [0-9.]+ MiB$"
+  assert_line --index 0 --regexp "^sae-shuffle: --memory 4.0 MiB is too small for rows of d=16 f32 read in batches of 1000 rows and written in batches of 1024 \(--batch-rows\): needs at least [0-9.]+ MiB$"
   run sae-shuffle --split heldout=0.05 "$SMALL" -o out.sae
   assert_failure 1
   assert_line --index 0 "sae-shuffle: --split needs --split-output FILE for the 'heldout' rows"

@@ -476,8 +476,8 @@ TEST(ShuffleErrors, ColumnsMustAgreeAcrossBatches) {
     shuffle({a, b}, opts_on_disk(tmp.path));
     FAIL();
   } catch (const InputError& e) {
-    EXPECT_EQ(std::string(e.what()), "the input: batch 2 has columns none but the first batch had token,doc,pos "
-                                     "(rows cannot be shuffled together)");
+    EXPECT_EQ(std::string(e.what()), b + ": batch 1 has columns none but the first batch had token,doc,pos "
+                                         "(rows cannot be shuffled together)");
   }
   EXPECT_TRUE(tmp.empty());
 }
