@@ -164,11 +164,11 @@ mount_tmpfs() {
 }
 
 @test "a latents stream is refused" {
-  sae-collect --toy --d 8 --features 32 --rows 100 --latents-out lat.sae -o /dev/null
+  sae-collect --toy --d 8 --features 32 --rows 100 --latents-out lat.sae -o acts.sae
   run sae-shuffle lat.sae -o out.sae
   assert_failure 1
   assert_output "sae-shuffle: lat.sae: holds latents; sae-shuffle shuffles activation streams"
-  assert_no_output_left "$T" lat.sae
+  assert_no_output_left "$T" lat.sae acts.sae
 }
 
 @test "bad options: one clear message each, exit 1, no output" {
