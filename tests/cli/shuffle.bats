@@ -204,3 +204,10 @@ mount_tmpfs() {
   assert_output "sae-shuffle: $T/missing.sae: No such file or directory"
   assert_no_output_left "$T"
 }
+
+@test "a reader that goes away (broken pipe) ends the shuffle quietly, exit 0, no bucket files left" {
+  run bash -c "sae-shuffle --memory 10M --tmp '$T' '$SMALL' | head -c 100 > /dev/null; echo rc=\${PIPESTATUS[0]}"
+  assert_success
+  assert_output "rc=0"
+  assert_no_output_left "$T"
+}
