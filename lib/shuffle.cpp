@@ -216,7 +216,7 @@ void scatter(Arena& a, int64_t n, std::vector<TempFile>& files, int64_t& written
 class Sink {
  public:
   Sink(FILE* f, const std::string& name, StreamHeader h, WriterOptions wo, const Layout& L, int64_t batch_rows)
-      : w_(f, name, std::move(h), wo), L_(L), batch_rows_(batch_rows) {}
+      : w_(std::make_unique<StreamWriter>(f, name, std::move(h), wo)), L_(L), batch_rows_(batch_rows) {}
   void add(const char* rec) {
     if (b_.rows == 0) {
       b_.x.resize(size_t(batch_rows_ * L_.d));
@@ -228,9 +228,13 @@ class Sink {
     rows_++;
     if (b_.rows == batch_rows_) flush();
   }
+  // Writes the rest and the footer, then drops the writer: its threads, zstd contexts and frame
+  // buffers would otherwise stay while the other output is written, outside the memory plan.
   void finish() {
+    if (!w_) return;
     flush();
-    w_.finish();
+    w_->finish();
+    w_.reset();
   }
   int64_t rows() const { return rows_; }
 
@@ -241,10 +245,10 @@ class Sink {
     if (L_.token) b_.token.resize(size_t(b_.rows));
     if (L_.doc) b_.doc.resize(size_t(b_.rows));
     if (L_.pos) b_.pos.resize(size_t(b_.rows));
-    w_.write(std::move(b_));
+    w_->write(std::move(b_));
     b_ = Batch();
   }
-  StreamWriter w_;
+  std::unique_ptr<StreamWriter> w_;
   Layout L_;
   int64_t batch_rows_;
   Batch b_;
@@ -308,7 +312,6 @@ class Shuffler {
       spill(compressed_total);
       pass2();
     }
-    for (Sink* s : sinks_) s->finish();
     rep_.rows_main = sinks_[0]->rows();
     rep_.rows_split = split_ ? sinks_[1]->rows() : 0;
     if (opt_.note) {
@@ -408,8 +411,10 @@ class Shuffler {
     const int64_t n = arena_.n;
     for (int64_t i = 0; i < n; i++) arena_.tag[i] = uint16_t(part_of(uint64_t(i)));
     auto start = group_by_tag(arena_, n, parts());
-    for (int p = 0; p < parts(); p++)
+    for (int p = 0; p < parts(); p++) {
       permute_and_emit(start[size_t(p)], start[size_t(p) + 1], file_key(p, 0), *sinks_[size_t(p)]);
+      sinks_[size_t(p)]->finish();
+    }
   }
 
   void permute_and_emit(int64_t lo, int64_t hi, const Rng& key, Sink& sink) {
@@ -434,6 +439,7 @@ class Shuffler {
                         " rows written, ETA " + cli::human_duration(left));
         }
       }
+      sinks_[size_t(p)]->finish();
     }
     files_.clear();
   }

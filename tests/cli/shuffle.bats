@@ -116,6 +116,14 @@ mount_tmpfs() {
   base=$(tail -1 base.rss) peak=$(tail -1 big.rss)
   echo "baseline $base KiB, peak $peak KiB, bound $((base + 32768)) KiB"
   [ "$peak" -lt $((base + 32768)) ]
+  # With --split two writers take turns; the first is dropped before the second starts.
+  run /usr/bin/time -f %M -o split.rss sae-shuffle --memory 32M --level 1 --tmp "$T" -v \
+    --split heldout=0.2 --split-output held.out "$BIG" -o big.out
+  assert_success
+  assert_line --regexp "^sae-shuffle: shuffled 200000 rows \\([0-9]+ to the main output, [0-9]+ to 'heldout'\\) through"
+  peak=$(tail -1 split.rss)
+  echo "with --split: peak $peak KiB"
+  [ "$peak" -lt $((base + 32768)) ]
 }
 
 @test "SIGINT: no output, no temporary output and no bucket files remain" {
