@@ -21,7 +21,7 @@ namespace {
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-// Activation-like rows: Gaussian values (sum of uniforms) with full random mantissas, which
+// Activation-like rows: roughly Gaussian values (sum of three uniforms) with full random mantissas, which
 // compress about as poorly as real activations do; token, doc and pos columns as a model writes.
 void write_input(const std::string& path, int64_t rows, int64_t d, DType dtype, int64_t batch) {
   FILE* f = fopen(path.c_str(), "wb");
