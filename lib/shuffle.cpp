@@ -198,17 +198,19 @@ std::vector<int64_t> group_by_tag(Arena& a, int64_t n, int ntags) {
   return start;
 }
 
-// Writes the arena's rows [0, n) to files[tag], each file's rows in one gathered write; adds the
+// Writes the arena's rows [0, n) to files[tag], in gathered writes of up to 1024 rows; adds the
 // bytes to `written` as it goes (so a full-disk message can say how far it got).
 void scatter(Arena& a, int64_t n, std::vector<TempFile>& files, int64_t& written,
              const std::function<std::string()>& hint) {
   auto start = group_by_tag(a, n, int(files.size()));
-  std::vector<struct iovec> iov;
+  struct iovec iov[kIovMax];  // one writev call's worth: no per-row list outside the arena
   for (size_t f = 0; f < files.size(); f++) {
-    iov.clear();
-    for (int64_t k = start[f]; k < start[f + 1]; k++) iov.push_back({a.row(a.order[k]), a.rec});
-    if (!iov.empty()) files[f].append(iov.data(), int(iov.size()), hint);
-    written += (start[f + 1] - start[f]) * int64_t(a.rec);
+    for (int64_t k = start[f]; k < start[f + 1];) {
+      int m = 0;
+      for (; m < kIovMax && k < start[f + 1]; m++, k++) iov[m] = {a.row(a.order[k]), a.rec};
+      files[f].append(iov, m, hint);
+      written += m * int64_t(a.rec);
+    }
   }
 }
 
