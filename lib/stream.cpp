@@ -1030,7 +1030,12 @@ struct StreamReader::Impl {
   std::mutex qm;
   std::condition_variable qcv;
   std::deque<std::future<Item>> q;
+  std::deque<size_t> qbytes;  // decompressed size of each queued frame
+  size_t queued_bytes = 0;
   size_t qcap = 4;
+  // Read-ahead stops at qcap frames or this many decompressed bytes, whichever comes first (but
+  // always holds at least one frame), so huge batches on many cores do not take all memory.
+  static constexpr size_t kReadAheadBytes = size_t(512) << 20;
   std::mutex rm;
   std::vector<Batch> recycled;
   std::unique_ptr<ThreadPool> pool;
@@ -1146,14 +1151,17 @@ struct StreamReader::Impl {
       for (;;) {
         {
           std::unique_lock<std::mutex> lk(qm);
-          qcv.wait(lk, [&] { return stop.load() || q.size() < qcap; });
+          qcv.wait(lk, [&] { return stop.load() || (q.size() < qcap && (q.empty() || queued_bytes < kReadAheadBytes)); });
           if (stop) return;
         }
         RawFrame fr;
         Item it = pull(fr);
         Item::Kind k = it.kind;
         std::future<Item> fut;
+        size_t bytes = 0;
         if (k == Item::frame) {
+          unsigned long long c = ZSTD_getFrameContentSize(fr.p, fr.n);
+          bytes = c == ZSTD_CONTENTSIZE_ERROR || c == ZSTD_CONTENTSIZE_UNKNOWN ? 0 : size_t(c);
           fut = pool->submit([this, it = std::move(it), fr]() mutable { return decode(std::move(it), fr); });
         } else {
           std::promise<Item> p;
@@ -1163,6 +1171,8 @@ struct StreamReader::Impl {
         {
           std::lock_guard<std::mutex> lk(qm);
           q.push_back(std::move(fut));
+          qbytes.push_back(bytes);
+          queued_bytes += bytes;
         }
         qcv.notify_all();
         if (k == Item::eof || k == Item::error) return;
@@ -1173,6 +1183,7 @@ struct StreamReader::Impl {
       p.set_exception(std::current_exception());
       std::lock_guard<std::mutex> lk(qm);
       q.push_back(p.get_future());
+      qbytes.push_back(0);
       qcv.notify_all();
     }
   }
@@ -1185,6 +1196,8 @@ struct StreamReader::Impl {
       qcv.wait(lk, [&] { return !q.empty(); });
       f = std::move(q.front());
       q.pop_front();
+      queued_bytes -= qbytes.front();
+      qbytes.pop_front();
     }
     qcv.notify_all();
     return f.get();
