@@ -110,7 +110,8 @@ int run(const char* tool, int argc, char** argv, const std::function<int(int, ch
 
 po::variables_map parse(int argc, char** argv, po::options_description& desc,
                         const std::string& usage, const std::string& about,
-                        const po::positional_options_description* positional) {
+                        const po::positional_options_description* positional,
+                        const po::options_description* visible) {
   desc.add_options()("help,h", "show this help and exit")("version", "show the version and exit");
   po::variables_map vm;
   try {
@@ -119,7 +120,15 @@ po::variables_map parse(int argc, char** argv, po::options_description& desc,
     if (positional) p.positional(*positional);
     po::store(p.run(), vm);
     if (vm.count("help")) {
-      std::cout << "Usage: " << g_tool << " " << usage << "\n\n" << about << "\n\n" << desc << "\n";
+      std::cout << "Usage: " << g_tool << " " << usage << "\n\n" << about << "\n\n";
+      if (visible) {
+        po::options_description shown;
+        shown.add(*visible);
+        shown.add_options()("help,h", "show this help and exit")("version", "show the version and exit");
+        std::cout << shown << "\n";
+      } else {
+        std::cout << desc << "\n";
+      }
       std::cout.flush();
       std::exit(0);
     }
@@ -180,6 +189,21 @@ Output::Output(const std::string& path, bool binary) : path_(path) {
     return;
   }
   display_ = path;
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) throw InputError(path + ": is a directory");
+  if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    // A device, FIFO or socket (-o /dev/null, a named pipe) is written in place: renaming a
+    // temporary over it would replace the device node itself (as root, /dev/null became a file).
+    direct_ = true;
+    f_ = fopen(path.c_str(), "wb");
+    if (!f_) throw InputError(path + ": cannot open: " + std::strerror(errno));
+    if (binary && isatty(fileno(f_))) {
+      fclose(f_);
+      f_ = nullptr;
+      throw UsageError("refusing to write a binary stream to a terminal (" + path + ")");
+    }
+    return;
+  }
   check_parent_dir(path);
   tmp_ = temp_name_beside(path);
   register_temp(tmp_);
@@ -193,6 +217,7 @@ Output::Output(const std::string& path, bool binary) : path_(path) {
 Output::~Output() {
   if (stdout_ || committed_) return;
   if (f_) fclose(f_);
+  if (direct_) return;
   std::error_code ec;
   fs::remove(tmp_, ec);
   unregister_temp(tmp_);
@@ -221,6 +246,10 @@ void Output::commit() {
     throw InputError(display_ + ": write failed: " + std::strerror(errno));
   }
   f_ = nullptr;
+  if (direct_) {
+    committed_ = true;
+    return;
+  }
   if (rename(tmp_.c_str(), path_.c_str()) != 0)
     throw InputError(display_ + ": cannot rename into place: " + std::strerror(errno));
   unregister_temp(tmp_);
