@@ -11,7 +11,7 @@
 
 namespace sae {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;  // reports keep their keys in a reading order
 
 namespace {
 
@@ -514,6 +514,13 @@ std::map<std::string, std::string> eval_report_plots(const EvalReport& r) {
       }
     std::vector<double> edges, counts;
     if (lo >= 0) {
+      // At least a dozen integer positions, so a TopK SAE's single value reads as a bar on an
+      // axis rather than a filled box.
+      if (hi - lo + 1 < 12) {
+        int64_t pad = (12 - (hi - lo + 1) + 1) / 2;
+        lo = std::max<int64_t>(0, lo - pad);
+        hi = std::min<int64_t>(int64_t(e.l0_histogram.size()) - 1, std::max(hi + pad, lo + 11));
+      }
       int64_t w = std::max<int64_t>(1, (hi - lo + 1 + 49) / 50);
       for (int64_t b = lo; b <= hi; b += w) {
         edges.push_back(double(b) - 0.5);

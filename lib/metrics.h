@@ -127,7 +127,7 @@ struct EvalReport {
 };
 
 // The JSON report (key names documented in docs/eval.md; non-finite numbers become null).
-nlohmann::json eval_report_json(const EvalReport& r);
+nlohmann::ordered_json eval_report_json(const EvalReport& r);
 // A short human-readable table.
 std::string eval_report_table(const EvalReport& r);
 // The plots as file name -> SVG text: freq_hist.svg, l0_hist.svg and, with geometry,

@@ -105,7 +105,8 @@ void draw_vlines(std::ostringstream& o, const Plot& p, const Frame& f) {
       << "\" stroke=\"#D55E00\" stroke-width=\"1.5\" stroke-dasharray=\"5,4\"/>\n";
     bool right_half = x > (f.left + f.right) / 2;
     o << "<text x=\"" << num(right_half ? x - 4 : x + 4) << "\" y=\"" << num(f.top + 12) << "\" text-anchor=\""
-      << (right_half ? "end" : "start") << "\" font-size=\"11\" fill=\"#D55E00\">" << escape(label) << "</text>\n";
+      << (right_half ? "end" : "start")
+      << "\" font-size=\"11\" fill=\"#D55E00\" stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\">" << escape(label) << "</text>\n";
   }
 }
 

@@ -178,7 +178,7 @@ TEST(MetricsHand, ReportJsonAndTable) {
   rep.eval = ev.result();
   rep.geometry = decoder_geometry(s, *be);
   rep.has_geometry = true;
-  json j = eval_report_json(rep);
+  auto j = eval_report_json(rep);
   EXPECT_EQ(j["rows"], 4);
   EXPECT_EQ(j["sae"]["architecture"], "standard");
   EXPECT_EQ(j["sae"]["format"], "saelens");
@@ -188,7 +188,7 @@ TEST(MetricsHand, ReportJsonAndTable) {
   EXPECT_DOUBLE_EQ(j["reconstruction"]["cosine_similarity"].get<double>(), 0.5);
   EXPECT_DOUBLE_EQ(j["reconstruction"]["relative_reconstruction_bias"].get<double>(), 1.0);
   EXPECT_DOUBLE_EQ(j["sparsity"]["l0"]["mean"].get<double>(), 0.5);
-  EXPECT_EQ(j["sparsity"]["l0"]["histogram"], json::parse("[[0, 2], [1, 2]]"));
+  EXPECT_EQ(j["sparsity"]["l0"]["histogram"], nlohmann::ordered_json::parse("[[0, 2], [1, 2]]"));
   EXPECT_EQ(j["sparsity"]["l0"]["median"], 0);
   EXPECT_EQ(j["latents"]["dead"], 1);
   EXPECT_EQ(j["latents"]["dense"], 2);
@@ -210,7 +210,7 @@ TEST(MetricsHand, UndefinedValuesAreNullInJson) {
   rep.sae = &s;
   rep.eval = ev.result();
   EXPECT_EQ(rep.eval.total_variance, 0.0);
-  json j = eval_report_json(rep);
+  auto j = eval_report_json(rep);
   EXPECT_TRUE(j["reconstruction"]["fvu"].is_null());
   EXPECT_TRUE(j["reconstruction"]["explained_variance"].is_null());
   EXPECT_DOUBLE_EQ(j["reconstruction"]["mse"].get<double>(), 0.0);

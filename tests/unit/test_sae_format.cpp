@@ -569,3 +569,53 @@ TEST(SaeFormatErrors, TruncatedWeightsFile) {
   fs::resize_file(t / "sae/sae_weights.safetensors", fs::file_size(t / "sae/sae_weights.safetensors") - 7);
   expect_load_error(t / "sae", "data runs past the end of the file");
 }
+
+// ---- conversion (what sae-convert does: load_sae, then save_sae) ----
+
+TEST(SaeFormatConvert, SparsifyToSaeLensEncodesIdentically) {
+  TempDir t;
+  Weights w = bf16_rounded(random_weights("topk", 24, 64, 151, 5));
+  write_sparsify(t / "layers.2", w);
+  Sae a = load_sae(t / "layers.2");
+  save_sae(a, t / "out");
+  Sae b = load_sae(t / "out");
+  EXPECT_EQ(b.arch, "topk");
+  EXPECT_EQ(b.k, 5);
+  EXPECT_EQ(b.hook, "layers.2");
+  std::vector<float> x = randn(size_t(kRows * 24), 17);
+  std::vector<float> fa(size_t(kRows * 64)), fb(fa.size()), xa(size_t(kRows * 24)), xb(xa.size());
+  a.reconstruct(x.data(), kRows, fa.data(), xa.data());
+  b.reconstruct(x.data(), kRows, fb.data(), xb.data());
+  EXPECT_EQ(fa, fb);  // f32 storage: bit-identical
+  EXPECT_EQ(xa, xb);
+}
+
+TEST(SaeFormatConvert, Bf16EncodingsWithinTheRoundingBound) {
+  // bf16 rounds each weight w to w(1 + e) with |e| <= 2^-9. For the standard architecture,
+  // pre = sum_i (x_i - b_i) W_ij + c_j, so |pre' - pre| <= 2^-9 * (sum_i (|x_i| + 2|b_i|)|W_ij| + |c_j|)
+  // to first order, and ReLU does not increase differences. The test allows twice that, plus
+  // float32 rounding of the products (1e-5 of the same scale).
+  TempDir t;
+  Weights w = random_weights("standard", 24, 40, 161);
+  write_saelens6(t / "in", w);
+  Sae a = load_sae(t / "in");
+  SaveOptions opt;
+  opt.dtype = DType::bf16;
+  save_sae(a, t / "out", opt);
+  Sae b = load_sae(t / "out");
+  std::vector<float> x = randn(size_t(kRows * 24), 18);
+  std::vector<float> fa(size_t(kRows * 40)), fb(fa.size());
+  a.encode(x.data(), kRows, fa.data());
+  b.encode(x.data(), kRows, fb.data());
+  int64_t changed = 0;
+  for (int64_t r = 0; r < kRows; r++)
+    for (int64_t j = 0; j < 40; j++) {
+      double scale = std::fabs(w.b_enc[size_t(j)]);
+      for (int64_t i = 0; i < 24; i++)
+        scale += (std::fabs(x[size_t(r * 24 + i)]) + 2 * std::fabs(w.b_dec[size_t(i)])) * std::fabs(w.W_enc[size_t(i * 40 + j)]);
+      double diff = std::fabs(double(fa[size_t(r * 40 + j)]) - fb[size_t(r * 40 + j)]);
+      EXPECT_LE(diff, (2.0 / 512 + 1e-5) * scale) << "row " << r << " latent " << j;
+      changed += diff > 0;
+    }
+  EXPECT_GT(changed, 0);  // the weights really were rounded
+}
