@@ -262,8 +262,11 @@ TEST_P(MetricsRandom, AccumulateMatchesTwoPassReference) {
   expect_rel(e.l0_std, r.l0_std, 1e-9, "l0 std");
   expect_rel(e.l1_mean, r.l1, 1e-10, "l1");
   EXPECT_EQ(e.fire_count, r.fire);
-  EXPECT_GT(e.fvu, 0.0);
-  EXPECT_LT(e.fvu, 10.0);
+  // A random SAE on offset rows reconstructs badly (fvu well above 1); what matters here is that
+  // the comparison above is not between degenerate values.
+  EXPECT_GT(e.fvu, 0.1);
+  EXPECT_TRUE(std::isfinite(e.fvu));
+  EXPECT_GT(e.l0_mean, 1.0);
 }
 
 TEST_P(MetricsRandom, EndToEndMatchesIndependentReference) {
