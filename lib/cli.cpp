@@ -35,16 +35,29 @@ void cleanup_temps() {
   g_temps.clear();
 }
 
-// SIGINT/SIGTERM are blocked in every thread and taken by this one with sigwait, so the cleanup
-// runs as ordinary code (removing directories is not async-signal-safe).
+// SIGINT/SIGTERM are handled by this thread, so the cleanup runs as ordinary code (removing
+// directories is not async-signal-safe). The handler only writes the signal number to a pipe that
+// this thread reads. (Blocking the signals in run() and sigwait-ing here did not work: threads that
+// libraries start before main(), like OpenBLAS's pool, do not block them, the kernel delivered the
+// signal there, and the default action killed the process without the cleanup.)
+int g_signal_pipe[2] = {-1, -1};
+
+void on_signal(int sig) {
+  const int saved = errno;
+  const unsigned char c = (unsigned char)sig;
+  (void)!write(g_signal_pipe[1], &c, 1);
+  errno = saved;
+}
+
 void signal_thread() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
   for (;;) {
-    int sig = 0;
-    if (sigwait(&set, &sig) != 0) continue;
+    unsigned char c = 0;
+    const ssize_t n = read(g_signal_pipe[0], &c, 1);
+    if (n != 1) {
+      if (n < 0 && errno == EINTR) continue;
+      return;
+    }
+    const int sig = c;
     if (g_graceful.load() && !g_interrupted.load()) {
       g_interrupted = true;
       std::string m = g_tool + ": interrupted; finishing the current step and writing a checkpoint "
@@ -60,12 +73,17 @@ void signal_thread() {
 }
 
 void install_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // inherited by every thread created later
+  if (pipe(g_signal_pipe) != 0) return;
   std::thread(signal_thread).detach();
+  for (int sig : {SIGINT, SIGTERM}) {
+    struct sigaction old = {}, sa = {};
+    sigaction(sig, nullptr, &old);
+    if (old.sa_handler == SIG_IGN) continue;  // ignored on entry (a shell's background job): stays so
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;  // interrupted reads and writes in other threads carry on
+    sigaction(sig, &sa, nullptr);
+  }
   signal(SIGPIPE, SIG_IGN);  // writes then fail with EPIPE, which we end quietly on
 }
 }  // namespace
