@@ -424,6 +424,26 @@ TEST(MetricsGeometry, MaxCosineMatchesAllPairs) {
       // float32 dot products of 12 unit-scale terms: 1e-6 is ~10x the rounding error.
       EXPECT_NEAR(got[size_t(i)], best, 1e-6) << "row " << i << " block " << block;
     }
+    // Both directions from one pass: the same maxima as two separate passes.
+    std::vector<float> ab, ba;
+    max_cosine_both_ways(A.data(), na, B.data(), nb, d, *be, ab, ba, block);
+    std::vector<float> ba_sep = max_cosine(B.data(), nb, A.data(), na, d, false, *be, block);
+    ASSERT_EQ(ab.size(), size_t(na));
+    ASSERT_EQ(ba.size(), size_t(nb));
+    for (int64_t i = 0; i < na; i++) {
+      if (i == 5) {
+        EXPECT_TRUE(std::isnan(ab[size_t(i)]));
+      } else {
+        EXPECT_NEAR(ab[size_t(i)], got[size_t(i)], 1e-6) << "both ways, a row " << i;
+      }
+    }
+    for (int64_t j = 0; j < nb; j++) {
+      if (j == 7) {
+        EXPECT_TRUE(std::isnan(ba[size_t(j)]));
+      } else {
+        EXPECT_NEAR(ba[size_t(j)], ba_sep[size_t(j)], 1e-6) << "both ways, b row " << j;
+      }
+    }
     // Within one matrix, a row's own index is excluded.
     std::vector<float> self = max_cosine(B.data(), nb, B.data(), nb, d, true, *be, block);
     for (int64_t i = 0; i < nb; i++) {
