@@ -170,22 +170,26 @@ ForwardResult Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, 
       throw InputError("token id " + std::to_string(tokens[i]) + " is outside the vocabulary (size " + std::to_string(c.vocab) + ")");
 
   const bool head = opt.want_logits || opt.want_log_probs || opt.want_nll;
-  int last = -1;
-  for (const auto& h : opt.capture) last = std::max(last, h.layer);
-  for (const auto& e : opt.edits) last = std::max(last, e.at.layer);
-  if (head) last = c.n_layers - 1;
-  if (opt.stop_after_layer >= 0) {
-    if (head && opt.stop_after_layer < c.n_layers - 1)
-      throw UsageError("forward: logits need every layer, but stop_after_layer is " + std::to_string(opt.stop_after_layer));
-    if (last > opt.stop_after_layer)
-      throw UsageError("forward: a hook at layer " + std::to_string(last) + " lies after stop_after_layer " +
-                       std::to_string(opt.stop_after_layer));
-    last = std::min(opt.stop_after_layer, c.n_layers - 1);
-  }
   for (const auto& h : opt.capture)
     if (h.layer < 0 || h.layer >= c.n_layers) throw UsageError("forward: hook " + h.name() + " is outside the model");
   for (const auto& e : opt.edits)
     if (e.at.layer < 0 || e.at.layer >= c.n_layers) throw UsageError("forward: hook " + e.at.name() + " is outside the model");
+  // Where the pass ends: after the deepest hook captured or edited (hooks order by layer, then
+  // resid_pre < attn_out < resid_mid < mlp_out < resid_post), after stop_after_layer's block, or
+  // after the last block when the head is wanted.
+  auto order = [](int layer, HookKind kind) { return layer * 5 + int(kind); };
+  int end = -1;
+  for (const auto& h : opt.capture) end = std::max(end, order(h.layer, h.kind));
+  for (const auto& e : opt.edits) end = std::max(end, order(e.at.layer, e.at.kind));
+  if (opt.stop_after_layer >= 0) {
+    if (head && opt.stop_after_layer < c.n_layers - 1)
+      throw UsageError("forward: logits need every layer, but stop_after_layer is " + std::to_string(opt.stop_after_layer));
+    if (end > order(opt.stop_after_layer, HookKind::resid_post))
+      throw UsageError("forward: a hook lies after stop_after_layer " + std::to_string(opt.stop_after_layer));
+    end = order(std::min(opt.stop_after_layer, c.n_layers - 1), HookKind::resid_post);
+  }
+  if (head) end = order(c.n_layers - 1, HookKind::resid_post);
+  const int last = end < 0 ? -1 : end / 5;
 
   ForwardResult res;
   res.batch = batch;
@@ -196,7 +200,7 @@ ForwardResult Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, 
   TransformerOps& ops = *ops_;
   const int64_t D = c.d_model;
 
-  // Runs the edits, then the captures, registered at one hook.
+  // Runs the edits, then the captures, registered at one hook; true when the pass ends there.
   auto hook = [&](int layer, HookKind kind, float* x) {
     for (const auto& e : opt.edits)
       if (e.at.layer == layer && e.at.kind == kind) e.fn(x, rows, D, be_);
@@ -206,6 +210,7 @@ ForwardResult Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, 
         be_.to_host(res.captured[i].data(), x, size_t(rows * D) * sizeof(float));
       }
     }
+    return order(layer, kind) == end;
   };
   // y[rows, out] = x[rows, in] W (+ b)
   auto project = [&](const Linear& m, const float* x, float* y) {
@@ -219,7 +224,7 @@ ForwardResult Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, 
   const bool gpt2 = c.arch == ModelArch::gpt2;
   for (int l = 0; l <= last; l++) {
     const Weights::Layer& L = w_->layers[size_t(l)];
-    hook(l, HookKind::resid_pre, k.resid.data());
+    if (hook(l, HookKind::resid_pre, k.resid.data())) break;
     if (gpt2)
       ops.layernorm(k.resid.data(), L.norm1_w.data(), L.norm1_b.data(), k.xn.data(), rows, D, c.norm_eps);
     else
@@ -228,9 +233,9 @@ ForwardResult Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, 
     if (!gpt2) ops.rope(k.qkv.data(), rows, seq, c.n_heads, c.n_kv_heads, c.head_dim, k.cos.data(), k.sin.data());
     ops.attention(k.qkv.data(), k.attn.data(), batch, seq, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale(l));
     project(L.o, k.attn.data(), k.proj.data());
-    hook(l, HookKind::attn_out, k.proj.data());
+    if (hook(l, HookKind::attn_out, k.proj.data())) break;
     ops.add(k.resid.data(), k.proj.data(), rows * D);
-    hook(l, HookKind::resid_mid, k.resid.data());
+    if (hook(l, HookKind::resid_mid, k.resid.data())) break;
     if (gpt2) {
       ops.layernorm(k.resid.data(), L.norm2_w.data(), L.norm2_b.data(), k.xn.data(), rows, D, c.norm_eps);
       // c_fc product, then bias and activation in one pass.
@@ -243,9 +248,9 @@ ForwardResult Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, 
       ops.gated_act(k.mlp.data(), k.act.data(), rows, c.d_mlp, c.act);
       project(L.down, k.act.data(), k.proj.data());
     }
-    hook(l, HookKind::mlp_out, k.proj.data());
+    if (hook(l, HookKind::mlp_out, k.proj.data())) break;
     ops.add(k.resid.data(), k.proj.data(), rows * D);
-    hook(l, HookKind::resid_post, k.resid.data());
+    if (hook(l, HookKind::resid_post, k.resid.data())) break;
   }
 
   if (head) {
