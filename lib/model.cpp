@@ -214,7 +214,7 @@ ForwardResult Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, 
   };
   // y[rows, out] = x[rows, in] W (+ b)
   auto project = [&](const Linear& m, const float* x, float* y) {
-    be_.gemm(false, m.trans, rows, m.out, m.in, 1.0f, x, m.in, m.w.data(), m.trans ? m.in : m.out, 0.0f, y, m.out);
+    ops.project(be_, m.trans, rows, m.out, m.in, x, m.w.data(), y);
     if (m.b.size()) ops.add_bias(y, m.b.data(), rows, m.out);
   };
 
@@ -239,7 +239,7 @@ ForwardResult Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, 
     if (gpt2) {
       ops.layernorm(k.resid.data(), L.norm2_w.data(), L.norm2_b.data(), k.xn.data(), rows, D, c.norm_eps);
       // c_fc product, then bias and activation in one pass.
-      be_.gemm(false, false, rows, L.up.out, D, 1.0f, k.xn.data(), D, L.up.w.data(), L.up.out, 0.0f, k.mlp.data(), L.up.out);
+      ops.project(be_, false, rows, L.up.out, D, k.xn.data(), L.up.w.data(), k.mlp.data());
       ops.bias_act(k.mlp.data(), L.up.b.data(), rows, L.up.out, c.act);
       project(L.down, k.mlp.data(), k.proj.data());
     } else {
@@ -260,7 +260,7 @@ ForwardResult Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, 
       ops.rmsnorm(k.resid.data(), w_->norm_f_w.data(), k.xn.data(), rows, D, c.norm_eps);
     const float* wu = c.tied_head ? w_->wte.data() : w_->lm_head.data();
     const int64_t V = c.vocab;
-    be_.gemm(false, true, rows, V, D, 1.0f, k.xn.data(), D, wu, D, 0.0f, k.head.data(), V);
+    ops.project(be_, true, rows, V, D, k.xn.data(), wu, k.head.data());
     if (opt.want_nll || opt.want_log_probs) {
       std::vector<int32_t> tgt(size_t(rows), -1);
       for (int64_t b = 0; b < batch; b++)

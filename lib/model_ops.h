@@ -15,6 +15,12 @@ namespace sae {
 class TransformerOps {
  public:
   virtual ~TransformerOps() = default;
+  // y[rows, out] = x[rows, in] W, with W stored [in, out], or [out, in] when trans_w: one
+  // Backend::gemm over all rows (the CPU version may split the rows among its threads).
+  virtual void project(Backend& be, bool trans_w, int64_t rows, int64_t out, int64_t in, const float* x, const float* w,
+                       float* y) {
+    be.gemm(false, trans_w, rows, out, in, 1.0f, x, in, w, trans_w ? in : out, 0.0f, y, out);
+  }
   // out[r] = wte[tokens[r]] (+ wpe[r % seq] when wpe is given), rows = batch * seq.
   virtual void embed(const int32_t* tokens, int64_t rows, int64_t seq, const float* wte, const float* wpe, int64_t d,
                      float* out) = 0;

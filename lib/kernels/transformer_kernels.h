@@ -16,6 +16,16 @@ namespace sae::tk {
 // gelu_erf is the exact "gelu"; silu gates the Llama family's SwiGLU.
 enum class Activation : int { gelu_tanh, gelu_erf, relu, silu };
 
+// 2^n as a float for n in [-126, 127], built from its exponent bits. A bit cast rather than
+// memcpy: GCC does not vectorise loops whose body takes a local's address.
+SAE_HD float pow2i(int32_t n) {
+#if defined(__CUDA_ARCH__)
+  return __int_as_float((n + 127) << 23);
+#else
+  return __builtin_bit_cast(float, uint32_t(n + 127) << 23);
+#endif
+}
+
 // e^x in f32 to about 2 ulp (Cephes expf), written so that compilers vectorise it: libm's expf
 // is a scalar call that GCC only vectorises under -ffast-math, and the CPU pass spends much of
 // its non-GEMM time in GELU/SiLU/softmax exponentials. Below ln(FLT_MIN) it returns 0; above 88
@@ -23,8 +33,13 @@ enum class Activation : int { gelu_tanh, gelu_erf, relu, silu };
 SAE_HD float exp_f32(float x) {
   const float lo = -87.33654475f;  // ln(FLT_MIN): 2^n stays a normal number
   const float hi = 88.0f;
-  float xc = fminf(fmaxf(x, lo), hi);
-  float n = floorf(xc * 1.44269504088896341f + 0.5f);  // round(x / ln 2)
+  // Clamped with comparisons: fminf/fmaxf are library calls to GCC (NaN rules), which stop
+  // vectorisation. A NaN x stays NaN.
+  float xc = x < lo ? lo : (x > hi ? hi : x);
+  // n = round(x / ln 2) by adding and removing 1.5 * 2^23, which leaves the float's integer part
+  // rounded to nearest (floorf would do, but GCC does not vectorise it under IEEE trapping rules).
+  const float magic = 12582912.0f;
+  float n = (xc * 1.44269504088896341f + magic) - magic;
   // r = x - n ln2 in two steps (ln2 split in a short exact part and the rest) to keep r exact.
   float r = xc - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
@@ -35,7 +50,7 @@ SAE_HD float exp_f32(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * (r * r) + r + 1.0f;
-  float scale = bits_f32(uint32_t(int32_t(n) + 127) << 23);  // 2^n
+  float scale = pow2i(int32_t(n));
   return x < lo ? 0.0f : p * scale;
 }
 
@@ -66,6 +81,10 @@ SAE_HD float activate(Activation a, float x) {
 // SwiGLU element: act(gate) * up.
 SAE_HD float gated(Activation a, float gate, float up) { return activate(a, gate) * up; }
 
+// max by comparison (fmaxf is a library call to GCC, which stops vectorisation); NaN in b is
+// skipped here and shows up later, in the exponentials.
+SAE_HD float max_f32(float a, float b) { return b > a ? b : a; }
+
 // Strided partial reductions over a row of n values: element i is taken when i = start + k*step.
 SAE_HD float partial_sum(const float* x, int64_t n, int64_t start, int64_t step) {
   float s = 0.0f;
@@ -87,7 +106,7 @@ SAE_HD float partial_sum_sq(const float* x, int64_t n, int64_t start, int64_t st
 }
 SAE_HD float partial_max(const float* x, int64_t n, int64_t start, int64_t step) {
   float m = -INFINITY;
-  for (int64_t i = start; i < n; i += step) m = fmaxf(m, x[i]);
+  for (int64_t i = start; i < n; i += step) m = max_f32(m, x[i]);
   return m;
 }
 // Sum of e^(x[i] - max) over the taken elements (the softmax denominator).
