@@ -10,6 +10,7 @@ pkgs=(
   libopenblas-dev libomp-dev
   nlohmann-json3-dev
   libsentencepiece-dev
+  libpcre2-dev libicu-dev
   libthrust-dev
   libgtest-dev
   bats bats-assert bats-support
