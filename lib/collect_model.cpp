@@ -192,6 +192,7 @@ CollectModelStats collect_model(const CollectModelOptions& o) {
   if (bos < 0) throw InputError(o.model_dir + ": the model has no BOS token to start each window with");
   if (bos >= cfg.vocab)
     throw InputError(o.model_dir + ": the BOS token id " + std::to_string(bos) + " is outside the model's vocabulary");
+  st.load_seconds = since(start);
 
   // Outputs are opened before any work, so that a bad path fails at once.
   std::vector<HookOutput> outs(points.size());

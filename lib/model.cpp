@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "model_ops.h"
+#include "model_pool.h"
 #include "model_weights.h"
 
 namespace sae {
@@ -286,14 +287,15 @@ ForwardResult Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, 
 
 std::vector<double> kl_divergence_rows(const float* logp, const float* logq, int64_t rows, int64_t vocab) {
   std::vector<double> kl(static_cast<size_t>(rows));
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; r++) {
-    const float* p = logp + r * vocab;
-    const float* q = logq + r * vocab;
-    double s = 0;
-    for (int64_t i = 0; i < vocab; i++) s += std::exp(double(p[i])) * (double(p[i]) - double(q[i]));
-    kl[size_t(r)] = s;
-  }
+  WorkerPool::global().run(rows, [&](int64_t first, int64_t last, int) {
+    for (int64_t r = first; r < last; r++) {
+      const float* p = logp + r * vocab;
+      const float* q = logq + r * vocab;
+      double s = 0;
+      for (int64_t i = 0; i < vocab; i++) s += std::exp(double(p[i])) * (double(p[i]) - double(q[i]));
+      kl[size_t(r)] = s;
+    }
+  });
   return kl;
 }
 
