@@ -151,7 +151,8 @@ Figures measure(Model& m, int64_t batch, int64_t ctx, int rounds) {
   o.capture = {HookPoint{c.n_layers - 1, HookKind::resid_post}};
   const double flops = 2.0 * double(c.matmul_params(c.n_layers, false)) * double(batch * ctx);
   GemmPass gemms(m.backend(), c, batch * ctx);
-  auto fwd = [&] { m.forward(tok.data(), batch, ctx, o); };
+  ForwardResult r;  // reused between calls, as sae-collect does
+  auto fwd = [&] { m.forward(tok.data(), batch, ctx, o, r); };
   fwd();  // warm-up (buffers, OpenMP and OpenBLAS threads)
   gemms.run();
   // Interleaved rounds, each timing both the same way, so that a busy spell on the machine

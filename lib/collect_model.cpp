@@ -228,6 +228,7 @@ CollectModelStats collect_model(const CollectModelOptions& o) {
   std::vector<Window> pending;
   ForwardOptions fo;
   fo.capture = points;
+  ForwardResult r;  // reused: its buffers keep their memory from batch to batch
   auto run_batch = [&] {
     if (pending.empty()) return;
     int64_t T = 0;
@@ -238,7 +239,7 @@ CollectModelStats collect_model(const CollectModelOptions& o) {
     std::vector<int32_t> ids(size_t(B * T), bos);
     for (int64_t b = 0; b < B; b++) std::copy(pending[size_t(b)].tokens.begin(), pending[size_t(b)].tokens.end(), ids.begin() + b * T);
     auto t0 = Clock::now();
-    ForwardResult r = model.forward(ids.data(), B, T, fo);
+    model.forward(ids.data(), B, T, fo, r);
     st.forward_seconds += since(t0);
     t0 = Clock::now();
     const int64_t first = o.exclude_bos ? 1 : 0;

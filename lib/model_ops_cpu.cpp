@@ -19,6 +19,17 @@ namespace sae {
 
 namespace {
 
+// 16 floats as one value (GCC/Clang vector extension): one AVX-512 register, or two or four
+// narrower ones; arithmetic on it is element-wise.
+constexpr int kLanes = 16;
+typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
+inline Lanes load_lanes(const float* p) {
+  Lanes v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store_lanes(float* p, Lanes v) { std::memcpy(p, &v, sizeof v); }
+
 // Runs body(r) for every r in [0, n) on the pool's threads.
 template <class F>
 void for_rows(int64_t n, F body) {
@@ -144,29 +155,46 @@ class CpuTransformerOps final : public TransformerOps {
     const int64_t width = int64_t(n_heads + 2 * n_kv) * dh;
     const int64_t out_width = int64_t(n_heads) * dh;
     const int group = n_heads / n_kv;
-    // Each thread takes a range of (sequence, head) pairs.
+    // Each thread takes a range of (sequence, head) pairs. Both products are register-blocked
+    // over 16 lanes (a GCC vector, one AVX-512 register where there is one): 16 scores accumulate
+    // over the head dimension, and 16 output dimensions over the keys, so each multiply-add loads
+    // one operand instead of loading and storing its accumulator too.
+    const int64_t seq_pad = (seq + kLanes - 1) / kLanes * kLanes;
+    const int dh_pad = (dh + kLanes - 1) / kLanes * kLanes;
     WorkerPool::global().run(batch * n_heads, [&](int64_t first, int64_t last, int) {
-      // Per thread: this head's keys transposed to [dh][seq] so the scores of one query against
-      // all keys are a contiguous vector loop, and the score row.
-      std::vector<float> kt(size_t(dh) * size_t(seq)), s(static_cast<size_t>(seq));
+      // Per thread: this head's keys transposed to [dh][seq_pad] and its values as [seq][dh_pad]
+      // (both zero-padded to whole vectors), the scaled query and the scores.
+      std::vector<float> kt(size_t(dh) * size_t(seq_pad), 0.0f), v(size_t(seq) * size_t(dh_pad), 0.0f),
+          s(static_cast<size_t>(seq_pad)), q(static_cast<size_t>(dh));
       for (int64_t pair = first; pair < last; pair++) {
         const int64_t b = pair / n_heads;
         const int h = int(pair % n_heads);
         const int kvh = h / group;
         const float* base = qkv + b * seq * width;
         const int64_t koff = int64_t(n_heads + kvh) * dh, voff = int64_t(n_heads + n_kv + kvh) * dh;
-        for (int64_t j = 0; j < seq; j++)
-          for (int d = 0; d < dh; d++) kt[size_t(d * seq + j)] = base[j * width + koff + d];
+        for (int64_t j = 0; j < seq; j++) {
+          const float* kr = base + j * width + koff;
+          for (int d = 0; d < dh; d++) kt[size_t(d * seq_pad + j)] = kr[d];
+          std::memcpy(&v[size_t(j * dh_pad)], base + j * width + voff, size_t(dh) * sizeof(float));
+        }
         for (int64_t t = 0; t < seq; t++) {
-          const float* q = base + t * width + int64_t(h) * dh;
+          const float* qr = base + t * width + int64_t(h) * dh;
+          for (int d = 0; d < dh; d++) q[size_t(d)] = qr[d] * scale;
           const int64_t n = t + 1;
           float* sc = s.data();
-          for (int64_t j = 0; j < n; j++) sc[j] = 0.0f;
-          for (int d = 0; d < dh; d++) {
-            const float qd = q[d] * scale;
-            const float* kr = kt.data() + int64_t(d) * seq;
-#pragma omp simd
-            for (int64_t j = 0; j < n; j++) sc[j] += qd * kr[j];
+          for (int64_t j0 = 0; j0 < n; j0 += kLanes) {
+            // Four accumulators: one chain of dependent multiply-adds would wait on each result.
+            Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {};
+            const float* kr = kt.data() + j0;
+            int d = 0;
+            for (; d + 4 <= dh; d += 4) {
+              a0 += q[size_t(d)] * load_lanes(kr + int64_t(d) * seq_pad);
+              a1 += q[size_t(d + 1)] * load_lanes(kr + int64_t(d + 1) * seq_pad);
+              a2 += q[size_t(d + 2)] * load_lanes(kr + int64_t(d + 2) * seq_pad);
+              a3 += q[size_t(d + 3)] * load_lanes(kr + int64_t(d + 3) * seq_pad);
+            }
+            for (; d < dh; d++) a0 += q[size_t(d)] * load_lanes(kr + int64_t(d) * seq_pad);
+            store_lanes(sc + j0, (a0 + a1) + (a2 + a3));
           }
           float m = -INFINITY;
 #pragma omp simd reduction(max : m)
@@ -179,12 +207,22 @@ class CpuTransformerOps final : public TransformerOps {
           }
           const float inv = 1.0f / sum;
           float* o = out + (b * seq + t) * out_width + int64_t(h) * dh;
-          for (int d = 0; d < dh; d++) o[d] = 0.0f;
-          for (int64_t j = 0; j < n; j++) {
-            const float p = sc[j] * inv;
-            const float* v = base + j * width + voff;
-#pragma omp simd
-            for (int d = 0; d < dh; d++) o[d] += p * v[d];
+          for (int d0 = 0; d0 < dh; d0 += kLanes) {
+            Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {};
+            const float* vr = v.data() + d0;
+            int64_t j = 0;
+            for (; j + 4 <= n; j += 4) {
+              a0 += sc[j] * load_lanes(vr + j * dh_pad);
+              a1 += sc[j + 1] * load_lanes(vr + (j + 1) * dh_pad);
+              a2 += sc[j + 2] * load_lanes(vr + (j + 2) * dh_pad);
+              a3 += sc[j + 3] * load_lanes(vr + (j + 3) * dh_pad);
+            }
+            for (; j < n; j++) a0 += sc[j] * load_lanes(vr + j * dh_pad);
+            Lanes acc = ((a0 + a1) + (a2 + a3)) * inv;
+            float lanes[kLanes];
+            store_lanes(lanes, acc);
+            const int k = dh - d0 < kLanes ? dh - d0 : kLanes;
+            std::memcpy(o + d0, lanes, size_t(k) * sizeof(float));
           }
         }
       }
