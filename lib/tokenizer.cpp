@@ -32,6 +32,19 @@ json read_json(const std::string& path) {
   }
 }
 
+std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
+  std::string out;
+  out.reserve(s.size());
+  size_t last = 0;
+  for (size_t pos = s.find(from); pos != std::string_view::npos; pos = s.find(from, last)) {
+    out.append(s, last, pos - last);
+    out.append(to);
+    last = pos + from.size();
+  }
+  out.append(s, last, std::string_view::npos);
+  return out;
+}
+
 void TokenizerBase::set_identity(const std::string& kind, const std::string& source,
                                  std::string_view bytes) {
   kind_ = kind;
@@ -122,7 +135,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& model_dir) {
 
   std::unique_ptr<tok::TokenizerBase> t;
   if (is_file(d + "/tokenizer.json"))
-    t = tok::make_hf_tokenizer(d + "/tokenizer.json", cfg);
+    t = tok::make_hf_tokenizer(d + "/tokenizer.json");
   else if (is_file(d + "/tokenizer.model"))
     t = tok::make_sentencepiece_tokenizer(d + "/tokenizer.model", cfg);
   else if (is_file(d + "/vocab.json") && is_file(d + "/merges.txt"))

@@ -285,20 +285,13 @@ struct SplitPT : PreTokenizer {
 };
 
 struct MetaspacePT : PreTokenizer {
-  std::string replacement = "\xE2\x96\x81";  // U+2581
+  std::string replacement = kSpaceMarker;
   enum class Prepend { Always, Never, First } prepend = Prepend::Always;
   bool split = true;
   void apply(std::vector<Piece>& pieces) const override {
     std::vector<Piece> out;
     for (auto& p : pieces) {
-      std::string t;
-      t.reserve(p.text.size() + 8);
-      for (char c : p.text) {
-        if (c == ' ')
-          t += replacement;
-        else
-          t += c;
-      }
+      std::string t = replace_all(p.text, " ", replacement);
       bool starts = t.compare(0, replacement.size(), replacement) == 0;
       if (!starts && (prepend == Prepend::Always || (prepend == Prepend::First && p.at_start)))
         t.insert(0, replacement);
@@ -533,24 +526,14 @@ struct StripDec : Decoder {
 };
 
 struct MetaspaceDec : Decoder {
-  std::string replacement = "\xE2\x96\x81";
+  std::string replacement = kSpaceMarker;
   bool strip_first = true;  // prepend_scheme other than "never": the first token lost its space
   void apply(std::vector<std::string>& tokens) const override {
     for (size_t i = 0; i < tokens.size(); ++i) {
-      std::string& t = tokens[i];
-      std::string out;
-      size_t pos = 0;
+      std::string_view t = tokens[i];
       if (i == 0 && strip_first && t.compare(0, replacement.size(), replacement) == 0)
-        pos = replacement.size();
-      while (pos < t.size()) {
-        if (t.compare(pos, replacement.size(), replacement) == 0) {
-          out += ' ';
-          pos += replacement.size();
-        } else {
-          out += t[pos++];
-        }
-      }
-      t.swap(out);
+        t.remove_prefix(replacement.size());
+      tokens[i] = replace_all(t, replacement, " ");
     }
   }
 };
@@ -615,7 +598,7 @@ bool is_plain_byte_level(const json& j) {
 
 class HfTokenizer : public TokenizerBase {
  public:
-  HfTokenizer(const json& j, const std::string& where, const json& cfg);
+  HfTokenizer(const json& j, const std::string& where);
 
   std::string decode(const std::vector<int32_t>& ids) const override;
   std::string token_text(int32_t id) const override;
@@ -667,7 +650,7 @@ class HfTokenizer : public TokenizerBase {
   FileSpecials specials_;
 };
 
-HfTokenizer::HfTokenizer(const json& j, const std::string& where, const json& /*cfg*/) {
+HfTokenizer::HfTokenizer(const json& j, const std::string& where) {
   if (!j.is_object()) throw InputError(where + ": not a tokenizer.json object");
   if (!j.contains("model") || !j["model"].is_object())
     throw InputError(where + ": no \"model\" object");
@@ -723,8 +706,9 @@ HfTokenizer::HfTokenizer(const json& j, const std::string& where, const json& /*
     decode_bytes_.resize(id_to_token_.size());
     for (size_t id = 0; id < id_to_token_.size(); ++id) {
       if (!has_token_[id]) continue;
-      if (is_added_[id] || !m.to_bytes(id_to_token_[id], decode_bytes_[id]))
-        decode_bytes_[id] = id_to_token_[id];
+      // As HF's ByteLevel decoder: every token, added ones included, is read as byte-level
+      // characters when it can be ("<|endoftext|>" maps to itself), else taken as it is.
+      if (!m.to_bytes(id_to_token_[id], decode_bytes_[id])) decode_bytes_[id] = id_to_token_[id];
     }
   }
   parse_post_processor(j.value("post_processor", json()), where);
@@ -1037,26 +1021,16 @@ std::string HfTokenizer::token_text(int32_t id) const {
   }
   int b = byte_token(t);
   if (b >= 0) return readable(std::string(1, static_cast<char>(b)));
-  std::string out;
-  for (size_t pos = 0; pos < t.size();) {
-    if (t.compare(pos, 3, "\xE2\x96\x81") == 0) {  // the sentencepiece-style space marker
-      out += ' ';
-      pos += 3;
-    } else {
-      out += t[pos++];
-    }
-  }
-  return out;
+  return replace_all(t, kSpaceMarker, " ");
 }
 
 }  // namespace
 
-std::unique_ptr<TokenizerBase> make_hf_tokenizer_from_json(const json& j, const std::string& where,
-                                                           const json& cfg) {
-  return std::make_unique<HfTokenizer>(j, where, cfg);
+std::unique_ptr<TokenizerBase> make_hf_tokenizer_from_json(const json& j, const std::string& where) {
+  return std::make_unique<HfTokenizer>(j, where);
 }
 
-std::unique_ptr<TokenizerBase> make_hf_tokenizer(const std::string& path, const json& cfg) {
+std::unique_ptr<TokenizerBase> make_hf_tokenizer(const std::string& path) {
   std::string bytes = read_file(path);
   json j;
   try {
@@ -1064,7 +1038,7 @@ std::unique_ptr<TokenizerBase> make_hf_tokenizer(const std::string& path, const 
   } catch (const json::exception& e) {
     throw InputError(path + ": not valid JSON (" + e.what() + ")");
   }
-  auto t = make_hf_tokenizer_from_json(j, path, cfg);
+  auto t = make_hf_tokenizer_from_json(j, path);
   t->set_identity("hf-bpe", path, bytes);
   return t;
 }
@@ -1108,7 +1082,7 @@ std::unique_ptr<TokenizerBase> make_gpt2_files_tokenizer(const std::string& voca
             {"post_processor", nullptr},
             {"decoder", {{"type", "ByteLevel"}}},
             {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}}};
-  auto t = make_hf_tokenizer_from_json(j, vocab_path, cfg);
+  auto t = make_hf_tokenizer_from_json(j, vocab_path);
   t->set_identity("gpt2-bpe", vocab_path, read_file(vocab_path) + read_file(merges_path));
   return t;
 }

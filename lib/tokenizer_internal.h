@@ -94,6 +94,12 @@ class AddedTokenMatcher {
   std::vector<std::vector<int>> by_first_byte_;  // indexes into tokens_, longest first
 };
 
+// sentencepiece's space marker, U+2581 ("▁"), as tokenizer.json and tokenizer.model spell it.
+constexpr const char* kSpaceMarker = "\xE2\x96\x81";
+
+// `s` with every occurrence of `from` (non-empty) replaced by `to`, left to right.
+std::string replace_all(std::string_view s, std::string_view from, std::string_view to);
+
 // Reads a token string from a tokenizer_config.json entry: "tok" or {"content": "tok", ...}.
 // Empty when absent or null.
 std::string config_token(const json& cfg, const char* key);
@@ -183,11 +189,10 @@ class TokenizerBase : public Tokenizer {
   virtual void set_cache(bool) {}
 };
 
-// tokenizer.json. `cfg` is tokenizer_config.json (or an empty object).
-std::unique_ptr<TokenizerBase> make_hf_tokenizer(const std::string& path, const json& cfg);
+// tokenizer.json (BOS/EOS are decided by the loader, from tokenizer_config.json).
+std::unique_ptr<TokenizerBase> make_hf_tokenizer(const std::string& path);
 // The same pipeline from an in-memory tokenizer.json (tests, and vocab.json + merges.txt).
-std::unique_ptr<TokenizerBase> make_hf_tokenizer_from_json(const json& j, const std::string& where,
-                                                           const json& cfg);
+std::unique_ptr<TokenizerBase> make_hf_tokenizer_from_json(const json& j, const std::string& where);
 // vocab.json + merges.txt, the GPT-2 layout: byte-level BPE with the GPT-2 pattern.
 std::unique_ptr<TokenizerBase> make_gpt2_files_tokenizer(const std::string& vocab_path,
                                                          const std::string& merges_path,

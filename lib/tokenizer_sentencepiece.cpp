@@ -23,7 +23,7 @@ std::unique_ptr<TokenizerBase> make_sentencepiece_tokenizer(const std::string& p
 
 namespace {
 
-const char* const kSpace = "\xE2\x96\x81";  // U+2581, sentencepiece's space marker
+const char* const kSpace = kSpaceMarker;
 
 class SpTokenizer : public TokenizerBase {
  public:
@@ -173,17 +173,7 @@ std::vector<int32_t> SpTokenizer::encode_valid(std::string_view text, bool parse
   // HF non-legacy (LlamaTokenizer.tokenize/_tokenize): literal U+2581 read as spaces, one prefix
   // space for the whole text, no dummy prefix after special tokens.
   if (text.empty()) return out;
-  std::string t;
-  t.reserve(text.size() + 3);
-  if (add_prefix_space_) t += kSpace;
-  for (size_t i = 0; i < text.size();) {
-    if (text.compare(i, 3, kSpace) == 0) {
-      t += ' ';
-      i += 3;
-    } else {
-      t += text[i++];
-    }
-  }
+  std::string t = (add_prefix_space_ ? kSpace : "") + replace_all(text, kSpace, " ");
   bool first_is_lone_space = false, second_is_special = false;
   auto segs = matcher_.split(t, parse_special);
   for (size_t k = 0; k < segs.size(); ++k) {
@@ -233,16 +223,13 @@ std::string SpTokenizer::decode(const std::vector<int32_t>& ids) const {
       out += static_cast<char>(std::stoi(p.substr(3, 2), nullptr, 16));  // "<0x0A>"
       continue;
     }
-    size_t pos = 0;
-    if (k == 0 && add_prefix_space_ && p.compare(0, 3, kSpace) == 0 && !is_special_[id]) pos = 3;
-    for (; pos < p.size();) {
-      if (p.compare(pos, 3, kSpace) == 0 && !is_special_[id]) {
-        out += ' ';
-        pos += 3;
-      } else {
-        out += p[pos++];
-      }
+    if (is_special_[id]) {
+      out += p;
+      continue;
     }
+    std::string_view v = p;
+    if (k == 0 && add_prefix_space_ && v.compare(0, 3, kSpace) == 0) v.remove_prefix(3);
+    out += replace_all(v, kSpace, " ");
   }
   return out;
 }
@@ -255,16 +242,7 @@ std::string SpTokenizer::token_text(int32_t id) const {
     return p;  // a lone byte of a multi-byte character: shown as "<0xE6>"
   }
   if (is_special_[id]) return p;
-  std::string out;
-  for (size_t pos = 0; pos < p.size();) {
-    if (p.compare(pos, 3, kSpace) == 0) {
-      out += ' ';
-      pos += 3;
-    } else {
-      out += p[pos++];
-    }
-  }
-  return out;
+  return replace_all(p, kSpace, " ");
 }
 
 }  // namespace

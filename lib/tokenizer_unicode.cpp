@@ -6,6 +6,7 @@
 #include <unicode/unistr.h>
 
 #include "tokenizer_internal.h"
+#include "utf8.h"
 
 namespace sae::tok {
 
@@ -42,12 +43,27 @@ std::string unicode_lowercase(std::string_view s) {
       if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
     return out;
   }
-  // Root locale: the language-independent full mappings (final sigma included), as Rust's
-  // str::to_lowercase does.
-  icu::UnicodeString u = icu::UnicodeString::fromUTF8(icu::StringPiece(s.data(), static_cast<int32_t>(s.size())));
-  u.toLower(icu::Locale::getRoot());
+  // HF lower-cases character by character (Rust's char::to_lowercase): the full,
+  // language-independent mappings, but no context, so no final-sigma rule. ICU on one code point
+  // at a time gives exactly that.
   std::string out;
-  u.toUTF8String(out);
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      out += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+      ++i;
+      continue;
+    }
+    size_t start = i;
+    uint32_t cp = utf8_next(s, i);
+    icu::UnicodeString u(static_cast<UChar32>(cp));
+    u.toLower(icu::Locale::getRoot());
+    std::string lower;
+    u.toUTF8String(lower);
+    if (lower.empty()) lower.assign(s.substr(start, i - start));
+    out += lower;
+  }
   return out;
 }
 

@@ -16,6 +16,7 @@ pkgs=(
   bats bats-assert bats-support
   clang
   parallel
+  time
 )
 missing=()
 for p in "${pkgs[@]}"; do

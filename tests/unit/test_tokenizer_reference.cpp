@@ -36,6 +36,7 @@ std::string collapse_spaces(const std::string& s) {
 
 TEST(TokenizerReference, ReferenceIdsAreReproducedExactly) {
   NEED_SHARED(shared);
+  NEED_SENTENCEPIECE();
   int cases = 0;
   for (const char* name : {"stories260K", "gpt2-random", "tiny-gpt2"}) {
     auto tok = load_model(shared, name);
@@ -64,6 +65,7 @@ TEST(TokenizerReference, ReferenceIdsAreReproducedExactly) {
 
 TEST(TokenizerReference, BosFactsFromTheConfigs) {
   NEED_SHARED(shared);
+  NEED_SENTENCEPIECE();
   auto sp = load_model(shared, "stories260K");
   EXPECT_EQ(sp->kind(), "sentencepiece");
   EXPECT_EQ(sp->vocab_size(), 512);
@@ -81,6 +83,7 @@ TEST(TokenizerReference, BosFactsFromTheConfigs) {
 
 TEST(TokenizerReference, IdentityIsTheSha256OfTheTokenizerFile) {
   NEED_SHARED(shared);
+  NEED_SENTENCEPIECE();
   // The digest SOURCE.txt records for tiny-gpt2/tokenizer.json.
   EXPECT_EQ(load_model(shared, "tiny-gpt2")->identity(),
             "hf-bpe:sha256:1fe93b6152957cf9cfd6d89002467f789ce8b3f3e000b3a2edf27c808ddd0b9e");
@@ -109,6 +112,7 @@ TEST(TokenizerReference, Gpt2VocabAndMergesFilesMatchTokenizerJson) {
 
 TEST(TokenizerReference, RoundTripsOnTheSampleCorpora) {
   NEED_SHARED(shared);
+  NEED_SENTENCEPIECE();
   auto gpt2 = load_model(shared, "gpt2-random");
   auto sp = load_model(shared, "stories260K");
   for (const char* file : {"tinystories-sample.txt", "tinyshakespeare.txt"}) {
@@ -123,6 +127,7 @@ TEST(TokenizerReference, RoundTripsOnTheSampleCorpora) {
 
 TEST(TokenizerReference, SpecialTokensInText) {
   NEED_SHARED(shared);
+  NEED_SENTENCEPIECE();
   auto gpt2 = load_model(shared, "gpt2-random");
   // <|endoftext|> is an added special token: written in text it is that token, as in HF.
   EXPECT_EQ(gpt2->encode("a<|endoftext|>b"), (V{64, 50256, 65}));
@@ -151,6 +156,7 @@ TEST(TokenizerReference, SpecialTokensInText) {
 
 TEST(TokenizerReference, SentencepieceNonLegacyMode) {
   NEED_SHARED(shared);
+  NEED_SENTENCEPIECE();
   const std::string m = shared + "/models/stories260K";
   TempDir legacy_dir, modern_dir;
   for (const TempDir* d : {&legacy_dir, &modern_dir}) d->write("tokenizer.model", slurp(m + "/tokenizer.model"));
@@ -173,6 +179,7 @@ TEST(TokenizerReference, SentencepieceNonLegacyMode) {
 
 TEST(TokenizerReference, EmptyText) {
   NEED_SHARED(shared);
+  NEED_SENTENCEPIECE();
   for (const char* name : {"stories260K", "gpt2-random"}) {
     auto tok = load_model(shared, name);
     EXPECT_TRUE(tok->encode("").empty()) << name;
@@ -207,6 +214,7 @@ TEST(TokenizerReference, LongTextAndLongWords) {
 
 TEST(TokenizerReference, InvalidUtf8IsRefusedWithItsOffset) {
   NEED_SHARED(shared);
+  NEED_SENTENCEPIECE();
   for (const char* name : {"stories260K", "gpt2-random"}) {
     auto tok = load_model(shared, name);
     try {
@@ -226,6 +234,7 @@ TEST(TokenizerReference, InvalidUtf8IsRefusedWithItsOffset) {
 
 TEST(TokenizerReference, ThreadsGetTheSameIds) {
   NEED_SHARED(shared);
+  NEED_SENTENCEPIECE();
   auto gpt2 = load_model(shared, "gpt2-random");
   auto sp = load_model(shared, "stories260K");
   std::string text = slurp(shared + "/data/tinystories-sample.txt");

@@ -66,3 +66,17 @@ TEST(TokenizerUtf8, Sha256KnownVectors) {
   EXPECT_EQ(sae::tok::sha256_hex(std::string(1000000, 'a')),
             "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
+
+TEST(TokenizerUtf8, NormalizersMatchHf) {
+  using sae::tok::NormForm;
+  using sae::tok::unicode_lowercase;
+  using sae::tok::unicode_normalize;
+  // HF's Lowercase maps character by character (Rust's char::to_lowercase): full mappings, but
+  // no final-sigma rule, so a word-final capital sigma becomes σ, not ς.
+  EXPECT_EQ(unicode_lowercase("\xCE\x9F\xCE\x94\xCE\x9F\xCE\xA3 ABC"), "\xCE\xBF\xCE\xB4\xCE\xBF\xCF\x83 abc");
+  EXPECT_EQ(unicode_lowercase("\xC4\xB0"), "i\xCC\x87");  // İ -> i + combining dot above
+  EXPECT_EQ(unicode_normalize("e\xCC\x81", NormForm::NFC), "\xC3\xA9");
+  EXPECT_EQ(unicode_normalize("\xC3\xA9", NormForm::NFD), "e\xCC\x81");
+  EXPECT_EQ(unicode_normalize("\xEF\xAC\x81", NormForm::NFKC), "fi");  // the ﬁ ligature
+  EXPECT_EQ(unicode_normalize("plain", NormForm::NFKD), "plain");
+}

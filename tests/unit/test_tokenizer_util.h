@@ -51,6 +51,12 @@ inline std::string shared_dir() {
   std::string var = tokenizer_test::shared_dir();                          \
   if (var.empty()) GTEST_SKIP() << "../shared is absent (test data lives there)"
 
+#ifdef SAE_HAVE_SENTENCEPIECE
+#define NEED_SENTENCEPIECE() (void)0
+#else
+#define NEED_SENTENCEPIECE() GTEST_SKIP() << "saetools was built without libsentencepiece"
+#endif
+
 inline std::string slurp(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   std::ostringstream ss;
