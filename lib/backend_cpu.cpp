@@ -68,9 +68,13 @@ class CpuBackend final : public Backend {
 };
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend() {
+void tune_cpu_blas() {
   static std::once_flag once;
   std::call_once(once, fix_openblas_kernels);
+}
+
+std::unique_ptr<Backend> make_cpu_backend() {
+  tune_cpu_blas();
   return std::make_unique<CpuBackend>();
 }
 
