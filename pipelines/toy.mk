@@ -57,5 +57,6 @@ $(OUT)/report.json: $(OUT)/sae/cfg.json $(OUT)/heldout.sae $(OUT)/truth/cfg.json
 demo: $(OUT)/report.json
 	@echo
 	@echo "toy pipeline done: $(ARCH) SAE with $(LATENTS) latents on $(FEATURES) true features in d=$(D)"
-	@$(BIN)/sae-eval --report $(OUT)/report.json
+	@jq -r '"recovery of the \(.compare.d_sae) true features: mean best cosine \(.compare.compare_to_sae.mean * 1000 | round / 1000), matched at cosine > 0.9: \(.compare.compare_to_sae.fraction_matched * 100 | round)%",
+	        "held-out reconstruction (\(.rows) rows): FVU \(.reconstruction.fvu * 10000 | round / 10000), L0 \(.sparsity.l0.mean * 100 | round / 100), dead latents \(.latents.dead)"' $(OUT)/report.json
 	@echo "report: $(OUT)/report.json; plots (SVG, open in a browser): $(OUT)/plots/"

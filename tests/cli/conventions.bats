@@ -91,12 +91,10 @@ interrupt_import() {
   local sig=$1 code=$2
   gen_npy a.npy 64 16 1
   mkfifo in.fifo
-  # With job control on, a background job keeps SIGINT (a non-interactive shell would start it with
-  # SIGINT ignored, and the tools leave a signal ignored on entry ignored).
-  set -m
-  sae-npy import in.fifo -o out.sae 2> err.txt &
+  # Background jobs of a non-interactive shell start with SIGINT ignored, and the tools keep a
+  # signal ignored on entry ignored (as nohup expects): restore the default for this one.
+  env --default-signal=INT sae-npy import in.fifo -o out.sae 2> err.txt &
   local pid=$!
-  set +m
   exec 8> in.fifo
   { npy_header '<f4' '(100000, 16)'; npy_data_of a.npy; } >&8
   for _ in $(seq 100); do
