@@ -90,7 +90,7 @@ small=(--toy --d 8 --features 32 --active 3 --rows 1000)
   check "--batch-rows must be at least 1, got 0" --toy --batch-rows 0
   check "the argument ('abc') for option '--d' is invalid" --toy --d abc
   check "--latents-out and -o name the same file: out.sae" --toy --latents-out ./out.sae
-  check "no source given: use --toy (synthetic activations)"
+  check "no source given: use --toy (synthetic activations) or --model DIR (a model over text)"
   check "--features is an option of the toy source: add --toy" --features 10
   assert_no_output_left .
 }

@@ -1,0 +1,223 @@
+// sae-collect's CPU throughput as a fraction of the FLOP bound, for a GPT-2-small-shaped model
+// with random weights (written by this benchmark to a temporary directory) and for
+// ../shared/models/stories260K.
+//
+// The bound: a forward pass to the last block multiplies every token by each block's matrices,
+// 2 x (matrix parameters) x tokens FLOPs. We time OpenBLAS sgemm on exactly those shapes
+// (batch*context rows, every layer in order) in the same run, so the bound is this machine's
+// sgemm rate for the model's products, and fraction = bound time / measured time. Each figure is
+// the best of several interleaved rounds: the machine is shared, and the best round is the one
+// least disturbed.
+//
+// Usage: bench_collect [--quick] [--keep DIR]
+//   --quick     one round instead of five (a smoke run)
+//   --keep DIR  write the random model to DIR and keep it (reused when DIR/config.json exists)
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "model.h"
+#include "safetensors.h"
+
+using namespace sae;
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// A GPT-2-small-shaped model (12 layers, d_model 768, 12 heads, vocabulary 50257, 1024
+// positions) with random weights, stored as f16 to halve the file (loading converts to f32).
+void write_gpt2_small(const std::string& dir) {
+  nlohmann::json cfg = {{"model_type", "gpt2"}, {"architectures", {"GPT2LMHeadModel"}}, {"n_layer", 12},
+                        {"n_embd", 768},        {"n_head", 12},  {"n_positions", 1024},
+                        {"vocab_size", 50257},  {"activation_function", "gelu_new"}, {"layer_norm_epsilon", 1e-5},
+                        {"_name_or_path", "bench/gpt2-small-random"}};
+  std::ofstream(dir + "/config.json") << cfg.dump(2);
+  std::mt19937 g(1);
+  std::normal_distribution<float> nd(0.0f, 0.02f);
+  SafeTensorsWriter w;
+  auto add = [&](const std::string& n, std::vector<int64_t> shape, float fill = NAN) {
+    int64_t k = 1;
+    for (auto s : shape) k *= s;
+    std::vector<float> v(static_cast<size_t>(k));
+    for (auto& x : v) x = std::isnan(fill) ? nd(g) : fill;
+    w.add(n, shape, v.data(), DType::f16);
+  };
+  const int64_t D = 768, V = 50257;
+  add("transformer.wte.weight", {V, D});
+  add("transformer.wpe.weight", {1024, D});
+  for (int l = 0; l < 12; l++) {
+    std::string p = "transformer.h." + std::to_string(l) + ".";
+    add(p + "ln_1.weight", {D}, 1.0f);
+    add(p + "ln_1.bias", {D}, 0.0f);
+    add(p + "attn.c_attn.weight", {D, 3 * D});
+    add(p + "attn.c_attn.bias", {3 * D});
+    add(p + "attn.c_proj.weight", {D, D});
+    add(p + "attn.c_proj.bias", {D});
+    add(p + "ln_2.weight", {D}, 1.0f);
+    add(p + "ln_2.bias", {D}, 0.0f);
+    add(p + "mlp.c_fc.weight", {D, 4 * D});
+    add(p + "mlp.c_fc.bias", {4 * D});
+    add(p + "mlp.c_proj.weight", {4 * D, D});
+    add(p + "mlp.c_proj.bias", {D});
+  }
+  add("transformer.ln_f.weight", {D}, 1.0f);
+  add("transformer.ln_f.bias", {D}, 0.0f);
+  w.write(dir + "/model.safetensors");
+}
+
+// The model's block products on `rows` rows, in the layout the forward pass uses (GPT-2: x W;
+// Llama: x W^T), with buffers of their real sizes. run() does one pass through every layer's
+// products in order, which is the forward pass with everything but the GEMMs taken out.
+class GemmPass {
+ public:
+  GemmPass(Backend& be, const ModelConfig& c, int64_t rows) : be_(be), c_(c), rows_(rows) {
+    const int64_t D = c.d_model, A = int64_t(c.n_heads) * c.head_dim;
+    shapes_ = {{D, c.qkv_width()}, {A, D}};
+    if (c.arch == ModelArch::llama)
+      shapes_.insert(shapes_.end(), {{D, 2 * int64_t(c.d_mlp)}, {c.d_mlp, D}});
+    else
+      shapes_.insert(shapes_.end(), {{D, c.d_mlp}, {c.d_mlp, D}});
+    int64_t most_in = 0, most_out = 0, most_w = 0;
+    for (const auto& s : shapes_) {
+      most_in = std::max(most_in, s.in);
+      most_out = std::max(most_out, s.out);
+      most_w = std::max(most_w, s.in * s.out);
+    }
+    x_ = Buffer<float>(be, size_t(rows * most_in));
+    y_ = Buffer<float>(be, size_t(rows * most_out));
+    std::vector<float> h(size_t(std::max(rows * most_in, most_w)), 0.01f);
+    x_.upload(h.data(), x_.size());
+    for (int l = 0; l < c.n_layers; l++)
+      for (const auto& s : shapes_) {
+        w_.emplace_back(be, size_t(s.in * s.out));
+        w_.back().upload(h.data(), w_.back().size());
+      }
+  }
+  void run() {
+    const bool trans = c_.arch == ModelArch::llama;
+    size_t i = 0;
+    for (int l = 0; l < c_.n_layers; l++)
+      for (const auto& s : shapes_)
+        be_.gemm(false, trans, rows_, s.out, s.in, 1.0f, x_.data(), s.in, w_[i++].data(), trans ? s.in : s.out, 0.0f,
+                 y_.data(), s.out);
+    be_.sync();
+  }
+
+ private:
+  struct Shape {
+    int64_t in, out;
+  };
+  Backend& be_;
+  const ModelConfig& c_;
+  int64_t rows_;
+  std::vector<Shape> shapes_;
+  Buffer<float> x_, y_;
+  std::vector<Buffer<float>> w_;
+};
+
+// Best time of repeated calls of f over at least `min_s` seconds.
+template <class F>
+double time_best(F f, double min_s) {
+  double best = 1e30;
+  auto t0 = Clock::now();
+  do {
+    auto t1 = Clock::now();
+    f();
+    best = std::min(best, seconds_since(t1));
+  } while (seconds_since(t0) < min_s);
+  return best;
+}
+
+struct Figures {
+  double tokens_per_s = 0, fraction = 0, gflops = 0, bound_gflops = 0;
+};
+
+Figures measure(Model& m, int64_t batch, int64_t ctx, int rounds) {
+  const ModelConfig& c = m.config();
+  std::mt19937 g(2);
+  std::vector<int32_t> tok(size_t(batch * ctx));
+  for (auto& t : tok) t = int32_t(g() % uint32_t(c.vocab));
+  ForwardOptions o;
+  o.capture = {HookPoint{c.n_layers - 1, HookKind::resid_post}};
+  const double flops = 2.0 * double(c.matmul_params(c.n_layers, false)) * double(batch * ctx);
+  GemmPass gemms(m.backend(), c, batch * ctx);
+  auto fwd = [&] { m.forward(tok.data(), batch, ctx, o); };
+  fwd();  // warm-up (buffers, OpenMP and OpenBLAS threads)
+  gemms.run();
+  // Interleaved rounds, each timing both the same way, so that a busy spell on the machine
+  // does not favour one side.
+  double best_fwd = 1e30, best_bound = 1e30;
+  for (int r = 0; r < rounds; r++) {
+    best_bound = std::min(best_bound, time_best([&] { gemms.run(); }, 0.3));
+    best_fwd = std::min(best_fwd, time_best(fwd, 0.3));
+  }
+  Figures f;
+  f.tokens_per_s = double(batch * ctx) / best_fwd;
+  f.fraction = best_bound / best_fwd;
+  f.gflops = flops / best_fwd / 1e9;
+  f.bound_gflops = flops / best_bound / 1e9;
+  return f;
+}
+
+void report(const char* name, const Figures& f, int64_t batch, int64_t ctx) {
+  std::printf("%-28s context %4lld batch %2lld: %9.0f tokens/s, %6.1f GFLOP/s of a %6.1f GFLOP/s sgemm bound = %.2f of the bound\n",
+              name, (long long)ctx, (long long)batch, f.tokens_per_s, f.gflops, f.bound_gflops, f.fraction);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  std::string keep;
+  for (int i = 1; i < argc; i++) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strcmp(argv[i], "--keep") == 0 && i + 1 < argc) {
+      keep = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: bench_collect [--quick] [--keep DIR]\n");
+      return 1;
+    }
+  }
+  const int rounds = quick ? 1 : 5;
+  auto be = make_cpu_backend();
+
+  std::string dir = keep;
+  if (dir.empty()) {
+    std::string tmpl = (fs::temp_directory_path() / "bench-collect-XXXXXX").string();
+    dir = mkdtemp(tmpl.data());
+  }
+  auto t0 = Clock::now();
+  if (!fs::exists(dir + "/config.json")) {
+    fs::create_directories(dir);
+    write_gpt2_small(dir);
+    std::printf("wrote a random GPT-2-small-shaped model to %s in %.1f s\n", dir.c_str(), seconds_since(t0));
+  }
+  {
+    t0 = Clock::now();
+    Model m(dir, *be);
+    std::printf("loaded it in %.1f s (%lld matrix parameters in the blocks)\n", seconds_since(t0),
+                (long long)m.config().matmul_params(m.config().n_layers, false));
+    report("gpt2-small (random)", measure(m, 8, 128, rounds), 8, 128);
+  }
+  if (keep.empty()) fs::remove_all(dir);
+
+  const char* shared = std::getenv("SAE_SHARED");
+  std::string stories = std::string(shared ? shared : "../shared") + "/models/stories260K";
+  if (fs::exists(stories + "/config.json")) {
+    Model m(stories, *be);
+    report("stories260K", measure(m, 8, 256, rounds), 8, 256);
+  } else {
+    std::printf("stories260K: skipped (%s is absent; set SAE_SHARED)\n", stories.c_str());
+  }
+  return 0;
+}
