@@ -262,8 +262,11 @@ TEST_P(MetricsRandom, AccumulateMatchesTwoPassReference) {
   expect_rel(e.l0_std, r.l0_std, 1e-9, "l0 std");
   expect_rel(e.l1_mean, r.l1, 1e-10, "l1");
   EXPECT_EQ(e.fire_count, r.fire);
-  EXPECT_GT(e.fvu, 0.0);
-  EXPECT_LT(e.fvu, 10.0);
+  // A random SAE on offset rows reconstructs badly (fvu well above 1); what matters here is that
+  // the comparison above is not between degenerate values.
+  EXPECT_GT(e.fvu, 0.1);
+  EXPECT_TRUE(std::isfinite(e.fvu));
+  EXPECT_GT(e.l0_mean, 1.0);
 }
 
 TEST_P(MetricsRandom, EndToEndMatchesIndependentReference) {
@@ -289,6 +292,42 @@ TEST_P(MetricsRandom, EndToEndMatchesIndependentReference) {
   expect_rel(e.relative_reconstruction_bias, r.rrb, 1e-4, "rrb");
   expect_rel(e.l0_mean, r.l0_mean, 1e-12, "l0");
   EXPECT_EQ(e.fire_count, r.fire);
+}
+
+TEST(MetricsFormats, LegacyAndSparsifyFixturesMatchTheirReferences) {
+  // The same end-to-end check for the other two readers: a pre-6.0 SAELens TopK directory and a
+  // sparsify directory (bf16 weights), each against its own format's reference forward pass.
+  const int64_t n = 400;
+  std::vector<float> x = randn(size_t(n * 16), 12);
+  TempDir t;
+  Weights lw = random_weights("topk", 16, 48, 19, 4);
+  write_saelens_legacy(t / "legacy", lw);
+  Weights sw = bf16_rounded(random_weights("topk", 16, 48, 23, 6));
+  write_sparsify(t / "layers.1", sw);
+  std::vector<float> enc(size_t(48 * 16));
+  for (int64_t m = 0; m < 48; m++)
+    for (int64_t j = 0; j < 16; j++) enc[size_t(m * 16 + j)] = sw.W_enc[size_t(j * 48 + m)];
+  struct Case {
+    std::string dir;
+    RefOut ref;
+  } cases[] = {{t / "legacy", ref_saelens(lw, x.data(), n)},
+               {t / "layers.1", ref_sparsify(enc, sw.b_enc, sw.W_dec, sw.b_dec, 16, 48, 6, x.data(), n)}};
+  for (const Case& c : cases) {
+    Sae s = load_sae(c.dir);
+    SaeEvaluator ev(s);
+    ev.add(x.data(), n);
+    EvalResult e = ev.result();
+    std::vector<float> f(c.ref.f.begin(), c.ref.f.end()), xh(c.ref.xhat.begin(), c.ref.xhat.end());
+    Ref r = reference(x, f, xh, n, 16, 48);
+    expect_rel(e.mse, r.mse, 1e-4, "mse");
+    expect_rel(e.fvu, r.fvu, 1e-4, "fvu");
+    expect_rel(e.cosine_similarity, r.cos, 1e-4, "cos");
+    expect_rel(e.l2_ratio, r.ratio, 1e-4, "l2 ratio");
+    expect_rel(e.relative_reconstruction_bias, r.rrb, 1e-4, "rrb");
+    expect_rel(e.l1_mean, r.l1, 1e-4, "l1");
+    EXPECT_EQ(e.fire_count, r.fire) << c.dir;
+    EXPECT_DOUBLE_EQ(e.l0_mean, r.l0_mean) << c.dir;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Arch, MetricsRandom, ::testing::Values("standard", "topk", "jumprelu", "gated"));
