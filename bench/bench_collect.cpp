@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "collect_model.h"
 #include "model.h"
 #include "safetensors.h"
 
@@ -150,7 +151,8 @@ Figures measure(Model& m, int64_t batch, int64_t ctx, int rounds) {
   o.capture = {HookPoint{c.n_layers - 1, HookKind::resid_post}};
   const double flops = 2.0 * double(c.matmul_params(c.n_layers, false)) * double(batch * ctx);
   GemmPass gemms(m.backend(), c, batch * ctx);
-  auto fwd = [&] { m.forward(tok.data(), batch, ctx, o); };
+  ForwardResult r;  // reused between calls, as sae-collect does
+  auto fwd = [&] { m.forward(tok.data(), batch, ctx, o, r); };
   fwd();  // warm-up (buffers, OpenMP and OpenBLAS threads)
   gemms.run();
   // Interleaved rounds, each timing both the same way, so that a busy spell on the machine
@@ -166,6 +168,35 @@ Figures measure(Model& m, int64_t batch, int64_t ctx, int rounds) {
   f.gflops = flops / best_fwd / 1e9;
   f.bound_gflops = flops / best_bound / 1e9;
   return f;
+}
+
+// sae-collect end to end (read text, tokenize, forward, write the stream of the last block's
+// resid_post) over `text`, model loading aside; the bound is the GEMM pass's time per token times
+// the tokens run (text tokens and one BOS per window; padding of short windows counts against us).
+void collect_end_to_end(const char* name, Model& m, const std::string& dir, const std::string& text, int64_t batch,
+                        int64_t ctx) {
+  const ModelConfig& c = m.config();
+  CollectModelOptions o;
+  o.model_dir = dir;
+  o.hooks = {HookPoint{c.n_layers - 1, HookKind::resid_post}.name()};
+  o.inputs = {text};
+  o.context = ctx;
+  o.batch = batch;
+  o.device = "cpu";
+  std::string tmpl = (fs::temp_directory_path() / "bench-collect-out-XXXXXX").string();
+  const std::string out_dir = mkdtemp(tmpl.data());
+  o.output = out_dir + "/acts.sae";
+  CollectModelStats st = collect_model(o);
+  GemmPass gemms(m.backend(), c, batch * ctx);
+  gemms.run();
+  const double per_token = time_best([&] { gemms.run(); }, 0.3) / double(batch * ctx);
+  const double bound = per_token * double(st.tokens + st.sequences);
+  const double work = st.total_seconds - st.load_seconds;
+  fs::remove_all(out_dir);
+  std::printf("%-28s sae-collect end to end: %lld documents, %lld tokens in %lld windows: %9.0f tokens/s, %.2f of the "
+              "bound; time: tokenize %.3f s, forward %.2f s, write %.3f s (loading %.2f s aside)\n",
+              name, (long long)st.documents, (long long)st.tokens, (long long)st.sequences, double(st.rows) / work,
+              bound / work, st.tokenize_seconds, st.forward_seconds, st.write_seconds, st.load_seconds);
 }
 
 void report(const char* name, const Figures& f, int64_t batch, int64_t ctx) {
@@ -202,20 +233,36 @@ int main(int argc, char** argv) {
     write_gpt2_small(dir);
     std::printf("wrote a random GPT-2-small-shaped model to %s in %.1f s\n", dir.c_str(), seconds_since(t0));
   }
+  const char* env = std::getenv("SAE_SHARED");
+  const std::string shared = env ? env : "../shared";
+  const std::string sample = shared + "/data/tinystories-sample.txt";
+  const bool have_shared = fs::exists(sample);
   {
     t0 = Clock::now();
     Model m(dir, *be);
     std::printf("loaded it in %.1f s (%lld matrix parameters in the blocks)\n", seconds_since(t0),
                 (long long)m.config().matmul_params(m.config().n_layers, false));
     report("gpt2-small (random)", measure(m, 8, 128, rounds), 8, 128);
+    // End to end with the real GPT-2 tokenizer (from ../shared/models/gpt2-random) over the first
+    // stories of the sample (a few thousand tokens: the random model is slow on two cores).
+    const std::string tok_src = shared + "/models/gpt2-random";
+    if (have_shared && fs::exists(tok_src + "/tokenizer.json")) {
+      for (const char* f : {"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"})
+        fs::copy_file(tok_src + "/" + f, dir + "/" + f, fs::copy_options::overwrite_existing);
+      std::ifstream in(sample);
+      std::string text((std::istreambuf_iterator<char>(in)), {});
+      const std::string part = dir + "/sample-part.txt";
+      std::ofstream(part) << text.substr(0, text.find("\n\n", quick ? 4000 : 12000));
+      collect_end_to_end("gpt2-small (random)", m, dir, part, 8, 128);
+    }
   }
   if (keep.empty()) fs::remove_all(dir);
 
-  const char* shared = std::getenv("SAE_SHARED");
-  std::string stories = std::string(shared ? shared : "../shared") + "/models/stories260K";
-  if (fs::exists(stories + "/config.json")) {
+  const std::string stories = shared + "/models/stories260K";
+  if (have_shared && fs::exists(stories + "/config.json")) {
     Model m(stories, *be);
     report("stories260K", measure(m, 8, 256, rounds), 8, 256);
+    collect_end_to_end("stories260K", m, stories, sample, 8, 256);
   } else {
     std::printf("stories260K: skipped (%s is absent; set SAE_SHARED)\n", stories.c_str());
   }

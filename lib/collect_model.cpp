@@ -192,6 +192,7 @@ CollectModelStats collect_model(const CollectModelOptions& o) {
   if (bos < 0) throw InputError(o.model_dir + ": the model has no BOS token to start each window with");
   if (bos >= cfg.vocab)
     throw InputError(o.model_dir + ": the BOS token id " + std::to_string(bos) + " is outside the model's vocabulary");
+  st.load_seconds = since(start);
 
   // Outputs are opened before any work, so that a bad path fails at once.
   std::vector<HookOutput> outs(points.size());
@@ -227,6 +228,7 @@ CollectModelStats collect_model(const CollectModelOptions& o) {
   std::vector<Window> pending;
   ForwardOptions fo;
   fo.capture = points;
+  ForwardResult r;  // reused: its buffers keep their memory from batch to batch
   auto run_batch = [&] {
     if (pending.empty()) return;
     int64_t T = 0;
@@ -237,7 +239,7 @@ CollectModelStats collect_model(const CollectModelOptions& o) {
     std::vector<int32_t> ids(size_t(B * T), bos);
     for (int64_t b = 0; b < B; b++) std::copy(pending[size_t(b)].tokens.begin(), pending[size_t(b)].tokens.end(), ids.begin() + b * T);
     auto t0 = Clock::now();
-    ForwardResult r = model.forward(ids.data(), B, T, fo);
+    model.forward(ids.data(), B, T, fo, r);
     st.forward_seconds += since(t0);
     t0 = Clock::now();
     const int64_t first = o.exclude_bos ? 1 : 0;

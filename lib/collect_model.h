@@ -38,7 +38,9 @@ struct CollectModelOptions {
 
 struct CollectModelStats {
   int64_t documents = 0, empty_documents = 0, sequences = 0, tokens = 0, rows = 0;
-  double tokenize_seconds = 0, forward_seconds = 0, write_seconds = 0, total_seconds = 0;
+  // Loading the model and tokenizer; then, per document and batch, tokenizing, running the model
+  // and writing the streams; total includes all of them.
+  double load_seconds = 0, tokenize_seconds = 0, forward_seconds = 0, write_seconds = 0, total_seconds = 0;
 };
 
 // The file a hook's stream goes to under `pattern` (every "{hook}" replaced by the hook name).

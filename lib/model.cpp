@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "model_ops.h"
+#include "model_pool.h"
 #include "model_weights.h"
 
 namespace sae {
@@ -159,6 +160,12 @@ void Model::ensure_work(int64_t rows, int64_t seq, bool logits) {
 }
 
 ForwardResult Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const ForwardOptions& opt) {
+  ForwardResult r;
+  forward(tokens, batch, seq, opt, r);
+  return r;
+}
+
+void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const ForwardOptions& opt, ForwardResult& res) {
   const ModelConfig& c = cfg_;
   if (batch <= 0 || seq <= 0) throw InputError("forward: empty batch (" + std::to_string(batch) + " x " + std::to_string(seq) + " tokens)");
   if (seq > c.max_positions)
@@ -191,10 +198,11 @@ ForwardResult Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, 
   if (head) end = order(c.n_layers - 1, HookKind::resid_post);
   const int last = end < 0 ? -1 : end / 5;
 
-  ForwardResult res;
   res.batch = batch;
   res.seq = seq;
   res.captured.resize(opt.capture.size());
+  if (!(opt.want_logits || opt.want_log_probs)) res.logits.clear();
+  if (!opt.want_nll) res.nll.clear();
   ensure_work(rows, seq, head);
   Work& k = *work_;
   TransformerOps& ops = *ops_;
@@ -281,19 +289,19 @@ ForwardResult Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, 
     }
   }
   be_.sync();
-  return res;
 }
 
 std::vector<double> kl_divergence_rows(const float* logp, const float* logq, int64_t rows, int64_t vocab) {
   std::vector<double> kl(static_cast<size_t>(rows));
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; r++) {
-    const float* p = logp + r * vocab;
-    const float* q = logq + r * vocab;
-    double s = 0;
-    for (int64_t i = 0; i < vocab; i++) s += std::exp(double(p[i])) * (double(p[i]) - double(q[i]));
-    kl[size_t(r)] = s;
-  }
+  WorkerPool::global().run(rows, [&](int64_t first, int64_t last, int) {
+    for (int64_t r = first; r < last; r++) {
+      const float* p = logp + r * vocab;
+      const float* q = logq + r * vocab;
+      double s = 0;
+      for (int64_t i = 0; i < vocab; i++) s += std::exp(double(p[i])) * (double(p[i]) - double(q[i]));
+      kl[size_t(r)] = s;
+    }
+  });
   return kl;
 }
 

@@ -142,6 +142,9 @@ class Model {
   // never changes the rows before it. seq above max_positions and token ids outside the
   // vocabulary are InputErrors.
   ForwardResult forward(const int32_t* tokens, int64_t batch, int64_t seq, const ForwardOptions& opt);
+  // The same, into `out`, whose vectors keep their memory from call to call (a caller that runs
+  // batch after batch saves allocating and zeroing the captured activations each time).
+  void forward(const int32_t* tokens, int64_t batch, int64_t seq, const ForwardOptions& opt, ForwardResult& out);
 
  private:
   struct Weights;

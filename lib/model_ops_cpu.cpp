@@ -1,12 +1,13 @@
-// CPU transformer ops: OpenMP loops over rows (and over batch x head for attention) calling the
-// shared per-element functions of lib/kernels/transformer_kernels.h. Every loop's inner dimension
-// is contiguous so the compiler vectorises it (exp_f32 is written for that).
-#include <omp.h>
-
+// CPU transformer ops: loops over rows (and over batch x head for attention) split among the
+// threads of WorkerPool::global() (lib/model_pool.h says why not OpenMP's parallel for), calling
+// the shared per-element functions of lib/kernels/transformer_kernels.h. Every inner loop runs
+// over a contiguous dimension under `omp simd`, so the compiler vectorises it (exp_f32 is written
+// for that).
 #include <cstring>
 #include <vector>
 
 #include "model_ops.h"
+#include "model_pool.h"
 
 // OpenBLAS's thread count, when the BLAS is OpenBLAS (weak: absent elsewhere).
 extern "C" {
@@ -18,35 +19,49 @@ namespace sae {
 
 namespace {
 
+// 16 floats as one value (GCC/Clang vector extension): one AVX-512 register, or two or four
+// narrower ones; arithmetic on it is element-wise.
+constexpr int kLanes = 16;
+typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
+inline Lanes load_lanes(const float* p) {
+  Lanes v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store_lanes(float* p, Lanes v) { std::memcpy(p, &v, sizeof v); }
+
+// Runs body(r) for every r in [0, n) on the pool's threads.
+template <class F>
+void for_rows(int64_t n, F body) {
+  WorkerPool::global().run(n, [&](int64_t b, int64_t e, int) {
+    for (int64_t r = b; r < e; r++) body(r);
+  });
+}
+
 class CpuTransformerOps final : public TransformerOps {
  public:
-  // One pool of threads for the whole pass: the OpenMP threads that run the element-wise ops
-  // also run the products, each on its share of the rows with a single-threaded sgemm.
-  // Alternating between OpenMP's pool and OpenBLAS's own threads leaves one pool spinning while
-  // the other works, which on a 2-core machine costs a fifth of the time.
+  // One set of threads for the whole pass: the pool's threads that run the element-wise ops also
+  // run the products, each on its share of the rows with a single-threaded sgemm. Alternating
+  // with OpenBLAS's own threads leaves one set spinning while the other works, which costs a
+  // large part of the time on a 2-core machine.
   void project(Backend& be, bool trans_w, int64_t rows, int64_t out, int64_t in, const float* x, const float* w,
                float* y) override {
-    const int threads = omp_get_max_threads();
-    if (!openblas_set_num_threads || !openblas_get_num_threads || threads < 2 || rows < 2 * threads) {
+    WorkerPool& pool = WorkerPool::global();
+    if (!openblas_set_num_threads || !openblas_get_num_threads || pool.size() < 2 || rows < 2 * pool.size()) {
       TransformerOps::project(be, trans_w, rows, out, in, x, w, y);
       return;
     }
     const int blas_threads = openblas_get_num_threads();
     openblas_set_num_threads(1);
-#pragma omp parallel num_threads(threads)
-    {
-      const int n = omp_get_num_threads(), id = omp_get_thread_num();
-      const int64_t r0 = rows * id / n, r1 = rows * (id + 1) / n;
-      if (r1 > r0)
-        be.gemm(false, trans_w, r1 - r0, out, in, 1.0f, x + r0 * in, in, w, trans_w ? in : out, 0.0f, y + r0 * out, out);
-    }
+    pool.run(rows, [&](int64_t r0, int64_t r1, int) {
+      be.gemm(false, trans_w, r1 - r0, out, in, 1.0f, x + r0 * in, in, w, trans_w ? in : out, 0.0f, y + r0 * out, out);
+    });
     openblas_set_num_threads(blas_threads);
   }
 
   void embed(const int32_t* tokens, int64_t rows, int64_t seq, const float* wte, const float* wpe, int64_t d,
              float* out) override {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
+    for_rows(rows, [&](int64_t r) {
       const float* e = wte + int64_t(tokens[r]) * d;
       float* o = out + r * d;
       if (wpe) {
@@ -56,45 +71,44 @@ class CpuTransformerOps final : public TransformerOps {
       } else {
         std::memcpy(o, e, size_t(d) * sizeof(float));
       }
-    }
+    });
   }
 
   void layernorm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t d,
                  float eps) override {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
+    for_rows(rows, [&](int64_t r) {
       const float* xr = x + r * d;
       float* yr = y + r * d;
       float mean = tk::partial_sum(xr, d, 0, 1) / float(d);
       float rstd = tk::layernorm_rstd(tk::partial_sq_dev(xr, d, mean, 0, 1), d, eps);
 #pragma omp simd
       for (int64_t i = 0; i < d; i++) yr[i] = tk::layernorm_elem(xr[i], mean, rstd, w[i], b[i]);
-    }
+    });
   }
 
   void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps) override {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
+    for_rows(rows, [&](int64_t r) {
       const float* xr = x + r * d;
       float* yr = y + r * d;
       float rstd = tk::rmsnorm_rstd(tk::partial_sum_sq(xr, d, 0, 1), d, eps);
 #pragma omp simd
       for (int64_t i = 0; i < d; i++) yr[i] = tk::rmsnorm_elem(xr[i], rstd, w[i]);
-    }
+    });
   }
 
   void add_bias(float* x, const float* b, int64_t rows, int64_t cols) override {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
+    for_rows(rows, [&](int64_t r) {
       float* xr = x + r * cols;
 #pragma omp simd
       for (int64_t c = 0; c < cols; c++) xr[c] += b[c];
-    }
+    });
   }
 
   void add(float* y, const float* x, int64_t n) override {
-#pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+    WorkerPool::global().run(n, [&](int64_t b, int64_t e, int) {
+#pragma omp simd
+      for (int64_t i = b; i < e; i++) y[i] += x[i];
+    });
   }
 
   void bias_act(float* x, const float* b, int64_t rows, int64_t cols, tk::Activation a) override {
@@ -108,8 +122,7 @@ class CpuTransformerOps final : public TransformerOps {
   }
 
   void gated_act(const float* gu, float* out, int64_t rows, int64_t cols, tk::Activation a) override {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
+    for_rows(rows, [&](int64_t r) {
       const float* g = gu + r * 2 * cols;
       const float* u = g + cols;
       float* o = out + r * cols;
@@ -119,15 +132,14 @@ class CpuTransformerOps final : public TransformerOps {
       } else {
         for (int64_t c = 0; c < cols; c++) o[c] = tk::gated(a, g[c], u[c]);
       }
-    }
+    });
   }
 
   void rope(float* qkv, int64_t rows, int64_t seq, int n_heads, int n_kv, int dh, const float* cos,
             const float* sin) override {
     const int64_t width = int64_t(n_heads + 2 * n_kv) * dh;
     const int half = dh / 2;
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
+    for_rows(rows, [&](int64_t r) {
       const float* c = cos + (r % seq) * half;
       const float* s = sin + (r % seq) * half;
       for (int h = 0; h < n_heads + n_kv; h++) {  // query heads, then key heads
@@ -135,7 +147,7 @@ class CpuTransformerOps final : public TransformerOps {
 #pragma omp simd
         for (int i = 0; i < half; i++) tk::rope_pair(x + i, x + i + half, c[i], s[i]);
       }
-    }
+    });
   }
 
   void attention(const float* qkv, float* out, int64_t batch, int64_t seq, int n_heads, int n_kv, int dh,
@@ -143,58 +155,83 @@ class CpuTransformerOps final : public TransformerOps {
     const int64_t width = int64_t(n_heads + 2 * n_kv) * dh;
     const int64_t out_width = int64_t(n_heads) * dh;
     const int group = n_heads / n_kv;
-#pragma omp parallel
-    {
-      // Per thread: this head's keys transposed to [dh][seq] so the scores of one query against
-      // all keys are a contiguous vector loop, and the score row.
-      std::vector<float> kt(size_t(dh) * size_t(seq)), s(static_cast<size_t>(seq));
-#pragma omp for collapse(2) schedule(static)
-      for (int64_t b = 0; b < batch; b++) {
-        for (int h = 0; h < n_heads; h++) {
-          const int kvh = h / group;
-          const float* base = qkv + b * seq * width;
-          const int64_t koff = int64_t(n_heads + kvh) * dh, voff = int64_t(n_heads + n_kv + kvh) * dh;
-          for (int64_t j = 0; j < seq; j++)
-            for (int d = 0; d < dh; d++) kt[size_t(d * seq + j)] = base[j * width + koff + d];
-          for (int64_t t = 0; t < seq; t++) {
-            const float* q = base + t * width + int64_t(h) * dh;
-            const int64_t n = t + 1;
-            float* sc = s.data();
-            for (int64_t j = 0; j < n; j++) sc[j] = 0.0f;
-            for (int d = 0; d < dh; d++) {
-              const float qd = q[d] * scale;
-              const float* kr = kt.data() + int64_t(d) * seq;
-#pragma omp simd
-              for (int64_t j = 0; j < n; j++) sc[j] += qd * kr[j];
+    // Each thread takes a range of (sequence, head) pairs. Both products are register-blocked
+    // over 16 lanes (a GCC vector, one AVX-512 register where there is one): 16 scores accumulate
+    // over the head dimension, and 16 output dimensions over the keys, so each multiply-add loads
+    // one operand instead of loading and storing its accumulator too.
+    const int64_t seq_pad = (seq + kLanes - 1) / kLanes * kLanes;
+    const int dh_pad = (dh + kLanes - 1) / kLanes * kLanes;
+    WorkerPool::global().run(batch * n_heads, [&](int64_t first, int64_t last, int) {
+      // Per thread: this head's keys transposed to [dh][seq_pad] and its values as [seq][dh_pad]
+      // (both zero-padded to whole vectors), the scaled query and the scores.
+      std::vector<float> kt(size_t(dh) * size_t(seq_pad), 0.0f), v(size_t(seq) * size_t(dh_pad), 0.0f),
+          s(static_cast<size_t>(seq_pad)), q(static_cast<size_t>(dh));
+      for (int64_t pair = first; pair < last; pair++) {
+        const int64_t b = pair / n_heads;
+        const int h = int(pair % n_heads);
+        const int kvh = h / group;
+        const float* base = qkv + b * seq * width;
+        const int64_t koff = int64_t(n_heads + kvh) * dh, voff = int64_t(n_heads + n_kv + kvh) * dh;
+        for (int64_t j = 0; j < seq; j++) {
+          const float* kr = base + j * width + koff;
+          for (int d = 0; d < dh; d++) kt[size_t(d * seq_pad + j)] = kr[d];
+          std::memcpy(&v[size_t(j * dh_pad)], base + j * width + voff, size_t(dh) * sizeof(float));
+        }
+        for (int64_t t = 0; t < seq; t++) {
+          const float* qr = base + t * width + int64_t(h) * dh;
+          for (int d = 0; d < dh; d++) q[size_t(d)] = qr[d] * scale;
+          const int64_t n = t + 1;
+          float* sc = s.data();
+          for (int64_t j0 = 0; j0 < n; j0 += kLanes) {
+            // Four accumulators: one chain of dependent multiply-adds would wait on each result.
+            Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {};
+            const float* kr = kt.data() + j0;
+            int d = 0;
+            for (; d + 4 <= dh; d += 4) {
+              a0 += q[size_t(d)] * load_lanes(kr + int64_t(d) * seq_pad);
+              a1 += q[size_t(d + 1)] * load_lanes(kr + int64_t(d + 1) * seq_pad);
+              a2 += q[size_t(d + 2)] * load_lanes(kr + int64_t(d + 2) * seq_pad);
+              a3 += q[size_t(d + 3)] * load_lanes(kr + int64_t(d + 3) * seq_pad);
             }
-            float m = -INFINITY;
+            for (; d < dh; d++) a0 += q[size_t(d)] * load_lanes(kr + int64_t(d) * seq_pad);
+            store_lanes(sc + j0, (a0 + a1) + (a2 + a3));
+          }
+          float m = -INFINITY;
 #pragma omp simd reduction(max : m)
-            for (int64_t j = 0; j < n; j++) m = tk::max_f32(m, sc[j]);
-            float sum = 0.0f;
+          for (int64_t j = 0; j < n; j++) m = tk::max_f32(m, sc[j]);
+          float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-            for (int64_t j = 0; j < n; j++) {
-              sc[j] = tk::softmax_weight(sc[j], m);
-              sum += sc[j];
+          for (int64_t j = 0; j < n; j++) {
+            sc[j] = tk::softmax_weight(sc[j], m);
+            sum += sc[j];
+          }
+          const float inv = 1.0f / sum;
+          float* o = out + (b * seq + t) * out_width + int64_t(h) * dh;
+          for (int d0 = 0; d0 < dh; d0 += kLanes) {
+            Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {};
+            const float* vr = v.data() + d0;
+            int64_t j = 0;
+            for (; j + 4 <= n; j += 4) {
+              a0 += sc[j] * load_lanes(vr + j * dh_pad);
+              a1 += sc[j + 1] * load_lanes(vr + (j + 1) * dh_pad);
+              a2 += sc[j + 2] * load_lanes(vr + (j + 2) * dh_pad);
+              a3 += sc[j + 3] * load_lanes(vr + (j + 3) * dh_pad);
             }
-            const float inv = 1.0f / sum;
-            float* o = out + (b * seq + t) * out_width + int64_t(h) * dh;
-            for (int d = 0; d < dh; d++) o[d] = 0.0f;
-            for (int64_t j = 0; j < n; j++) {
-              const float p = sc[j] * inv;
-              const float* v = base + j * width + voff;
-#pragma omp simd
-              for (int d = 0; d < dh; d++) o[d] += p * v[d];
-            }
+            for (; j < n; j++) a0 += sc[j] * load_lanes(vr + j * dh_pad);
+            Lanes acc = ((a0 + a1) + (a2 + a3)) * inv;
+            float lanes[kLanes];
+            store_lanes(lanes, acc);
+            const int k = dh - d0 < kLanes ? dh - d0 : kLanes;
+            std::memcpy(o + d0, lanes, size_t(k) * sizeof(float));
           }
         }
       }
-    }
+    });
   }
 
   void log_softmax_nll(float* x, int64_t rows, int64_t vocab, const int32_t* target, float* nll,
                        bool log_probs) override {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
+    for_rows(rows, [&](int64_t r) {
       float* xr = x + r * vocab;
       float m = -INFINITY;
 #pragma omp simd reduction(max : m)
@@ -208,14 +245,13 @@ class CpuTransformerOps final : public TransformerOps {
 #pragma omp simd
         for (int64_t i = 0; i < vocab; i++) xr[i] -= lse;
       }
-    }
+    });
   }
 
  private:
   template <class F>
   static void rows_apply(float* x, const float* b, int64_t rows, int64_t cols, F f) {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
+    for_rows(rows, [&](int64_t r) {
       float* xr = x + r * cols;
       if (b) {
 #pragma omp simd
@@ -224,7 +260,7 @@ class CpuTransformerOps final : public TransformerOps {
 #pragma omp simd
         for (int64_t c = 0; c < cols; c++) xr[c] = f(xr[c]);
       }
-    }
+    });
   }
 };
 

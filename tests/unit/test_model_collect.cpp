@@ -170,11 +170,12 @@ TEST(ModelCollect, OutputPathPattern) {
   EXPECT_EQ(collect_output_path("-", "h"), "-");
 }
 
-// Every hook of every reference case, collected in one run (one stream per hook), for both
-// shared models with a tokenizer of each kind (sentencepiece BPE; GPT-2 byte-level BPE).
-TEST(ModelCollect, EveryHookOfBothModelsMatchesReference) {
+// Every hook of every reference case, collected in one run (one stream per hook), for every
+// shared model: tokenizers of both kinds (sentencepiece BPE; GPT-2 byte-level BPE from
+// tokenizer.json), and a real save_pretrained artifact.
+TEST(ModelCollect, EveryHookOfEverySharedModelMatchesReference) {
   NEED_SHARED();
-  for (std::string model : {"stories260K", "gpt2-random"}) {
+  for (std::string model : {"stories260K", "gpt2-random", "tiny-gpt2"}) {
     TempDir d;
     CollectModelOptions o;
     o.model_dir = shared_model(model);
@@ -183,7 +184,7 @@ TEST(ModelCollect, EveryHookOfBothModelsMatchesReference) {
     o.context = 128;  // every case fits in one window
     o.batch = 3;      // batches of unequal lengths, one partial
     o.device = "cpu";
-    o.hooks = every_hook(model == "stories260K" ? 5 : 4);
+    o.hooks = every_hook(load_model_config(o.model_dir).n_layers);
     o.output = d / "{hook}.sae";
     o.batch_rows = 50;
     CollectModelStats st = collect_model(o);
