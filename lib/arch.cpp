@@ -11,12 +11,6 @@
 
 namespace sae {
 
-double InitRng::normal() {
-  // Box-Muller on (0, 1] x [0, 1).
-  double u1 = 1.0 - uniform(), u2 = uniform();
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-}
-
 void SparseCodes::reserve(Backend& be, int64_t B, int64_t n, int64_t c) {
   if (int64_t(row_ptr.size()) < B + 1) row_ptr = Buffer<int32_t>(be, size_t(B + 1));
   if (int64_t(lat_ptr.size()) < n + 1) lat_ptr = Buffer<int32_t>(be, size_t(n + 1));
@@ -68,7 +62,8 @@ Param* Arch::param(const std::string& name) {
 void Arch::init(const std::vector<float>& b_dec) {
   const int64_t n = cfg_.d_sae, d = cfg_.d_in;
   if (int64_t(b_dec.size()) != d) throw std::logic_error("Arch::init: b_dec size");
-  InitRng rng(cfg_.seed);
+  // Decoder rows from the run's seed, sub-stream 1 (other sub-streams are free for later uses).
+  Rng rng = Rng(cfg_.seed).substream(1);
   std::vector<float> D(static_cast<size_t>(n * d));
   const double norm = unit_norm_decoder() ? 1.0 : double(cfg_.dec_init_norm);
   std::vector<double> row(static_cast<size_t>(d));

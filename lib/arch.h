@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "rng.h"
 #include "sae.h"
 #include "sae_ops.h"
 
@@ -60,21 +61,6 @@ struct StepStats {
   double prefix = 0;    // matryoshka: the losses of the inner prefixes
   double loss = 0;      // the objective whose gradient was computed
   std::vector<int32_t> fires;  // per latent, rows of the batch where it was active
-};
-
-// Tiny deterministic generator for initialisation and resampling (splitmix64 + Box-Muller).
-// Replaced by lib/rng.h once that lands.
-struct InitRng {
-  uint64_t s;
-  explicit InitRng(uint64_t seed) : s(seed) {}
-  uint64_t next() {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return double(next() >> 11) * (1.0 / 9007199254740992.0); }  // [0, 1)
-  double normal();
 };
 
 class Arch {

@@ -27,6 +27,9 @@ namespace {
 
 constexpr int64_t kSumBlock = 1 << 16;  // fixed block of the blocked double sums
 constexpr int64_t kColChunk = 256;      // columns per task in column reductions
+// Below this much work (element operations) a loop runs on one thread: on a loaded machine an
+// OpenMP fork/join costs more than a small loop.
+constexpr int64_t kParMin = int64_t(1) << 18;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers shared by the fast CPU ops.
@@ -75,13 +78,32 @@ void topk_row(const float* p, const float* bias, const uint8_t* mask, int64_t n,
   };
   // A later latent equal to the current k-th value has a higher index, so it loses the tie: only
   // strictly greater values can enter.
-  for (int64_t l = 0; l < n; l++) {
-    if (mask && !mask[l]) continue;
-    float v = bias ? p[l] + bias[l] : p[l];
-    if (!(v > thr)) continue;
+  auto consider = [&](int64_t l, float v) {
+    if (!(v > thr)) return;
     cv[cnt] = v;
     ci[cnt] = int32_t(l);
     if (++cnt == cap) shrink(size_t(k));
+  };
+  int64_t l = 0;
+  if (!mask) {
+    // Blocks of 16 whose maximum does not beat the threshold are skipped after one vectorised
+    // max: once the threshold has settled, almost every block is.
+    constexpr int64_t W = 16;
+    for (; l + W <= n; l += W) {
+      float v[W];
+      float mx = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : mx)
+      for (int64_t j = 0; j < W; j++) {
+        v[j] = bias ? p[l + j] + bias[l + j] : p[l + j];
+        mx = std::max(mx, v[j]);
+      }
+      if (!(mx > thr)) continue;
+      for (int64_t j = 0; j < W; j++) consider(l + j, v[j]);
+    }
+  }
+  for (; l < n; l++) {
+    if (mask && !mask[l]) continue;
+    consider(l, bias ? p[l] + bias[l] : p[l]);
   }
   if (cnt > size_t(k)) shrink(size_t(k));
   if (cnt < size_t(k)) throw std::logic_error("topk: fewer candidates than k in a row");
@@ -100,7 +122,7 @@ template <class F>
 double blocked_sum(int64_t count, F f) {
   int64_t nb = (count + kSumBlock - 1) / kSumBlock;
   std::vector<double> part(static_cast<size_t>(std::max<int64_t>(nb, 1)), 0.0);
-#pragma omp parallel for schedule(static) if (nb > 1)
+#pragma omp parallel for schedule(static) if (count > kParMin)
   for (int64_t b = 0; b < nb; b++) {
     int64_t lo = b * kSumBlock, hi = std::min(count, lo + kSumBlock);
     double acc = 0;
@@ -159,7 +181,7 @@ class CpuOps : public SaeOps {
   const char* name() const override { return "cpu"; }
 
   void center(const float* x, const float* b, float* xc, int64_t B, int64_t d) override {
-#pragma omp parallel for schedule(static) if (B * d > 32768)
+#pragma omp parallel for schedule(static) if (B * d > kParMin)
     for (int64_t r = 0; r < B; r++) {
       const float* xr = x + r * d;
       float* o = xc + r * d;
@@ -169,18 +191,18 @@ class CpuOps : public SaeOps {
   }
 
   void set_rows(float* out, const float* v, int64_t B, int64_t n) override {
-#pragma omp parallel for schedule(static) if (B * n > 32768)
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
     for (int64_t r = 0; r < B; r++) std::memcpy(out + r * n, v, size_t(n) * 4);
   }
 
   void sub(const float* a, const float* b, float* out, int64_t count) override {
-#pragma omp parallel for simd schedule(static) if (count > 32768)
+#pragma omp parallel for simd schedule(static) if (count > kParMin)
     for (int64_t i = 0; i < count; i++) out[i] = a[i] - b[i];
   }
 
   void recon_error(const float* xhat, const float* target, float* g, float* err, int64_t B, int64_t d,
                    float scale) override {
-#pragma omp parallel for schedule(static) if (B * d > 32768)
+#pragma omp parallel for schedule(static) if (B * d > kParMin)
     for (int64_t r = 0; r < B; r++) {
       float s = 0;
       for (int64_t j = 0; j < d; j++) s += recon_grad(xhat[r * d + j], target[r * d + j], scale, &g[r * d + j]);
@@ -190,7 +212,7 @@ class CpuOps : public SaeOps {
 
   void col_sum(const float* a, int64_t lda, float* out, int64_t B, int64_t n, float alpha, bool accumulate) override {
     int64_t nc = (n + kColChunk - 1) / kColChunk;
-#pragma omp parallel for schedule(static) if (B * n > 32768)
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
     for (int64_t c = 0; c < nc; c++) {
       int64_t c0 = c * kColChunk, c1 = std::min(n, c0 + kColChunk);
       float acc[kColChunk] = {0};
@@ -204,7 +226,7 @@ class CpuOps : public SaeOps {
   }
 
   void row_norms(const float* A, float* out, int64_t n, int64_t d) override {
-#pragma omp parallel for schedule(static) if (n * d > 32768)
+#pragma omp parallel for schedule(static) if (n * d > kParMin)
     for (int64_t i = 0; i < n; i++) {
       float s = 0;
 #pragma omp simd reduction(+ : s)
@@ -215,7 +237,7 @@ class CpuOps : public SaeOps {
 
   void topk(const float* pre, const float* bias, const uint8_t* mask, int64_t B, int64_t n, int k, int32_t* row_ptr,
             int32_t* idx, float* val) override {
-#pragma omp parallel
+#pragma omp parallel if (B * n > kParMin)
     {
       TopkScratch s;
 #pragma omp for schedule(static)
@@ -234,7 +256,7 @@ class CpuOps : public SaeOps {
     std::vector<int64_t> hist(static_cast<size_t>(nt) * H2, 0);
     auto pass = [&](bool second, uint32_t want) {
       std::fill(hist.begin(), hist.end(), 0);
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (B * n > kParMin)
       {
         int64_t* h = hist.data() + size_t(omp_get_thread_num()) * H2;
 #pragma omp for schedule(static)
@@ -275,7 +297,7 @@ class CpuOps : public SaeOps {
                        int32_t* row_ptr, int32_t* idx, float* val, int64_t cap) override {
     std::vector<int32_t> cnt(static_cast<size_t>(B));
     auto keep = [&](float v) { return v > 0.0f && (inclusive ? v >= thr : v > thr); };
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
     for (int64_t r = 0; r < B; r++) {
       int32_t c = 0;
       const float* p = pre + r * n;
@@ -289,7 +311,7 @@ class CpuOps : public SaeOps {
     }
     row_ptr[B] = int32_t(nnz);
     if (nnz > cap) return nnz;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
     for (int64_t r = 0; r < B; r++) {
       int32_t o = row_ptr[r];
       const float* p = pre + r * n;
@@ -308,7 +330,7 @@ class CpuOps : public SaeOps {
   void sparse_decode(const int32_t* row_ptr, const int32_t* idx, const float* val, const float* D, const float* bias,
                      const float* target, Groups groups, float gscale, float* xhat, float* G, float* err, int64_t B,
                      int64_t d) override {
-#pragma omp parallel
+#pragma omp parallel if (row_ptr[B] * d > kParMin)
     {
       std::vector<float> acc(static_cast<size_t>(d));
 #pragma omp for schedule(static)
@@ -319,7 +341,7 @@ class CpuOps : public SaeOps {
 
   void sparse_dpre(const int32_t* row_ptr, const int32_t* idx, const float* val, const float* D, const float* G,
                    Groups groups, float* dpre, int64_t B, int64_t d) override {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (row_ptr[B] * d > kParMin)
     for (int64_t r = 0; r < B; r++)
       for (int32_t e = row_ptr[r]; e < row_ptr[r + 1]; e++) {
         if (!(val[e] > 0.0f)) {
@@ -337,7 +359,7 @@ class CpuOps : public SaeOps {
 
   void sparse_dx(const int32_t* row_ptr, const int32_t* idx, const float* dpre, const float* E, float* dx, int64_t B,
                  int64_t d, bool accumulate) override {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (row_ptr[B] * d > kParMin)
     for (int64_t r = 0; r < B; r++) {
       float* o = dx + r * d;
       if (!accumulate) std::memset(o, 0, size_t(d) * 4);
@@ -372,7 +394,7 @@ class CpuOps : public SaeOps {
   void sparse_param_grads(const int32_t* lat_ptr, const int32_t* ent, const int32_t* ent_row, const float* val,
                           const float* dpre, const float* G, Groups groups, const float* xc, float* gD, float* gE,
                           float* gb, int64_t n, int64_t d, bool accumulate) override {
-#pragma omp parallel for schedule(dynamic, 64)
+#pragma omp parallel for schedule(dynamic, 64) if (lat_ptr[n] * d > kParMin)
     for (int64_t l = 0; l < n; l++) {
       float* gd = gD + l * d;
       float* ge = gE + l * d;
@@ -406,7 +428,7 @@ class CpuOps : public SaeOps {
 
   float min_positive(const float* val, int64_t count) override {
     float m = std::numeric_limits<float>::infinity();
-#pragma omp parallel for reduction(min : m) schedule(static) if (count > 32768)
+#pragma omp parallel for reduction(min : m) schedule(static) if (count > kParMin)
     for (int64_t i = 0; i < count; i++)
       if (val[i] > 0.0f && val[i] < m) m = val[i];
     return std::isinf(m) ? 0.0f : m;  // min is exact whatever the order
@@ -415,7 +437,7 @@ class CpuOps : public SaeOps {
   void relu_fwd(float* pre, const float* bias, float* f, int32_t* fires, float* colsum_f, int64_t B,
                 int64_t n) override {
     int64_t nc = (n + kColChunk - 1) / kColChunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
     for (int64_t c = 0; c < nc; c++) {
       int64_t c0 = c * kColChunk, c1 = std::min(n, c0 + kColChunk);
       float acc[kColChunk] = {0};
@@ -441,7 +463,7 @@ class CpuOps : public SaeOps {
 
   void relu_bwd(const float* df, const float* f, const float* norms, float coef, float* dpre, int64_t B,
                 int64_t n) override {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
     for (int64_t r = 0; r < B; r++)
 #pragma omp simd
       for (int64_t j = 0; j < n; j++) dpre[r * n + j] = relu_dpre(df[r * n + j], f[r * n + j], norms[j], coef);
@@ -449,7 +471,7 @@ class CpuOps : public SaeOps {
 
   void l1_norm_grad(const float* colsum_f, const float* norms, const float* D, float coef, float* gD, int64_t n,
                     int64_t d) override {
-#pragma omp parallel for schedule(static) if (n * d > 32768)
+#pragma omp parallel for schedule(static) if (n * d > kParMin)
     for (int64_t i = 0; i < n; i++) {
       if (!(norms[i] > 0.0f)) continue;
       float c = coef * colsum_f[i] / norms[i];
@@ -461,7 +483,7 @@ class CpuOps : public SaeOps {
   void jumprelu_fwd(float* pre, const float* bias, const float* log_thr, float* f, int32_t* fires, int64_t B,
                     int64_t n) override {
     int64_t nc = (n + kColChunk - 1) / kColChunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
     for (int64_t c = 0; c < nc; c++) {
       int64_t c0 = c * kColChunk, c1 = std::min(n, c0 + kColChunk);
       float thr[kColChunk];
@@ -485,7 +507,7 @@ class CpuOps : public SaeOps {
   void jumprelu_bwd(const float* df, const float* pre, const float* log_thr, const int32_t* fires, float inv_eps,
                     float lambda, float freq_scale, float* dpre, float* g_log_thr, int64_t B, int64_t n) override {
     int64_t nc = (n + kColChunk - 1) / kColChunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
     for (int64_t c = 0; c < nc; c++) {
       int64_t c0 = c * kColChunk, c1 = std::min(n, c0 + kColChunk);
       float thr[kColChunk], cf[kColChunk], acc[kColChunk] = {0};
@@ -506,7 +528,7 @@ class CpuOps : public SaeOps {
   void gated_fwd(const float* base, const float* b_gate, const float* r_mag, const float* b_mag, float* f,
                  float* gate_relu, int32_t* fires, float* gate_sum, int64_t B, int64_t n) override {
     int64_t nc = (n + kColChunk - 1) / kColChunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
     for (int64_t c = 0; c < nc; c++) {
       int64_t c0 = c * kColChunk, c1 = std::min(n, c0 + kColChunk);
       int32_t cnt[kColChunk] = {0};
@@ -530,7 +552,7 @@ class CpuOps : public SaeOps {
                  const float* b_mag, float l1, float* dbase, float* g_b_gate, float* g_r_mag, float* g_b_mag, int64_t B,
                  int64_t n) override {
     int64_t nc = (n + kColChunk - 1) / kColChunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
     for (int64_t c = 0; c < nc; c++) {
       int64_t c0 = c * kColChunk, c1 = std::min(n, c0 + kColChunk);
       float sg[kColChunk] = {0}, sr[kColChunk] = {0}, sm[kColChunk] = {0};
@@ -561,12 +583,12 @@ class CpuOps : public SaeOps {
   }
 
   void adam(float* p, const float* g, float* m, float* v, int64_t count, const AdamStep& s) override {
-#pragma omp parallel for simd schedule(static) if (count > 32768)
+#pragma omp parallel for simd schedule(static) if (count > kParMin)
     for (int64_t i = 0; i < count; i++) adam_update(&p[i], g[i], &m[i], &v[i], s);
   }
 
   void remove_parallel(const float* D, float* gD, int64_t n, int64_t d) override {
-#pragma omp parallel for schedule(static) if (n * d > 32768)
+#pragma omp parallel for schedule(static) if (n * d > kParMin)
     for (int64_t i = 0; i < n; i++) {
       const float* dr = D + i * d;
       float* g = gD + i * d;
@@ -579,7 +601,7 @@ class CpuOps : public SaeOps {
   }
 
   void normalize_rows(float* D, int64_t n, int64_t d) override {
-#pragma omp parallel for schedule(static) if (n * d > 32768)
+#pragma omp parallel for schedule(static) if (n * d > kParMin)
     for (int64_t i = 0; i < n; i++) {
       float* dr = D + i * d;
       float s = 0;

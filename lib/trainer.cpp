@@ -567,6 +567,7 @@ Trainer::Status Trainer::train(RowSource& src) {
     }
   }
   progress.done();
+  t_train_ = now_s() - t_start_;
   if (log_ && (steps_ % std::max<int64_t>(1, opt_.log_every) != 0)) log_metrics();
   if (log_) fflush(log_);
   skipped_rows_ += src.skipped();
@@ -707,7 +708,7 @@ void Trainer::maybe_resample(Run& r, const float* xb, int64_t B) {
   }
   const float enc_norm = alive ? float(0.2 * en / double(alive)) : 0.2f;
   const float dec_norm = alive ? float(dn / double(alive)) : a.config().dec_init_norm;
-  InitRng rng(a.config().seed * 0x9E3779B97F4A7C15ull + uint64_t(tokens_));
+  Rng rng = Rng(a.config().seed).substream(2).substream(uint64_t(tokens_));
   std::vector<std::vector<float>> dirs;
   for (size_t q = 0; q < dead.size(); q++) {
     double u = rng.uniform() * tot;

@@ -150,6 +150,8 @@ class Trainer {
   const RunSpec& spec(size_t i) const;
   float scale() const { return scale_; }
   int64_t tokens_seen() const { return tokens_; }
+  // Wall time spent in the training steps of the last train() call (not the first-sample set-up).
+  double train_seconds() const { return t_train_; }
   const StepMetrics& last_metrics(size_t i) const;
   Sae exported(size_t i);  // the SAE as export_all writes it
   std::vector<float> log10_density(size_t i) const;
@@ -178,7 +180,7 @@ class Trainer {
   std::vector<std::string> inputs_;
   Buffer<float> x_dev_;
   FILE* log_ = nullptr;
-  double t_start_ = 0, t_last_ = 0;
+  double t_start_ = 0, t_train_ = 0;
   int64_t tokens_at_start_ = 0;
 };
 
