@@ -76,8 +76,13 @@ void check_output_dir(const std::string& path, const char* what) {
   std::error_code ec;
   if (!fs::is_directory(parent, ec))
     throw InputError(path + ": cannot write the " + what + ": directory " + parent.string() + " does not exist");
-  if (access(parent.c_str(), W_OK) != 0)
-    throw InputError(path + ": cannot write the " + what + ": directory " + parent.string() + " is not writable");
+  // access() says yes to root everywhere: try to create (and remove) a directory there instead,
+  // so a run of hours does not end on a directory it cannot write.
+  std::string probe = (parent / (".sae-train-probe." + std::to_string(getpid()))).string();
+  if (mkdir(probe.c_str(), 0700) != 0)
+    throw InputError(path + ": cannot write the " + what + ": cannot create files in " + parent.string() + " (" +
+                     std::strerror(errno) + ")");
+  rmdir(probe.c_str());
   if (fs::exists(path, ec) && !fs::is_directory(path, ec))
     throw InputError(path + ": cannot write the " + what + ": exists and is not a directory");
 }
