@@ -35,16 +35,29 @@ void cleanup_temps() {
   g_temps.clear();
 }
 
-// SIGINT/SIGTERM are blocked in every thread and taken by this one with sigwait, so the cleanup
-// runs as ordinary code (removing directories is not async-signal-safe).
+// SIGINT/SIGTERM are handled by this thread, so the cleanup runs as ordinary code (removing
+// directories is not async-signal-safe). The handler only writes the signal number to a pipe that
+// this thread reads. (Blocking the signals in run() and sigwait-ing here did not work: threads that
+// libraries start before main(), like OpenBLAS's pool, do not block them, the kernel delivered the
+// signal there, and the default action killed the process without the cleanup.)
+int g_signal_pipe[2] = {-1, -1};
+
+void on_signal(int sig) {
+  const int saved = errno;
+  const unsigned char c = (unsigned char)sig;
+  (void)!write(g_signal_pipe[1], &c, 1);
+  errno = saved;
+}
+
 void signal_thread() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
   for (;;) {
-    int sig = 0;
-    if (sigwait(&set, &sig) != 0) continue;
+    unsigned char c = 0;
+    const ssize_t n = read(g_signal_pipe[0], &c, 1);
+    if (n != 1) {
+      if (n < 0 && errno == EINTR) continue;
+      return;
+    }
+    const int sig = c;
     if (g_graceful.load() && !g_interrupted.load()) {
       g_interrupted = true;
       std::string m = g_tool + ": interrupted; finishing the current step and writing a checkpoint "
@@ -60,12 +73,17 @@ void signal_thread() {
 }
 
 void install_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // inherited by every thread created later
+  if (pipe(g_signal_pipe) != 0) return;
   std::thread(signal_thread).detach();
+  for (int sig : {SIGINT, SIGTERM}) {
+    struct sigaction old = {}, sa = {};
+    sigaction(sig, nullptr, &old);
+    if (old.sa_handler == SIG_IGN) continue;  // ignored on entry (a shell's background job): stays so
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;  // interrupted reads and writes in other threads carry on
+    sigaction(sig, &sa, nullptr);
+  }
   signal(SIGPIPE, SIG_IGN);  // writes then fail with EPIPE, which we end quietly on
 }
 }  // namespace
@@ -110,7 +128,8 @@ int run(const char* tool, int argc, char** argv, const std::function<int(int, ch
 
 po::variables_map parse(int argc, char** argv, po::options_description& desc,
                         const std::string& usage, const std::string& about,
-                        const po::positional_options_description* positional) {
+                        const po::positional_options_description* positional,
+                        const po::options_description* visible) {
   desc.add_options()("help,h", "show this help and exit")("version", "show the version and exit");
   po::variables_map vm;
   try {
@@ -119,7 +138,15 @@ po::variables_map parse(int argc, char** argv, po::options_description& desc,
     if (positional) p.positional(*positional);
     po::store(p.run(), vm);
     if (vm.count("help")) {
-      std::cout << "Usage: " << g_tool << " " << usage << "\n\n" << about << "\n\n" << desc << "\n";
+      std::cout << "Usage: " << g_tool << " " << usage << "\n\n" << about << "\n\n";
+      if (visible) {
+        po::options_description shown;
+        shown.add(*visible);
+        shown.add_options()("help,h", "show this help and exit")("version", "show the version and exit");
+        std::cout << shown << "\n";
+      } else {
+        std::cout << desc << "\n";
+      }
       std::cout.flush();
       std::exit(0);
     }
@@ -180,6 +207,21 @@ Output::Output(const std::string& path, bool binary) : path_(path) {
     return;
   }
   display_ = path;
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) throw InputError(path + ": is a directory");
+  if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    // A device, FIFO or socket (-o /dev/null, a named pipe) is written in place: renaming a
+    // temporary over it would replace the device node itself (as root, /dev/null became a file).
+    direct_ = true;
+    f_ = fopen(path.c_str(), "wb");
+    if (!f_) throw InputError(path + ": cannot open: " + std::strerror(errno));
+    if (binary && isatty(fileno(f_))) {
+      fclose(f_);
+      f_ = nullptr;
+      throw UsageError("refusing to write a binary stream to a terminal (" + path + ")");
+    }
+    return;
+  }
   check_parent_dir(path);
   tmp_ = temp_name_beside(path);
   register_temp(tmp_);
@@ -193,6 +235,7 @@ Output::Output(const std::string& path, bool binary) : path_(path) {
 Output::~Output() {
   if (stdout_ || committed_) return;
   if (f_) fclose(f_);
+  if (direct_) return;
   std::error_code ec;
   fs::remove(tmp_, ec);
   unregister_temp(tmp_);
@@ -221,6 +264,10 @@ void Output::commit() {
     throw InputError(display_ + ": write failed: " + std::strerror(errno));
   }
   f_ = nullptr;
+  if (direct_) {
+    committed_ = true;
+    return;
+  }
   if (rename(tmp_.c_str(), path_.c_str()) != 0)
     throw InputError(display_ + ": cannot rename into place: " + std::strerror(errno));
   unregister_temp(tmp_);

@@ -32,9 +32,12 @@ int run(const char* tool, int argc, char** argv, const std::function<int(int, ch
 
 // Parses options. Adds --help and --version to `desc`; on --help prints usage, the description
 // and every option with its default, then exits 0. Unknown options and bad values throw UsageError.
+// `visible`, when given, is what --help lists instead of `desc` (leaving out options that only
+// carry positional arguments).
 po::variables_map parse(int argc, char** argv, po::options_description& desc,
                         const std::string& usage, const std::string& about,
-                        const po::positional_options_description* positional = nullptr);
+                        const po::positional_options_description* positional = nullptr,
+                        const po::options_description* visible = nullptr);
 
 // Input file list: no files (or "-") means stdin. Missing/unreadable files are an InputError
 // naming the file.
@@ -61,6 +64,7 @@ class Output {
   std::string path_, tmp_, display_;
   FILE* f_ = nullptr;
   bool stdout_ = false, committed_ = false;
+  bool direct_ = false;  // a device or FIFO (-o /dev/null): written in place, never renamed over
 };
 
 // A directory output (an SAE directory, plots): files are written inside tmp_path(), which is

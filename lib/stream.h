@@ -1,6 +1,7 @@
-// The saetools activation stream (docs/stream-format.md): a sequence of zstd frames, each holding
-// one msgpack map: a header, then batches, then a footer. Concatenated streams read as one when
-// their headers agree.
+// The saetools stream (docs/stream-format.md): a sequence of zstd frames, each holding one msgpack
+// map: a header, then batches, then a footer. Concatenated streams read as one when their headers
+// agree. StreamWriter compresses batches on background threads; StreamReader reads ahead and
+// decompresses frames on several threads while the caller works on the previous batch.
 #pragma once
 #include <cstdint>
 #include <cstdio>
@@ -17,6 +18,8 @@ using json = nlohmann::json;
 
 constexpr const char* kStreamFormat = "saetools-stream";
 constexpr int kStreamVersion = 1;
+// Default bound on one frame's decompressed size; also the largest batch a writer will write.
+constexpr size_t kMaxFrameBytes = size_t(1) << 30;
 
 struct StreamHeader {
   std::string kind = "activations";  // "activations" (dense rows) or "latents" (sparse rows)
@@ -48,33 +51,35 @@ struct Batch {
 
 struct WriterOptions {
   int level = 3;              // zstd level (negative levels are the fastest)
-  int threads = 1;            // batches compressed in parallel
+  // Compression threads. Batches are compressed on this many background threads while the caller
+  // goes on producing; 0 compresses in the caller's thread. The bytes written do not depend on it.
+  int threads = 1;
   bool byte_shuffle = false;  // store payload bytes plane by plane (helps 16-bit dtypes compress)
 };
 
-// Writes one stream to a FILE* (an Output's file). Batches may be buffered to compress them in
-// parallel; finish() writes everything and the footer.
+// Writes one stream to a FILE* (an Output's file). The header frame is written at construction;
+// batches are compressed in order-preserving parallel and written as they complete; finish()
+// writes what is left and the footer. Destroying an unfinished writer drops what is pending (the
+// caller's Output then removes the half-written file).
 class StreamWriter {
  public:
   StreamWriter(FILE* out, std::string name, StreamHeader header, WriterOptions opt = {});
   ~StreamWriter();
+  StreamWriter(const StreamWriter&) = delete;
+  StreamWriter& operator=(const StreamWriter&) = delete;
   const StreamHeader& header() const { return header_; }
   void write(const Batch& b);
   void write(Batch&& b);
   void finish();
+  // Rows and batches handed to write() so far; bytes written to the file so far.
   int64_t rows_written() const { return rows_; }
-  int64_t bytes_written() const { return bytes_; }
+  int64_t bytes_written() const;
 
  private:
-  void flush_pending();
-  void put(const std::string& frame);
-  FILE* out_;
-  std::string name_;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
   StreamHeader header_;
-  WriterOptions opt_;
-  std::vector<Batch> pending_;
-  int64_t rows_ = 0, batches_ = 0, bytes_ = 0;
-  bool finished_ = false;
+  int64_t rows_ = 0;
 };
 
 enum class NonFinite { allow, error, skip };
@@ -82,25 +87,39 @@ enum class NonFinite { allow, error, skip };
 struct ReaderOptions {
   int threads = 0;  // decompression threads; 0 = all cores
   NonFinite nonfinite = NonFinite::allow;
+  // Read and decompress ahead on background threads. Off: everything happens inside next().
+  bool prefetch = true;
+  // A frame that claims a larger decompressed size is refused as corrupt (bounds memory on
+  // hostile input).
+  size_t max_frame_bytes = kMaxFrameBytes;
 };
 
 // Reads one or more files ("-" = stdin) in order as one stream. Every defect is an InputError
-// naming the file and the batch: bad magic, wrong format or version, corrupt or truncated frame,
-// missing footer, footer count mismatch, headers that disagree, non-finite rows (if asked).
+// whose one-line message names the file and the batch: bad magic, wrong format or version, corrupt
+// or truncated frame, missing footer, footer count mismatch, headers that disagree, non-finite rows
+// (if asked). The exact messages are listed in docs/stream-format.md.
 class StreamReader {
  public:
   explicit StreamReader(std::vector<std::string> paths, ReaderOptions opt = {});
   // Reads from an already open FILE* (not closed by the reader); `name` is used in messages.
   StreamReader(FILE* f, const std::string& name, ReaderOptions opt = {});
+  // Reads an in-memory stream (not copied: `data` must outlive the reader).
+  StreamReader(const void* data, size_t size, const std::string& name, ReaderOptions opt = {});
   ~StreamReader();
+  StreamReader(const StreamReader&) = delete;
+  StreamReader& operator=(const StreamReader&) = delete;
   // The first header (read at construction).
   const StreamHeader& header() const { return header_; }
-  // Next batch; false at the end of the last file.
+  // Next batch; false at the end of the last file. `b`'s old buffers are reused for later batches.
   bool next(Batch& b);
   int64_t rows_read() const { return rows_; }
   int64_t rows_skipped() const { return skipped_; }
   int64_t batches_read() const { return batches_; }
   int64_t compressed_bytes() const { return compressed_; }
+  // Complete streams seen so far (a file made with `cat a b` holds two).
+  int64_t streams_read() const { return streams_; }
+  // Where the last batch came from, for messages: "file: batch N" ("file" before the first batch).
+  std::string where() const;
 
  private:
   void start();
@@ -108,17 +127,23 @@ class StreamReader {
   std::unique_ptr<Impl> impl_;
   StreamHeader header_;
   ReaderOptions opt_;
-  int64_t rows_ = 0, skipped_ = 0, batches_ = 0, compressed_ = 0;
+  int64_t rows_ = 0, skipped_ = 0, batches_ = 0, compressed_ = 0, streams_ = 0;
 };
 
 // Reads a whole in-memory stream (for tests and the fuzzer); throws InputError on any defect.
+// Single-threaded and without read-ahead unless `opt` says otherwise.
 std::vector<Batch> read_stream_bytes(const std::string& bytes, StreamHeader* header = nullptr);
+std::vector<Batch> read_stream_bytes(const std::string& bytes, StreamHeader* header, const ReaderOptions& opt);
 
 // Header helpers shared by tools: a header for a new stream, provenance filled with the tool and
 // version.
 StreamHeader make_header(const std::string& kind, int64_t d, DType dtype);
 
-// Checks that a batch is consistent with a header (sizes of payload and columns).
+// Checks that a batch is consistent with a header (sizes of payload and columns, latent indices
+// below d); throws std::logic_error (a bug in the caller) naming `where`.
 void check_batch(const StreamHeader& h, const Batch& b, const std::string& where);
+
+// Why `later` cannot be read after `first` as one stream ("d=32 here, d=16 there"), or "" when it can.
+std::string header_mismatch(const StreamHeader& first, const StreamHeader& later);
 
 }  // namespace sae

@@ -10,11 +10,13 @@ pkgs=(
   libopenblas-dev libomp-dev
   nlohmann-json3-dev
   libsentencepiece-dev
+  libpcre2-dev libicu-dev
   libthrust-dev
   libgtest-dev
   bats bats-assert bats-support
   clang
   parallel
+  time
 )
 missing=()
 for p in "${pkgs[@]}"; do

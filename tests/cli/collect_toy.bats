@@ -118,3 +118,18 @@ small=(--toy --d 8 --features 32 --active 3 --rows 1000)
   end=$(date +%s%N)
   [ $(( (end - start) / 1000000 )) -lt 3000 ]
 }
+
+@test "terminated (SIGTERM) mid-run: nothing left under the final names, no temporaries" {
+  # Far more rows than can be generated before the signal arrives. (SIGTERM rather than SIGINT: a
+  # shell starts background jobs with SIGINT ignored, and the tool rightly leaves it so.)
+  sae-collect --toy --d 256 --rows 100000000 --threads 1 -o big.sae --truth truth --latents-out codes.sae 2>err &
+  pid=$!
+  sleep 0.5
+  kill -TERM "$pid"
+  status=0
+  wait "$pid" || status=$?
+  assert_equal "$status" 143
+  assert_equal "$(cat err)" "sae-collect: interrupted"
+  rm err
+  assert_no_output_left .
+}
