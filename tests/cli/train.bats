@@ -165,7 +165,7 @@ tensors() {
   sae-npy import --batch-rows 100 -o nan.sae nan.npy
   run sae-train --latents 8 --k 2 --batch 64 -o sae nan.sae
   assert_failure 1
-  assert_output "sae-train: nan.sae: batch 1: row 5 has a NaN or Inf value (1 such rows in this batch)"
+  assert_output "sae-train: nan.sae: batch 1: row 5 has a NaN or Inf value (1 such row in this batch)"
   [ ! -e sae ]
   run sae-train --latents 8 --k 2 --batch 64 --skip-nonfinite -o sae nan.sae
   assert_success
