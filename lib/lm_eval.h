@@ -102,6 +102,7 @@ class LmEvaluator {
   // reconstruction, kept from the spliced pass for the keep-error pass.
   std::vector<int64_t> rows_;
   std::vector<float> host_, x_, x_hat_, latents_;
+  ForwardResult clean_, other_;  // reused from batch to batch (log-probs are rows x vocab)
 };
 
 // sae-eval --model: text files in, the LM-loss report out.
