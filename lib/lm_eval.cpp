@@ -251,7 +251,7 @@ LmEvalReport lm_eval_text(const Sae& sae, const std::string& sae_dir, const LmEv
   // Cheap checks first: the config decides the hook and d_model before any weights are read.
   const ModelConfig mcfg = load_model_config(o.model_dir);
   std::string note;
-  lm_eval_hook(sae, sae_dir, mcfg, o.model_dir, o.hook, &note);
+  const HookPoint hook = lm_eval_hook(sae, sae_dir, mcfg, o.model_dir, o.hook, &note);
   if (!note.empty()) cli::say("note: " + note);
   rep.context = o.context;
   if (rep.context == 0) {
@@ -267,7 +267,6 @@ LmEvalReport lm_eval_text(const Sae& sae, const std::string& sae_dir, const LmEv
   auto be = make_backend(resolve_device(o.device));
   rep.device = device_name(be->device());
   Model model(o.model_dir, *be);
-  const HookPoint hook = lm_eval_hook(sae, sae_dir, model.config(), o.model_dir, o.hook);
   rep.hook = hook.name();
   auto tok = Tokenizer::load(o.model_dir);
   const int32_t bos = tok->bos_id() >= 0 ? tok->bos_id() : int32_t(model.config().bos_token_id);
