@@ -185,68 +185,115 @@ EvalResult SaeEvaluator::result() const {
 
 // ---- decoder geometry ----
 
+namespace {
+
+// Rows scaled to unit length (norms in double); zero rows stay zero and are flagged.
+void normalise_rows(const float* M, int64_t n, int64_t d, std::vector<float>& out, std::vector<char>& zero) {
+  out.assign(size_t(n * d), 0.0f);
+  zero.assign(size_t(n), 0);
+#pragma omp parallel for if (n * d > 65536)
+  for (int64_t i = 0; i < n; i++) {
+    double ss = 0;
+    for (int64_t j = 0; j < d; j++) ss += double(M[i * d + j]) * M[i * d + j];
+    if (ss == 0) {
+      zero[size_t(i)] = 1;
+      continue;
+    }
+    double inv = 1.0 / std::sqrt(ss);
+    for (int64_t j = 0; j < d; j++) out[size_t(i * d + j)] = float(M[i * d + j] * inv);
+  }
+}
+
+// One blocked pass over the products A Bᵀ: row maxima (best match in B of each row of A) and,
+// when col_max is given, column maxima (best match in A of each row of B) from the same blocks.
+void blocked_max_cosine(const float* A, int64_t na, const float* B, int64_t nb, int64_t d, bool exclude_same_index,
+                        Backend& be, int64_t block_rows, std::vector<float>& row_max, std::vector<float>* col_max) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), ninf = -std::numeric_limits<float>::infinity();
+  std::vector<float> an, bn_own;
+  std::vector<char> azero, bzero_own;
+  normalise_rows(A, na, d, an, azero);
+  const bool same = A == B && na == nb;
+  if (!same) normalise_rows(B, nb, d, bn_own, bzero_own);
+  const std::vector<float>& bn = same ? an : bn_own;
+  const std::vector<char>& bzero = same ? azero : bzero_own;
+  row_max.assign(size_t(na), nan);
+  std::vector<float> colbest(size_t(nb), ninf);
+  if (na > 0 && nb > 0) {
+    // A block of rows of A against all of B: about 32 MB of products at a time.
+    int64_t block = block_rows > 0 ? block_rows : std::clamp<int64_t>((int64_t(1) << 23) / nb, 1, 4096);
+    block = std::min(block, na);
+    // On the CPU the normalised host copies are the operands; another backend gets them uploaded.
+    const bool on_host = be.device() == Device::cpu;
+    Buffer<float> dA, dB, dC(be, size_t(block * nb));
+    const float *pa = an.data(), *pb = bn.data();
+    if (!on_host) {
+      dA = Buffer<float>(be, an.size());
+      dA.upload(an);
+      pa = dA.data();
+      if (same) {
+        pb = pa;
+      } else {
+        dB = Buffer<float>(be, bn.size());
+        dB.upload(bn);
+        pb = dB.data();
+      }
+    }
+    std::vector<float> host_c;
+    for (int64_t i0 = 0; i0 < na; i0 += block) {
+      const int64_t m = std::min(block, na - i0);
+      be.gemm(false, true, m, nb, d, 1.0f, pa + i0 * d, d, pb, d, 0.0f, dC.data(), nb);
+      const float* C = dC.data();
+      if (!on_host) {
+        be.sync();
+        host_c.resize(size_t(m * nb));
+        be.to_host(host_c.data(), dC.data(), host_c.size() * sizeof(float));
+        C = host_c.data();
+      }
+      auto candidate = [&](int64_t i, int64_t j) {
+        return !azero[size_t(i)] && !bzero[size_t(j)] && !(exclude_same_index && i == j);
+      };
+#pragma omp parallel for if (m * nb > 65536)
+      for (int64_t r = 0; r < m; r++) {
+        const int64_t i = i0 + r;
+        const float* row = C + r * nb;
+        float best = ninf;
+        for (int64_t j = 0; j < nb; j++)
+          if (candidate(i, j)) best = std::max(best, row[j]);
+        // Rounding can push the cosine of (anti)parallel unit vectors a hair past +-1.
+        if (best > ninf) row_max[size_t(i)] = std::clamp(best, -1.0f, 1.0f);
+      }
+      if (col_max) {
+        // Each thread owns a range of columns and scans this block's rows for them.
+        constexpr int64_t kCols = 256;
+#pragma omp parallel for schedule(dynamic) if (m * nb > 65536)
+        for (int64_t j0 = 0; j0 < nb; j0 += kCols) {
+          const int64_t j1 = std::min(nb, j0 + kCols);
+          for (int64_t r = 0; r < m; r++)
+            for (int64_t j = j0; j < j1; j++)
+              if (candidate(i0 + r, j)) colbest[size_t(j)] = std::max(colbest[size_t(j)], C[r * nb + j]);
+        }
+      }
+    }
+  }
+  if (col_max) {
+    col_max->assign(size_t(nb), nan);
+    for (int64_t j = 0; j < nb; j++)
+      if (colbest[size_t(j)] > ninf) (*col_max)[size_t(j)] = std::clamp(colbest[size_t(j)], -1.0f, 1.0f);
+  }
+}
+
+}  // namespace
+
 std::vector<float> max_cosine(const float* A, int64_t na, const float* B, int64_t nb, int64_t d,
                               bool exclude_same_index, Backend& be, int64_t block_rows) {
-  auto normalise = [d](const float* M, int64_t n, std::vector<float>& out, std::vector<char>& zero) {
-    out.assign(size_t(n * d), 0.0f);
-    zero.assign(size_t(n), 0);
-#pragma omp parallel for if (n * d > 65536)
-    for (int64_t i = 0; i < n; i++) {
-      double ss = 0;
-      for (int64_t j = 0; j < d; j++) ss += double(M[i * d + j]) * M[i * d + j];
-      if (ss == 0) {
-        zero[size_t(i)] = 1;
-        continue;
-      }
-      double inv = 1.0 / std::sqrt(ss);
-      for (int64_t j = 0; j < d; j++) out[size_t(i * d + j)] = float(M[i * d + j] * inv);
-    }
-  };
-  std::vector<float> an, bn;
-  std::vector<char> azero, bzero;
-  normalise(A, na, an, azero);
-  const bool same = A == B && na == nb;
-  if (same) {
-    bn = an;
-    bzero = azero;
-  } else {
-    normalise(B, nb, bn, bzero);
-  }
-  std::vector<float> out(size_t(na), std::numeric_limits<float>::quiet_NaN());
-  if (na == 0 || nb == 0) return out;
-  // A block of rows of A against all of B: about 32 MB of products at a time.
-  int64_t block = block_rows > 0 ? block_rows : std::clamp<int64_t>((int64_t(1) << 23) / nb, 1, 4096);
-  block = std::min(block, na);
-  Buffer<float> dA(be, size_t(na * d)), dB(be, size_t(nb * d)), dC(be, size_t(block * nb));
-  dA.upload(an);
-  dB.upload(bn);
-  std::vector<float> host_c;
-  const bool on_host = be.device() == Device::cpu;
-  for (int64_t i0 = 0; i0 < na; i0 += block) {
-    int64_t m = std::min(block, na - i0);
-    be.gemm(false, true, m, nb, d, 1.0f, dA.data() + i0 * d, d, dB.data(), d, 0.0f, dC.data(), nb);
-    const float* C = dC.data();
-    if (!on_host) {
-      be.sync();
-      host_c.resize(size_t(m * nb));
-      be.to_host(host_c.data(), dC.data(), host_c.size() * sizeof(float));
-      C = host_c.data();
-    }
-#pragma omp parallel for if (m * nb > 65536)
-    for (int64_t r = 0; r < m; r++) {
-      int64_t i = i0 + r;
-      if (azero[size_t(i)]) continue;
-      const float* row = C + r * nb;
-      float best = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < nb; j++) {
-        if (bzero[size_t(j)] || (exclude_same_index && j == i)) continue;
-        best = std::max(best, row[j]);
-      }
-      // Rounding can push the cosine of (anti)parallel unit vectors a hair past +-1.
-      if (std::isfinite(best)) out[size_t(i)] = std::clamp(best, -1.0f, 1.0f);
-    }
-  }
+  std::vector<float> out;
+  blocked_max_cosine(A, na, B, nb, d, exclude_same_index, be, block_rows, out, nullptr);
   return out;
+}
+
+void max_cosine_both_ways(const float* A, int64_t na, const float* B, int64_t nb, int64_t d, Backend& be,
+                          std::vector<float>& a_to_b, std::vector<float>& b_to_a, int64_t block_rows) {
+  blocked_max_cosine(A, na, B, nb, d, false, be, block_rows, a_to_b, &b_to_a);
 }
 
 Summary summarize(const std::vector<float>& v) {
@@ -302,8 +349,8 @@ CompareResult compare_decoders(const Sae& a, const Sae& b, Backend& be, const st
     for (float x : v) m += std::isfinite(x) && x > kMatchThreshold;
     return v.empty() ? kNaN : double(m) / double(v.size());
   };
-  std::vector<float> ab = max_cosine(a.W_dec.data(), a.d_sae, b.W_dec.data(), b.d_sae, a.d_in, false, be);
-  std::vector<float> ba = max_cosine(b.W_dec.data(), b.d_sae, a.W_dec.data(), a.d_sae, a.d_in, false, be);
+  std::vector<float> ab, ba;
+  max_cosine_both_ways(a.W_dec.data(), a.d_sae, b.W_dec.data(), b.d_sae, a.d_in, be, ab, ba);
   c.a_to_b = summarize(ab);
   c.b_to_a = summarize(ba);
   c.matched_a_to_b = matched(ab);

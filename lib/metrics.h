@@ -89,6 +89,10 @@ class SaeEvaluator {
 // O(na * nb). A zero row of B is never a candidate; a zero row of A (or no candidate) gives NaN.
 std::vector<float> max_cosine(const float* A, int64_t na, const float* B, int64_t nb, int64_t d,
                               bool exclude_same_index, Backend& be, int64_t block_rows = 0);
+// Both directions from one blocked pass over A Bᵀ: a_to_b [na] as max_cosine(A, B) and b_to_a [nb]
+// as max_cosine(B, A) (the column maxima of the same products).
+void max_cosine_both_ways(const float* A, int64_t na, const float* B, int64_t nb, int64_t d, Backend& be,
+                          std::vector<float>& a_to_b, std::vector<float>& b_to_a, int64_t block_rows = 0);
 
 // Summary of a set of values, NaN ones left out (count says how many were used).
 struct Summary {

@@ -267,3 +267,15 @@ toy=(--toy --d 16 --features 64 --active 3 --noise 0.01)
   [ "$(sae-eval --sae layers.0 rows.sae 2>/dev/null | jq -r '.sae.format + " " + .sae.architecture + " " + (.sae.k|tostring)')" = "sparsify topk 1" ]
   [ "$(sae-eval --sae legacy rows.sae 2>/dev/null | jq -r .sae.format)" = saelens-legacy ]
 }
+
+@test "a stream hook other than the SAE's: a warning, not an error" {
+  sae-collect "${toy[@]}" --rows 100 --truth truth -o toy.sae
+  run --separate-stderr sae-eval --sae truth --skip-geometry toy.sae
+  assert_success
+  [[ "$stderr" != *warning* ]]
+  jq '.metadata.hook_name = "blocks.6.hook_resid_post"' truth/cfg.json >cfg && mv cfg truth/cfg.json
+  run --separate-stderr sae-eval --sae truth --skip-geometry toy.sae
+  assert_success
+  [ "${stderr_lines[0]}" = "sae-eval: warning: stream hook 'toy' differs from the SAE's hook 'blocks.6.hook_resid_post'" ]
+  [ "$(jq -r .rows <<<"$output")" = 100 ]
+}

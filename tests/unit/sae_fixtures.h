@@ -78,6 +78,22 @@ struct Weights {
   bool rescale_by_decoder_norm = false;  // SAELens TopK option
 };
 
+// The hand fixture of docs/eval.md: d_in 2, d_sae 3; latents 0 and 1 are ReLU copies of the two
+// coordinates, latent 2 never fires (zero encoder column, bias -1); decoder rows e1, e2 and
+// (1, 1)/sqrt 2.
+inline Weights hand_weights() {
+  Weights w;
+  w.arch = "standard";
+  w.d_in = 2;
+  w.d_sae = 3;
+  w.W_enc = {1, 0, 0, 0, 1, 0};
+  w.b_enc = {0, 0, -1};
+  const float h = float(1 / std::sqrt(2.0));
+  w.W_dec = {1, 0, 0, 1, h, h};
+  w.b_dec = {0, 0};
+  return w;
+}
+
 // Random weights for an architecture. Biases are spread so that some latents fire and some do not.
 inline Weights random_weights(const std::string& arch, int64_t d_in, int64_t d_sae, uint32_t seed, int k = 0) {
   Weights w;

@@ -20,18 +20,17 @@ using json = nlohmann::json;
 
 namespace {
 
-// The hand fixture: d_in 2, d_sae 3; latents 0 and 1 are ReLU copies of the coordinates, latent 2
-// never fires (zero encoder column, bias -1); decoder rows e1, e2 and (1,1)/sqrt 2.
+// The hand fixture of docs/eval.md (sae_fixtures.h), in memory.
 Sae hand_sae() {
+  Weights w = hand_weights();
   Sae s;
-  s.arch = "standard";
-  s.d_in = 2;
-  s.d_sae = 3;
-  s.W_enc = {1, 0, 0, 0, 1, 0};
-  s.b_enc = {0, 0, -1};
-  const float h = float(1 / std::sqrt(2.0));
-  s.W_dec = {1, 0, 0, 1, h, h};
-  s.b_dec = {0, 0};
+  s.arch = w.arch;
+  s.d_in = w.d_in;
+  s.d_sae = w.d_sae;
+  s.W_enc = w.W_enc;
+  s.b_enc = w.b_enc;
+  s.W_dec = w.W_dec;
+  s.b_dec = w.b_dec;
   s.validate("hand");
   return s;
 }
@@ -100,6 +99,25 @@ Ref reference(const std::vector<float>& x, const std::vector<float>& f, const st
 
 void expect_rel(double got, double want, double rel, const char* what) {
   EXPECT_NEAR(got, want, rel * std::max(1.0, std::fabs(want))) << what;
+}
+
+// Every number of the evaluator against the two-pass reference: the reconstruction metrics to
+// `rel`, the integer-derived L0 mean to double rounding, the one-pass L0 std to 1e-9, the fire
+// counts exactly.
+void expect_matches(const EvalResult& e, const Ref& r, double rel, const std::string& what) {
+  SCOPED_TRACE(what);
+  expect_rel(e.mse, r.mse, rel, "mse");
+  expect_rel(e.fvu, r.fvu, rel, "fvu");
+  expect_rel(e.cosine_similarity, r.cos, rel, "cos");
+  expect_rel(e.l2_ratio, r.ratio, rel, "l2 ratio");
+  expect_rel(e.l2_norm_in, r.l2_in, rel, "l2 in");
+  expect_rel(e.l2_norm_out, r.l2_out, rel, "l2 out");
+  expect_rel(e.relative_reconstruction_bias, r.rrb, rel, "rrb");
+  expect_rel(e.l1_mean, r.l1, rel, "l1");
+  expect_rel(e.l0_mean, r.l0_mean, 1e-12, "l0");
+  expect_rel(e.l0_std, r.l0_std, 1e-9, "l0 std");
+  EXPECT_EQ(e.zero_input_rows, r.zero_rows);
+  EXPECT_EQ(e.fire_count, r.fire);
 }
 
 int64_t current_rss_kb() {
@@ -251,17 +269,7 @@ TEST_P(MetricsRandom, AccumulateMatchesTwoPassReference) {
   ev.accumulate(x.data() + 300 * 16, f.data() + 300 * 48, xh.data() + 300 * 16, n - 300);
   EvalResult e = ev.result();
   Ref r = reference(x, f, xh, n, 16, 48);
-  expect_rel(e.mse, r.mse, 1e-10, "mse");
-  expect_rel(e.fvu, r.fvu, 1e-10, "fvu");
-  expect_rel(e.cosine_similarity, r.cos, 1e-10, "cos");
-  expect_rel(e.l2_ratio, r.ratio, 1e-10, "l2 ratio");
-  expect_rel(e.l2_norm_in, r.l2_in, 1e-10, "l2 in");
-  expect_rel(e.l2_norm_out, r.l2_out, 1e-10, "l2 out");
-  expect_rel(e.relative_reconstruction_bias, r.rrb, 1e-10, "rrb");
-  expect_rel(e.l0_mean, r.l0_mean, 1e-12, "l0");
-  expect_rel(e.l0_std, r.l0_std, 1e-9, "l0 std");
-  expect_rel(e.l1_mean, r.l1, 1e-10, "l1");
-  EXPECT_EQ(e.fire_count, r.fire);
+  expect_matches(e, r, 1e-10, arch);
   // A random SAE on offset rows reconstructs badly (fvu well above 1); what matters here is that
   // the comparison above is not between degenerate values.
   EXPECT_GT(e.fvu, 0.1);
@@ -285,13 +293,7 @@ TEST_P(MetricsRandom, EndToEndMatchesIndependentReference) {
   EvalResult e = ev.result();
   RefOut ro = ref_saelens(w, x.data(), n);
   std::vector<float> f(ro.f.begin(), ro.f.end()), xh(ro.xhat.begin(), ro.xhat.end());
-  Ref r = reference(x, f, xh, n, 16, 48);
-  expect_rel(e.mse, r.mse, 1e-4, "mse");
-  expect_rel(e.fvu, r.fvu, 1e-4, "fvu");
-  expect_rel(e.cosine_similarity, r.cos, 1e-4, "cos");
-  expect_rel(e.relative_reconstruction_bias, r.rrb, 1e-4, "rrb");
-  expect_rel(e.l0_mean, r.l0_mean, 1e-12, "l0");
-  EXPECT_EQ(e.fire_count, r.fire);
+  expect_matches(e, reference(x, f, xh, n, 16, 48), 1e-4, arch);
 }
 
 TEST(MetricsFormats, LegacyAndSparsifyFixturesMatchTheirReferences) {
@@ -318,15 +320,7 @@ TEST(MetricsFormats, LegacyAndSparsifyFixturesMatchTheirReferences) {
     ev.add(x.data(), n);
     EvalResult e = ev.result();
     std::vector<float> f(c.ref.f.begin(), c.ref.f.end()), xh(c.ref.xhat.begin(), c.ref.xhat.end());
-    Ref r = reference(x, f, xh, n, 16, 48);
-    expect_rel(e.mse, r.mse, 1e-4, "mse");
-    expect_rel(e.fvu, r.fvu, 1e-4, "fvu");
-    expect_rel(e.cosine_similarity, r.cos, 1e-4, "cos");
-    expect_rel(e.l2_ratio, r.ratio, 1e-4, "l2 ratio");
-    expect_rel(e.relative_reconstruction_bias, r.rrb, 1e-4, "rrb");
-    expect_rel(e.l1_mean, r.l1, 1e-4, "l1");
-    EXPECT_EQ(e.fire_count, r.fire) << c.dir;
-    EXPECT_DOUBLE_EQ(e.l0_mean, r.l0_mean) << c.dir;
+    expect_matches(e, reference(x, f, xh, n, 16, 48), 1e-4, c.dir);
   }
 }
 
@@ -423,6 +417,26 @@ TEST(MetricsGeometry, MaxCosineMatchesAllPairs) {
         if (j != 7) best = std::max(best, cosd(A.data() + i * d, B.data() + j * d));
       // float32 dot products of 12 unit-scale terms: 1e-6 is ~10x the rounding error.
       EXPECT_NEAR(got[size_t(i)], best, 1e-6) << "row " << i << " block " << block;
+    }
+    // Both directions from one pass: the same maxima as two separate passes.
+    std::vector<float> ab, ba;
+    max_cosine_both_ways(A.data(), na, B.data(), nb, d, *be, ab, ba, block);
+    std::vector<float> ba_sep = max_cosine(B.data(), nb, A.data(), na, d, false, *be, block);
+    ASSERT_EQ(ab.size(), size_t(na));
+    ASSERT_EQ(ba.size(), size_t(nb));
+    for (int64_t i = 0; i < na; i++) {
+      if (i == 5) {
+        EXPECT_TRUE(std::isnan(ab[size_t(i)]));
+      } else {
+        EXPECT_NEAR(ab[size_t(i)], got[size_t(i)], 1e-6) << "both ways, a row " << i;
+      }
+    }
+    for (int64_t j = 0; j < nb; j++) {
+      if (j == 7) {
+        EXPECT_TRUE(std::isnan(ba[size_t(j)]));
+      } else {
+        EXPECT_NEAR(ba[size_t(j)], ba_sep[size_t(j)], 1e-6) << "both ways, b row " << j;
+      }
     }
     // Within one matrix, a row's own index is excluded.
     std::vector<float> self = max_cosine(B.data(), nb, B.data(), nb, d, true, *be, block);

@@ -58,16 +58,7 @@ constexpr int64_t kRows = 50;
 // column and bias -1, so it never fires; its decoder row is (1, 1)/sqrt(2).
 TEST(SaeFormatHand, IdentityFixtureEncodesByHand) {
   TempDir t;
-  Weights w;
-  w.arch = "standard";
-  w.d_in = 2;
-  w.d_sae = 3;
-  w.W_enc = {1, 0, 0, 0, 1, 0};
-  w.b_enc = {0, 0, -1};
-  const float h = float(1 / std::sqrt(2.0));
-  w.W_dec = {1, 0, 0, 1, h, h};
-  w.b_dec = {0, 0};
-  write_saelens6(t / "sae", w);
+  write_saelens6(t / "sae", hand_weights());
   Sae s = load_sae(t / "sae");
   EXPECT_EQ(s.source_format, "saelens");
   std::vector<float> x = {2, 0, 0, 2, -2, 0, 0, -2};
