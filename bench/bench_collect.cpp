@@ -140,6 +140,7 @@ double time_best(F f, double min_s) {
 
 struct Figures {
   double tokens_per_s = 0, fraction = 0, gflops = 0, bound_gflops = 0;
+  double bound_seconds_per_token = 0;  // the GEMM pass's best time per row
 };
 
 Figures measure(Model& m, int64_t batch, int64_t ctx, int rounds) {
@@ -167,14 +168,16 @@ Figures measure(Model& m, int64_t batch, int64_t ctx, int rounds) {
   f.fraction = best_bound / best_fwd;
   f.gflops = flops / best_fwd / 1e9;
   f.bound_gflops = flops / best_bound / 1e9;
+  f.bound_seconds_per_token = best_bound / double(batch * ctx);
   return f;
 }
 
 // sae-collect end to end (read text, tokenize, forward, write the stream of the last block's
-// resid_post) over `text`, model loading aside; the bound is the GEMM pass's time per token times
-// the tokens run (text tokens and one BOS per window; padding of short windows counts against us).
-void collect_end_to_end(const char* name, Model& m, const std::string& dir, const std::string& text, int64_t batch,
-                        int64_t ctx) {
+// resid_post) over `text`, model loading aside; the bound is the GEMM pass's best time per token
+// (from measure(), same shapes) times the tokens run (text tokens and one BOS per window; the
+// padding of short windows counts against us).
+void collect_end_to_end(const char* name, const Figures& fwd, Model& m, const std::string& dir, const std::string& text,
+                        int64_t batch, int64_t ctx) {
   const ModelConfig& c = m.config();
   CollectModelOptions o;
   o.model_dir = dir;
@@ -187,10 +190,7 @@ void collect_end_to_end(const char* name, Model& m, const std::string& dir, cons
   const std::string out_dir = mkdtemp(tmpl.data());
   o.output = out_dir + "/acts.sae";
   CollectModelStats st = collect_model(o);
-  GemmPass gemms(m.backend(), c, batch * ctx);
-  gemms.run();
-  const double per_token = time_best([&] { gemms.run(); }, 0.3) / double(batch * ctx);
-  const double bound = per_token * double(st.tokens + st.sequences);
+  const double bound = fwd.bound_seconds_per_token * double(st.tokens + st.sequences);
   const double work = st.total_seconds - st.load_seconds;
   fs::remove_all(out_dir);
   std::printf("%-28s sae-collect end to end: %lld documents, %lld tokens in %lld windows: %9.0f tokens/s, %.2f of the "
@@ -242,7 +242,8 @@ int main(int argc, char** argv) {
     Model m(dir, *be);
     std::printf("loaded it in %.1f s (%lld matrix parameters in the blocks)\n", seconds_since(t0),
                 (long long)m.config().matmul_params(m.config().n_layers, false));
-    report("gpt2-small (random)", measure(m, 8, 128, rounds), 8, 128);
+    const Figures f = measure(m, 8, 128, rounds);
+    report("gpt2-small (random)", f, 8, 128);
     // End to end with the real GPT-2 tokenizer (from ../shared/models/gpt2-random) over the first
     // stories of the sample (a few thousand tokens: the random model is slow on two cores).
     const std::string tok_src = shared + "/models/gpt2-random";
@@ -253,7 +254,7 @@ int main(int argc, char** argv) {
       std::string text((std::istreambuf_iterator<char>(in)), {});
       const std::string part = dir + "/sample-part.txt";
       std::ofstream(part) << text.substr(0, text.find("\n\n", quick ? 4000 : 12000));
-      collect_end_to_end("gpt2-small (random)", m, dir, part, 8, 128);
+      collect_end_to_end("gpt2-small (random)", f, m, dir, part, 8, 128);
     }
   }
   if (keep.empty()) fs::remove_all(dir);
@@ -261,8 +262,9 @@ int main(int argc, char** argv) {
   const std::string stories = shared + "/models/stories260K";
   if (have_shared && fs::exists(stories + "/config.json")) {
     Model m(stories, *be);
-    report("stories260K", measure(m, 8, 256, rounds), 8, 256);
-    collect_end_to_end("stories260K", m, stories, sample, 8, 256);
+    const Figures f = measure(m, 8, 256, rounds);
+    report("stories260K", f, 8, 256);
+    collect_end_to_end("stories260K", f, m, stories, sample, 8, 256);
   } else {
     std::printf("stories260K: skipped (%s is absent; set SAE_SHARED)\n", stories.c_str());
   }

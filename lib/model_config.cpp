@@ -2,11 +2,10 @@
 // every setting the forward pass would not reproduce exactly; hook names; rotary frequencies.
 #include <cmath>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "common.h"
 #include "model.h"
+#include "model_weights.h"
 
 namespace sae {
 
@@ -242,21 +241,10 @@ ModelConfig parse_model_config(const json& j, const std::string& where) {
 }
 
 ModelConfig load_model_config(const std::string& dir) {
-  std::string path = (std::filesystem::path(dir) / "config.json").string();
-  std::ifstream in(path);
-  if (!in) {
-    if (!std::filesystem::is_directory(dir)) throw InputError(dir + ": not a model directory (no such directory)");
-    throw InputError(path + ": missing (a model directory needs config.json)");
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  json j;
-  try {
-    j = json::parse(ss.str());
-  } catch (const std::exception& e) {
-    throw InputError(path + ": invalid JSON (" + e.what() + ")");
-  }
-  return parse_model_config(j, path);
+  const std::string path = (std::filesystem::path(dir) / "config.json").string();
+  if (!std::filesystem::is_directory(dir)) throw InputError(dir + ": not a model directory (no such directory)");
+  if (!std::filesystem::exists(path)) throw InputError(path + ": missing (a model directory needs config.json)");
+  return parse_model_config(read_model_json(path), path);
 }
 
 float ModelConfig::attn_scale(int layer) const {

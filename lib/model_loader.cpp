@@ -1,4 +1,6 @@
 // Locating and reading the weights of a model directory (single file or sharded index).
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -12,23 +14,28 @@ namespace sae {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
+json read_model_json(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError(path + ": cannot open (" + std::strerror(errno) + ")");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    return json::parse(ss.str());
+  } catch (const std::exception& e) {
+    throw InputError(path + ": invalid JSON (" + e.what() + ")");
+  }
+}
+
 WeightSource::WeightSource(const std::string& dir) : dir_(dir) {
   const fs::path single = fs::path(dir) / "model.safetensors";
   const fs::path index = fs::path(dir) / "model.safetensors.index.json";
   if (fs::exists(index)) {
-    std::ifstream in(index);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    json j;
-    try {
-      j = json::parse(ss.str());
-    } catch (const std::exception& e) {
-      throw InputError(index.string() + ": invalid JSON (" + e.what() + ")");
-    }
+    const json j = read_model_json(index.string());
     if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
       throw InputError(index.string() + ": no \"weight_map\" object (not a safetensors shard index)");
     std::map<std::string, const SafeTensors*> opened;
-    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+    const json& map = j.at("weight_map");
+    for (auto it = map.begin(); it != map.end(); ++it) {
       if (!it.value().is_string()) throw InputError(index.string() + ": weight_map entry '" + it.key() + "' is not a file name");
       const std::string shard = it.value().get<std::string>();
       if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..")

@@ -45,6 +45,7 @@ bool spin_for(P pred) {
 
 struct WorkerPool::Impl {
   std::vector<std::thread> workers;
+  std::mutex run_mu;  // one run() at a time: callers on several threads take turns
   std::mutex mu;
   std::condition_variable work_cv, done_cv;
   std::atomic<uint64_t> generation{0};
@@ -103,6 +104,7 @@ void WorkerPool::run(int64_t n, const std::function<void(int64_t, int64_t, int)>
     fn(0, n, 0);
     return;
   }
+  std::lock_guard<std::mutex> turn(p.run_mu);
   p.job = &fn;
   p.n = n;
   p.remaining = threads_ - 1;

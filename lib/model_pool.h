@@ -24,7 +24,8 @@ class WorkerPool {
   int size() const { return threads_; }
   // Calls fn(begin, end, thread) for contiguous chunks covering [0, n), one chunk per thread
   // (chunk t is [n*t/size, n*(t+1)/size); empty chunks are skipped), and returns when all are
-  // done. Not reentrant: fn must not call run() again. Exceptions must not escape fn.
+  // done. A single index (n = 1) runs as fn(0, 1, 0) on the calling thread. Calls from several threads take turns. Not reentrant: fn must not call run() again.
+  // Exceptions must not escape fn.
   void run(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn);
 
   // The process's pool for the CPU forward pass: as many threads as OpenMP would use

@@ -1,8 +1,7 @@
 #!/usr/bin/env bats
-# sae-collect --model: the command line around lib/collect_model (options, outputs, messages, bad
-# input). The rows themselves are compared with ../shared's reference.safetensors, through this
-# same binary, by tests/unit/test_model_collect.cpp (ModelCollect.BinaryWritesTheReferenceRows):
-# Bats has no way to read a stream's floats or a safetensors file.
+# sae-collect --model: the stream's rows against ../shared's reference.safetensors (read with od),
+# and the command line around lib/collect_model (options, outputs, messages, bad input). Every hook
+# of every reference case is compared by tests/unit/test_model_collect.cpp.
 load helper
 
 stories() { echo "$SAE_SHARED/models/stories260K"; }
@@ -15,6 +14,55 @@ rows_of() {
 # Text tokens of each line of a file, by the model's tokenizer without BOS (sae-tokenize).
 tokens_of_lines() {
   sae-tokenize --model "$1" --bos never --lines "$2" | wc -w
+}
+
+# Values of tensor NAME in safetensors FILE, one per line, as od prints TYPE (f4: float32, d4:
+# int32): the 8-byte header length, then the tensor's data_offsets in the JSON header.
+st_values() {
+  local file=$1 name=$2 type=$3 hlen entry begin end
+  hlen=$(od -An -t u8 -N 8 "$file" | tr -d ' ')
+  entry=$(head -c $((8 + hlen)) "$file" | tail -c "$hlen" | grep -o "\"$name\":{[^}]*}")
+  begin=$(sed 's/.*"data_offsets":\[\([0-9]*\),.*/\1/' <<<"$entry")
+  end=$(sed 's/.*"data_offsets":\[[0-9]*,\([0-9]*\)\].*/\1/' <<<"$entry")
+  od -An -v -t "$type" -j $((8 + hlen + begin)) -N $((end - begin)) "$file" | tr -s ' ' '\n' | sed '/^$/d'
+}
+
+# Case 0 of a shared model's reference through sae-collect: the token column equals the reference
+# tokens (after BOS) exactly, doc is 0, pos counts from 1, and every value is within 1e-4 of the
+# tensor's largest magnitude (f32 arithmetic against a float64 reference: the unit tests measure
+# ~1e-6; sae-info prints 9 significant digits).
+check_case0() {
+  local model=$SAE_SHARED/models/$1 hook=$2 d=$3
+  sed -n 's/^   "text": "\(.*\)",$/\1/p' "$model/reference.json" | head -1 > case0.txt
+  [ -s case0.txt ]
+  run sae-collect --model "$model" --hook "$hook" --lines --text case0.txt -o out.sae
+  assert_success
+  sae-info --head 1000 out.sae | tail -n +2 > rows.tsv
+  st_values "$model/reference.safetensors" case0.tokens d4 | tail -n +2 > want_tokens.txt
+  cut -f 2 rows.tsv > got_tokens.txt
+  run diff want_tokens.txt got_tokens.txt
+  assert_success
+  run awk -F '\t' '$3 != 0 || $4 != NR { bad++ } END { print NR, bad + 0 }' rows.tsv
+  assert_output "$(wc -l < want_tokens.txt) 0"
+  st_values "$model/reference.safetensors" "case0.$hook" f4 | tail -n +$((d + 1)) > want.txt
+  run awk -F '\t' -v d="$d" '
+    NR == FNR { want[n++] = $1; next }
+    { for (i = 5; i <= NF; i++) {
+        k = (FNR - 1) * d + (i - 5); e = $i - want[k]; e = e < 0 ? -e : e; m = want[k] < 0 ? -want[k] : want[k]
+        if (e > err) err = e; if (m > big) big = m; seen++ } }
+    END { print seen == n ? "all " n " values" : "compared " seen " of " n; exit !(seen == n && err <= 1e-4 * big) }' want.txt rows.tsv
+  assert_success
+}
+
+@test "stories260K rows equal the reference: tokens exactly, activations within 1e-4" {
+  need_shared
+  check_case0 stories260K blocks.3.hook_mlp_out 64
+  check_case0 stories260K blocks.0.hook_resid_pre 64
+}
+
+@test "gpt2-random rows equal the reference: tokens exactly, activations within 1e-4" {
+  need_shared
+  check_case0 gpt2-random blocks.2.hook_resid_post 64
 }
 
 @test "--help lists every model option with its default" {
