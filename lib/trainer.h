@@ -179,6 +179,7 @@ class Trainer {
   nlohmann::json provenance_ = nlohmann::json::object();
   std::vector<std::string> inputs_;
   Buffer<float> x_dev_;
+  std::vector<float> xs_;  // the scaled batch on the host
   FILE* log_ = nullptr;
   double t_start_ = 0, t_train_ = 0;
   int64_t tokens_at_start_ = 0;
