@@ -666,6 +666,7 @@ void Trainer::step(const float* xb, int64_t B) {
     m.sparsity = st.sparsity;
     m.aux = st.aux;
     m.lr = s.lr;
+    m.resampled = r.resampled;
   }
 }
 
@@ -733,6 +734,8 @@ void Trainer::maybe_resample(Run& r, const float* xb, int64_t B) {
   for (int64_t l : dead) r.since_fired[size_t(l)] = 0;
   r.update_dead(opt_.dead_tokens);
   r.resampled += int64_t(dead.size());
+  r.last.resampled = r.resampled;
+  r.last.dead_frac = double(r.num_dead) / double(n);
 }
 
 void Trainer::log_metrics() {

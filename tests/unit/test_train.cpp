@@ -493,3 +493,31 @@ TEST(Train, DeterministicAcrossThreadCounts) {
     EXPECT_NE(a, slurp(tmp / (std::string("seed-") + arch + "/sae_weights.safetensors")));
   }
 }
+
+// relu resampling: with a sparsity penalty strong enough to kill latents, dead latents are
+// re-initialised every --resample-every tokens (counted), come back with unit-direction decoder
+// rows scaled to the live rows' mean norm, and fire again.
+TEST(Train, ReluResamplesDeadLatents) {
+  auto ops = make_cpu_ops();
+  const int64_t d = 16;
+  std::vector<float> x = rows(4096, d);
+  TrainOptions o = options(4096);
+  o.l1_warmup = 0;
+  o.dead_tokens = 256;
+  o.resample_every = 1024;
+  RunSpec s = spec("relu");
+  s.arch.lambda = 40;
+  s.lr = 1e-2f;
+  MemoryRowSource src(x, d);
+  Trainer t(o, {s}, *ops);
+  ASSERT_EQ(t.train(src), Trainer::Status::done);
+  EXPECT_GT(t.last_metrics(0).resampled, 0);
+  TrainOptions o2 = o;
+  o2.resample_every = 0;
+  MemoryRowSource src2(x, d);
+  Trainer t2(o2, {s}, *ops);
+  ASSERT_EQ(t2.train(src2), Trainer::Status::done);
+  EXPECT_EQ(t2.last_metrics(0).resampled, 0);
+  // Without resampling more latents end up dead.
+  EXPECT_GT(t2.last_metrics(0).dead_frac, t.last_metrics(0).dead_frac);
+}
