@@ -586,21 +586,21 @@ Trainer::Status Trainer::train(RowSource& src) {
 
 void Trainer::step(const float* xb, int64_t B) {
   const int64_t d = d_;
-  std::vector<float> xs(static_cast<size_t>(B * d));
-  for (size_t i = 0; i < xs.size(); i++) xs[i] = xb[i] * scale_;
-  // Variance of the batch about its mean (FVU denominator), in double.
-  double var = 0;
-  {
-    std::vector<double> mean(static_cast<size_t>(d), 0.0);
-    for (int64_t r = 0; r < B; r++)
-      for (int64_t j = 0; j < d; j++) mean[size_t(j)] += xs[size_t(r * d + j)];
-    for (auto& m : mean) m /= double(B);
-    for (int64_t r = 0; r < B; r++)
-      for (int64_t j = 0; j < d; j++) {
-        double e = xs[size_t(r * d + j)] - mean[size_t(j)];
-        var += e * e;
-      }
-  }
+  // Scale the rows and, in the same pass, the batch's variance about its mean (FVU denominator):
+  // sum ||x||^2 - B ||mean||^2, in double.
+  std::vector<float>& xs = xs_;
+  xs.resize(size_t(B * d));
+  std::vector<double> colsum(static_cast<size_t>(d), 0.0);
+  double sq = 0;
+  for (int64_t r = 0; r < B; r++)
+    for (int64_t j = 0; j < d; j++) {
+      const float v = xb[r * d + j] * scale_;
+      xs[size_t(r * d + j)] = v;
+      colsum[size_t(j)] += v;
+      sq += double(v) * v;
+    }
+  double var = sq;
+  for (double c : colsum) var -= c * c / double(B);
   x_dev_.upload(xs.data(), xs.size());
   const int64_t t = steps_ + 1;
   for (auto& rp : runs_) {
@@ -666,6 +666,7 @@ void Trainer::step(const float* xb, int64_t B) {
     m.sparsity = st.sparsity;
     m.aux = st.aux;
     m.lr = s.lr;
+    m.resampled = r.resampled;
   }
 }
 
@@ -733,6 +734,8 @@ void Trainer::maybe_resample(Run& r, const float* xb, int64_t B) {
   for (int64_t l : dead) r.since_fired[size_t(l)] = 0;
   r.update_dead(opt_.dead_tokens);
   r.resampled += int64_t(dead.size());
+  r.last.resampled = r.resampled;
+  r.last.dead_frac = double(r.num_dead) / double(n);
 }
 
 void Trainer::log_metrics() {

@@ -116,6 +116,7 @@ struct TrainOptions {
 struct StepMetrics {
   int64_t step = 0, tokens = 0;
   double loss = 0, mse = 0, fvu = 0, l0 = 0, dead_frac = 0, sparsity = 0, aux = 0, lr = 0;
+  int64_t resampled = 0;  // relu: latents resampled so far
 };
 
 // "k=16,32;seed=1,2" (Cartesian product) or "@FILE" (one run per line, "k=16 seed=1"): runs made
@@ -179,6 +180,7 @@ class Trainer {
   nlohmann::json provenance_ = nlohmann::json::object();
   std::vector<std::string> inputs_;
   Buffer<float> x_dev_;
+  std::vector<float> xs_;  // the scaled batch on the host
   FILE* log_ = nullptr;
   double t_start_ = 0, t_train_ = 0;
   int64_t tokens_at_start_ = 0;

@@ -2,6 +2,7 @@
 // CPU, sweeps equal to separate runs, the first-sample estimates, schedules, sweep parsing and
 // input errors.
 #include <gtest/gtest.h>
+#include <omp.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -365,4 +366,158 @@ TEST(Train, ConfigurationErrors) {
   EXPECT_EQ(msg(c), "--prefixes: the last size must equal --latents 64 (got 32)");
   EXPECT_EQ(default_matryoshka_prefixes(1024), (std::vector<int64_t>{16, 64, 256, 1024}));
   EXPECT_EQ(default_matryoshka_prefixes(8), (std::vector<int64_t>{2, 8}));
+}
+
+namespace {
+// Writes rows (rows x d) as an activations stream in batches of `per` rows.
+void write_stream(const std::string& path, const std::vector<float>& x, int64_t d, int64_t per,
+                  const std::string& kind = "activations") {
+  FILE* f = fopen(path.c_str(), "wb");
+  ASSERT_TRUE(f);
+  StreamHeader h = make_header(kind, d, DType::f32);
+  h.provenance["model"] = "m";
+  h.provenance["hook"] = "blocks.0.hook_resid_post";
+  h.provenance["context"] = 128;
+  {
+    StreamWriter w(f, path, h);
+    const int64_t rows = int64_t(x.size()) / d;
+    for (int64_t r = 0; r < rows; r += per) {
+      Batch b;
+      b.rows = std::min(per, rows - r);
+      if (kind == "latents") {
+        b.count.assign(size_t(b.rows), 0);
+      } else {
+        b.x.assign(x.begin() + r * d, x.begin() + (r + b.rows) * d);
+      }
+      w.write(b);
+    }
+    w.finish();
+  }
+  fclose(f);
+}
+}  // namespace
+
+// Streams: NaN rows stop training with the reader's message naming the batch, or are skipped and
+// counted; a stream without rows and a latents stream are input errors; the header's model, hook
+// and context reach the SAE's cfg.
+TEST(Train, StreamInputs) {
+  TempDir tmp;
+  const int64_t d = 16;
+  std::vector<float> x = rows(600, d);
+  x[size_t(250 * d + 3)] = NAN;
+  x[size_t(410 * d)] = INFINITY;
+  write_stream(tmp / "nan.sae", x, d, 200);
+  auto ops = make_cpu_ops();
+  {
+    StreamRowSource src({tmp / "nan.sae"}, false);
+    Trainer t(options(0), {spec("topk")}, *ops);
+    try {
+      t.train(src);
+      FAIL() << "no error";
+    } catch (const InputError& e) {
+      EXPECT_EQ(std::string(e.what()), tmp / "nan.sae" + ": batch 2: row 50 has a NaN or Inf value (1 such row in this batch)");
+    }
+  }
+  {
+    StreamRowSource src({tmp / "nan.sae"}, true);
+    TrainOptions o = options(0);
+    o.output = tmp / "sae";
+    Trainer t(o, {spec("topk")}, *ops);
+    t.set_provenance(src.header().provenance, {tmp / "nan.sae"});
+    ASSERT_EQ(t.train(src), Trainer::Status::done);
+    EXPECT_EQ(src.skipped(), 2);
+    EXPECT_EQ(t.tokens_seen(), 598);
+    t.export_all();
+    Sae s = load_sae(tmp / "sae");
+    EXPECT_EQ(s.model, "m");
+    EXPECT_EQ(s.hook, "blocks.0.hook_resid_post");
+    EXPECT_EQ(s.cfg["metadata"]["context_size"], 128);
+    EXPECT_EQ(s.cfg["metadata"]["saetools_training"]["skipped_nonfinite_rows"], 2);
+  }
+  write_stream(tmp / "none.sae", {}, d, 10);
+  {
+    StreamRowSource src({tmp / "none.sae"}, false);
+    Trainer t(options(0), {spec("topk")}, *ops);
+    try {
+      t.train(src);
+      FAIL() << "no error";
+    } catch (const InputError& e) {
+      EXPECT_EQ(std::string(e.what()), tmp / "none.sae" + ": no activation rows to train on");
+    }
+  }
+  write_stream(tmp / "lat.sae", std::vector<float>(size_t(10 * d)), d, 10, "latents");
+  try {
+    StreamRowSource src({tmp / "lat.sae"}, false);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()), tmp / "lat.sae" + ": a 'latents' stream; sae-train needs an activations stream");
+  }
+}
+
+// The same seed gives the same bytes, whatever the number of OpenMP threads (every reduction of
+// the CPU op set has a fixed order); another seed gives other weights. The shapes are large
+// enough for every op to take its multi-threaded path (see kParMin in lib/sae_ops_cpu.cpp).
+TEST(Train, DeterministicAcrossThreadCounts) {
+  auto ops = make_cpu_ops();
+  const int64_t d = 160, n = 2048, B = 512;
+  std::vector<float> x = rows(2 * B, d);
+  TempDir tmp;
+  auto run = [&](const std::string& name, int threads, uint64_t seed) {
+    int before = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    for (const char* arch : kArchs) {
+      TrainOptions o = options(2 * B);
+      o.batch = B;
+      o.init_rows = B;
+      o.dead_tokens = B;  // AuxK in the second step
+      o.output = tmp / (name + "-" + arch);
+      RunSpec s = spec(arch, d, n);
+      s.arch.k = 8;
+      s.arch.k_aux = 32;
+      if (std::string(arch) == "matryoshka") s.arch.prefixes = {128, 512, n};
+      s.arch.seed = seed;
+      MemoryRowSource src(x, d);
+      Trainer t(o, {s}, *ops);
+      t.train(src);
+      t.export_all();
+    }
+    omp_set_num_threads(before);
+  };
+  run("one", 1, 7);
+  run("two", 2, 7);
+  run("seed", 2, 8);
+  for (const char* arch : kArchs) {
+    SCOPED_TRACE(arch);
+    std::string a = slurp(tmp / (std::string("one-") + arch + "/sae_weights.safetensors"));
+    EXPECT_EQ(a, slurp(tmp / (std::string("two-") + arch + "/sae_weights.safetensors")));
+    EXPECT_NE(a, slurp(tmp / (std::string("seed-") + arch + "/sae_weights.safetensors")));
+  }
+}
+
+// relu resampling: with a sparsity penalty strong enough to kill latents, dead latents are
+// re-initialised every --resample-every tokens (counted), come back with unit-direction decoder
+// rows scaled to the live rows' mean norm, and fire again.
+TEST(Train, ReluResamplesDeadLatents) {
+  auto ops = make_cpu_ops();
+  const int64_t d = 16;
+  std::vector<float> x = rows(4096, d);
+  TrainOptions o = options(4096);
+  o.l1_warmup = 0;
+  o.dead_tokens = 256;
+  o.resample_every = 1024;
+  RunSpec s = spec("relu");
+  s.arch.lambda = 40;
+  s.lr = 1e-2f;
+  MemoryRowSource src(x, d);
+  Trainer t(o, {s}, *ops);
+  ASSERT_EQ(t.train(src), Trainer::Status::done);
+  EXPECT_GT(t.last_metrics(0).resampled, 0);
+  TrainOptions o2 = o;
+  o2.resample_every = 0;
+  MemoryRowSource src2(x, d);
+  Trainer t2(o2, {s}, *ops);
+  ASSERT_EQ(t2.train(src2), Trainer::Status::done);
+  EXPECT_EQ(t2.last_metrics(0).resampled, 0);
+  // Without resampling more latents end up dead.
+  EXPECT_GT(t2.last_metrics(0).dead_frac, t.last_metrics(0).dead_frac);
 }
