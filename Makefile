@@ -5,6 +5,7 @@ JOBS     ?= $(shell nproc)
 CMAKE_FLAGS ?=
 BIN      := $(BUILD)/bin
 FUZZ_SECONDS ?= 600
+SHARED   ?= $(or $(SAE_SHARED),../shared)
 
 .PHONY: all deps configure build test unit cli demo fuzz bench gpu-selftest clean
 
@@ -32,6 +33,11 @@ cli: build
 
 demo: build
 	@$(MAKE) --no-print-directory -f pipelines/toy.mk BIN=$(abspath $(BIN)) demo
+	@if [ -d $(SHARED)/models/stories260K ] && [ -f $(SHARED)/data/tinystories-sample.txt ]; then \
+	  $(MAKE) --no-print-directory -f pipelines/real.mk BIN=$(abspath $(BIN)) OUT=out/real-stories260K \
+	    MODEL=$(SHARED)/models/stories260K TEXT=$(SHARED)/data/tinystories-sample.txt \
+	    HOOK=blocks.2.hook_resid_post LATENTS=512 K=16 EPOCHS=5 demo; \
+	else echo "real-model demo skipped: $(SHARED)/models/stories260K or $(SHARED)/data/tinystories-sample.txt is absent"; fi
 
 # libFuzzer target for the stream reader, built with clang in its own tree (ASan + UBSan). The
 # corpus starts from small streams made by sae-npy and the target's own latent-stream seeds;

@@ -1,0 +1,977 @@
+// The SAE op set on the CPU (OpenMP loops, OpenBLAS through Backend::gemm), and a plain
+// single-threaded reference of the same ops (naive double-accumulating gemm, full sorts) that
+// sae-selftest and the unit tests compare the fast implementations with. Both call the per-element
+// functions of lib/kernels/sae_kernels.h, which the CUDA kernels call too.
+//
+// Determinism: every reduction has one fixed order that does not depend on the thread count.
+// Per-row work is split by rows, per-latent work by latents (each output written by one thread),
+// and whole-array sums are taken over fixed-size blocks whose partial sums are added in order.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <stdexcept>
+#include <vector>
+
+#include "common.h"
+#include "sae_ops.h"
+
+namespace sae {
+
+using namespace kern;
+
+namespace {
+
+constexpr int64_t kSumBlock = 1 << 16;  // fixed block of the blocked double sums
+constexpr int64_t kColChunk = 256;      // columns per task in column reductions
+// Below this much work (element operations) a loop runs on one thread: on a loaded machine an
+// OpenMP fork/join costs more than a small loop.
+constexpr int64_t kParMin = int64_t(1) << 18;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared by the fast CPU ops.
+
+// Per-row top-k with a running threshold: candidates above the current k-th best go to a small
+// buffer, which is cut back to the best k whenever it fills. Each row is O(n) compares plus a few
+// partial selections over the buffer.
+struct TopkScratch {
+  std::vector<float> v, tv;
+  std::vector<int32_t> i, ti;
+  std::vector<int32_t> order;
+};
+
+void topk_row(const float* p, const float* bias, const uint8_t* mask, int64_t n, int k, TopkScratch& s, int32_t* idx_out,
+              float* val_out) {
+  const size_t cap = size_t(std::max(4 * k, 64));
+  if (s.v.size() < cap) {
+    s.v.resize(cap);
+    s.i.resize(cap);
+    s.order.resize(cap);
+    s.tv.resize(cap);
+    s.ti.resize(cap);
+  }
+  float* cv = s.v.data();
+  int32_t* ci = s.i.data();
+  size_t cnt = 0;
+  float thr = -std::numeric_limits<float>::infinity();
+  auto shrink = [&](size_t keep) {
+    // Keep the best `keep` of the buffer (value desc, index asc), in any order.
+    int32_t* ord = s.order.data();
+    for (size_t j = 0; j < cnt; j++) ord[j] = int32_t(j);
+    std::nth_element(ord, ord + (keep - 1), ord + cnt,
+                     [&](int32_t a, int32_t b) { return topk_before(cv[a], ci[a], cv[b], ci[b]); });
+    float* tv = s.tv.data();
+    int32_t* ti = s.ti.data();
+    for (size_t j = 0; j < keep; j++) {
+      tv[j] = cv[ord[j]];
+      ti[j] = ci[ord[j]];
+    }
+    thr = cv[ord[keep - 1]];
+    for (size_t j = 0; j < keep; j++) {
+      cv[j] = tv[j];
+      ci[j] = ti[j];
+    }
+    cnt = keep;
+  };
+  // A later latent equal to the current k-th value has a higher index, so it loses the tie: only
+  // strictly greater values can enter.
+  auto consider = [&](int64_t l, float v) {
+    if (!(v > thr)) return;
+    cv[cnt] = v;
+    ci[cnt] = int32_t(l);
+    if (++cnt == cap) shrink(size_t(k));
+  };
+  int64_t l = 0;
+  if (!mask) {
+    // Blocks of 16 whose maximum does not beat the threshold are skipped after one vectorised
+    // max: once the threshold has settled, almost every block is.
+    constexpr int64_t W = 16;
+    for (; l + W <= n; l += W) {
+      float v[W];
+      float mx = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : mx)
+      for (int64_t j = 0; j < W; j++) {
+        v[j] = bias ? p[l + j] + bias[l + j] : p[l + j];
+        mx = std::max(mx, v[j]);
+      }
+      if (!(mx > thr)) continue;
+      for (int64_t j = 0; j < W; j++) consider(l + j, v[j]);
+    }
+  }
+  for (; l < n; l++) {
+    if (mask && !mask[l]) continue;
+    consider(l, bias ? p[l] + bias[l] : p[l]);
+  }
+  if (cnt > size_t(k)) shrink(size_t(k));
+  if (cnt < size_t(k)) throw std::logic_error("topk: fewer candidates than k in a row");
+  // Output in ascending latent order.
+  int32_t* ord = s.order.data();
+  for (size_t j = 0; j < cnt; j++) ord[j] = int32_t(j);
+  std::sort(ord, ord + cnt, [&](int32_t a, int32_t b) { return ci[a] < ci[b]; });
+  for (size_t j = 0; j < cnt; j++) {
+    idx_out[j] = ci[ord[j]];
+    val_out[j] = relu(cv[ord[j]]);
+  }
+}
+
+// Blocked double sum of f(i) over [0, count) in a thread-count independent order.
+template <class F>
+double blocked_sum(int64_t count, F f) {
+  int64_t nb = (count + kSumBlock - 1) / kSumBlock;
+  std::vector<double> part(static_cast<size_t>(std::max<int64_t>(nb, 1)), 0.0);
+#pragma omp parallel for schedule(static) if (count > kParMin)
+  for (int64_t b = 0; b < nb; b++) {
+    int64_t lo = b * kSumBlock, hi = std::min(count, lo + kSumBlock);
+    double acc = 0;
+    for (int64_t i = lo; i < hi; i++) acc += f(i);
+    part[size_t(b)] = acc;
+  }
+  double t = 0;
+  for (double p : part) t += p;
+  return t;
+}
+
+// Partial reconstruction of row r by groups, shared by the fast and reference decoders.
+void decode_row(const int32_t* row_ptr, const int32_t* idx, const float* val, const float* D, const float* bias,
+                const float* target, const Groups& groups, float gscale, float* xhat, float* G, float* err,
+                int64_t r, int64_t d, float* acc) {
+  if (bias)
+    std::memcpy(acc, bias, size_t(d) * 4);
+  else
+    std::memset(acc, 0, size_t(d) * 4);
+  int32_t e = row_ptr[r], end = row_ptr[r + 1];
+  const int ng = groups.n;
+  for (int t = 0; t < ng; t++) {
+    for (; e < end && (t == ng - 1 || idx[e] < groups.end[t]); e++) {
+      const float v = val[e];
+      const float* drow = D + int64_t(idx[e]) * d;
+#pragma omp simd
+      for (int64_t j = 0; j < d; j++) acc[j] += v * drow[j];
+    }
+    if (target && (G || err)) {
+      const float* x = target + r * d;
+      float* g = G ? G + (r * ng + t) * d : nullptr;
+      float s = 0;
+      if (g) {
+        for (int64_t j = 0; j < d; j++) s += recon_grad(acc[j], x[j], gscale, &g[j]);
+      } else {
+        float dummy;
+        for (int64_t j = 0; j < d; j++) s += recon_grad(acc[j], x[j], gscale, &dummy);
+      }
+      if (err) err[r * ng + t] = s;
+    }
+  }
+  std::memcpy(xhat + r * d, acc, size_t(d) * 4);
+  if (G && target)
+    for (int t = ng - 2; t >= 0; t--) {
+      float* g = G + (r * ng + t) * d;
+      const float* g1 = G + (r * ng + t + 1) * d;
+      for (int64_t j = 0; j < d; j++) g[j] += g1[j];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+class CpuOps : public SaeOps {
+ public:
+  CpuOps() : be_(make_cpu_backend()) {}
+  Backend& backend() override { return *be_; }
+  const char* name() const override { return "cpu"; }
+
+  void center(const float* x, const float* b, float* xc, int64_t B, int64_t d) override {
+#pragma omp parallel for schedule(static) if (B * d > kParMin)
+    for (int64_t r = 0; r < B; r++) {
+      const float* xr = x + r * d;
+      float* o = xc + r * d;
+#pragma omp simd
+      for (int64_t j = 0; j < d; j++) o[j] = xr[j] - b[j];
+    }
+  }
+
+  void set_rows(float* out, const float* v, int64_t B, int64_t n) override {
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
+    for (int64_t r = 0; r < B; r++) std::memcpy(out + r * n, v, size_t(n) * 4);
+  }
+
+  void sub(const float* a, const float* b, float* out, int64_t count) override {
+#pragma omp parallel for simd schedule(static) if (count > kParMin)
+    for (int64_t i = 0; i < count; i++) out[i] = a[i] - b[i];
+  }
+
+  void recon_error(const float* xhat, const float* target, float* g, float* err, int64_t B, int64_t d,
+                   float scale) override {
+#pragma omp parallel for schedule(static) if (B * d > kParMin)
+    for (int64_t r = 0; r < B; r++) {
+      float s = 0;
+      for (int64_t j = 0; j < d; j++) s += recon_grad(xhat[r * d + j], target[r * d + j], scale, &g[r * d + j]);
+      err[r] = s;
+    }
+  }
+
+  void col_sum(const float* a, int64_t lda, float* out, int64_t B, int64_t n, float alpha, bool accumulate) override {
+    int64_t nc = (n + kColChunk - 1) / kColChunk;
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
+    for (int64_t c = 0; c < nc; c++) {
+      int64_t c0 = c * kColChunk, c1 = std::min(n, c0 + kColChunk);
+      float acc[kColChunk] = {0};
+      for (int64_t r = 0; r < B; r++) {
+        const float* ar = a + r * lda;
+#pragma omp simd
+        for (int64_t j = c0; j < c1; j++) acc[j - c0] += ar[j];
+      }
+      for (int64_t j = c0; j < c1; j++) out[j] = (accumulate ? out[j] : 0.0f) + alpha * acc[j - c0];
+    }
+  }
+
+  void row_norms(const float* A, float* out, int64_t n, int64_t d) override {
+#pragma omp parallel for schedule(static) if (n * d > kParMin)
+    for (int64_t i = 0; i < n; i++) {
+      float s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t j = 0; j < d; j++) s += A[i * d + j] * A[i * d + j];
+      out[i] = std::sqrt(s);
+    }
+  }
+
+  void topk(const float* pre, const float* bias, const uint8_t* mask, int64_t B, int64_t n, int k, int32_t* row_ptr,
+            int32_t* idx, float* val) override {
+#pragma omp parallel if (B * n > kParMin)
+    {
+      TopkScratch s;
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < B; r++) topk_row(pre + r * n, bias, mask, n, k, s, idx + r * k, val + r * k);
+    }
+    for (int64_t r = 0; r <= B; r++) row_ptr[r] = int32_t(r * k);
+  }
+
+  float batch_kth(const float* pre, const float* bias, int64_t B, int64_t n, int64_t kk) override {
+    // Radix selection over the order-preserving keys of the positive values (their keys all have
+    // the top bit set): a histogram of the next 15 bits, then of the low 16 bits inside the
+    // bucket that holds the kk-th largest. Exact, two passes, per-thread histograms merged in order.
+    if (kk <= 0) return 0.0f;
+    const int nt = omp_get_max_threads();
+    constexpr size_t H1 = 32768, H2 = 65536;
+    std::vector<int64_t> hist(static_cast<size_t>(nt) * H2, 0);
+    auto pass = [&](bool second, uint32_t want) {
+      std::fill(hist.begin(), hist.end(), 0);
+#pragma omp parallel num_threads(nt) if (B * n > kParMin)
+      {
+        int64_t* h = hist.data() + size_t(omp_get_thread_num()) * H2;
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < B; r++) {
+          const float* p = pre + r * n;
+          for (int64_t j = 0; j < n; j++) {
+            float v = bias ? p[j] + bias[j] : p[j];
+            if (!(v > 0.0f)) continue;
+            uint32_t key = float_key(v);
+            if (!second)
+              h[(key >> 16) & 0x7fffu]++;
+            else if ((key & 0xffff0000u) == want)
+              h[key & 0xffffu]++;
+          }
+        }
+      }
+      std::vector<int64_t> tot(second ? H2 : H1, 0);
+      for (int t = 0; t < nt; t++)
+        for (size_t b = 0; b < tot.size(); b++) tot[b] += hist[size_t(t) * H2 + b];
+      return tot;
+    };
+    std::vector<int64_t> h1 = pass(false, 0);
+    int64_t positive = 0;
+    for (int64_t c : h1) positive += c;
+    if (positive < kk) return 0.0f;
+    int64_t need = kk;
+    int64_t hb = int64_t(H1) - 1;
+    for (; hb > 0 && h1[size_t(hb)] < need; hb--) need -= h1[size_t(hb)];
+    const uint32_t want = 0x80000000u | (uint32_t(hb) << 16);
+    std::vector<int64_t> h2 = pass(true, want);
+    int64_t lb = int64_t(H2) - 1;
+    for (; lb > 0 && h2[size_t(lb)] < need; lb--) need -= h2[size_t(lb)];
+    return key_float(want | uint32_t(lb));
+  }
+
+
+  int64_t select_above(const float* pre, const float* bias, float thr, bool inclusive, int64_t B, int64_t n,
+                       int32_t* row_ptr, int32_t* idx, float* val, int64_t cap) override {
+    std::vector<int32_t> cnt(static_cast<size_t>(B));
+    auto keep = [&](float v) { return v > 0.0f && (inclusive ? v >= thr : v > thr); };
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
+    for (int64_t r = 0; r < B; r++) {
+      int32_t c = 0;
+      const float* p = pre + r * n;
+      for (int64_t j = 0; j < n; j++) c += keep(bias ? p[j] + bias[j] : p[j]);
+      cnt[size_t(r)] = c;
+    }
+    int64_t nnz = 0;
+    for (int64_t r = 0; r < B; r++) {
+      row_ptr[r] = int32_t(nnz);
+      nnz += cnt[size_t(r)];
+    }
+    row_ptr[B] = int32_t(nnz);
+    if (nnz > cap) return nnz;
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
+    for (int64_t r = 0; r < B; r++) {
+      int32_t o = row_ptr[r];
+      const float* p = pre + r * n;
+      for (int64_t j = 0; j < n; j++) {
+        float v = bias ? p[j] + bias[j] : p[j];
+        if (keep(v)) {
+          idx[o] = int32_t(j);
+          val[o] = v;
+          o++;
+        }
+      }
+    }
+    return nnz;
+  }
+
+  void sparse_decode(const int32_t* row_ptr, const int32_t* idx, const float* val, const float* D, const float* bias,
+                     const float* target, Groups groups, float gscale, float* xhat, float* G, float* err, int64_t B,
+                     int64_t d) override {
+#pragma omp parallel if (row_ptr[B] * d > kParMin)
+    {
+      std::vector<float> acc(static_cast<size_t>(d));
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < B; r++)
+        decode_row(row_ptr, idx, val, D, bias, target, groups, gscale, xhat, G, err, r, d, acc.data());
+    }
+  }
+
+  void sparse_dpre(const int32_t* row_ptr, const int32_t* idx, const float* val, const float* D, const float* G,
+                   Groups groups, float* dpre, int64_t B, int64_t d) override {
+#pragma omp parallel for schedule(static) if (row_ptr[B] * d > kParMin)
+    for (int64_t r = 0; r < B; r++)
+      for (int32_t e = row_ptr[r]; e < row_ptr[r + 1]; e++) {
+        if (!(val[e] > 0.0f)) {
+          dpre[e] = 0.0f;
+          continue;
+        }
+        const float* drow = D + int64_t(idx[e]) * d;
+        const float* g = G + (r * groups.n + group_of(groups, idx[e])) * d;
+        float s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t j = 0; j < d; j++) s += drow[j] * g[j];
+        dpre[e] = s;
+      }
+  }
+
+  void sparse_dx(const int32_t* row_ptr, const int32_t* idx, const float* dpre, const float* E, float* dx, int64_t B,
+                 int64_t d, bool accumulate) override {
+#pragma omp parallel for schedule(static) if (row_ptr[B] * d > kParMin)
+    for (int64_t r = 0; r < B; r++) {
+      float* o = dx + r * d;
+      if (!accumulate) std::memset(o, 0, size_t(d) * 4);
+      for (int32_t e = row_ptr[r]; e < row_ptr[r + 1]; e++) {
+        const float c = dpre[e];
+        if (c == 0.0f) continue;
+        const float* erow = E + int64_t(idx[e]) * d;
+#pragma omp simd
+        for (int64_t j = 0; j < d; j++) o[j] += c * erow[j];
+      }
+    }
+  }
+
+  void sparse_transpose(const int32_t* row_ptr, const int32_t* idx, const float* val, int64_t B, int64_t n,
+                        int64_t nnz, int32_t* lat_ptr, int32_t* ent, int32_t* ent_row, int32_t* fires) override {
+    (void)nnz;
+    std::vector<int32_t> count(static_cast<size_t>(n) + 1, 0);
+    for (int64_t e = 0; e < row_ptr[B]; e++) count[size_t(idx[e]) + 1]++;
+    for (int64_t l = 0; l < n; l++) count[size_t(l) + 1] += count[size_t(l)];
+    std::memcpy(lat_ptr, count.data(), (size_t(n) + 1) * 4);
+    if (fires) std::memset(fires, 0, size_t(n) * 4);
+    for (int64_t r = 0; r < B; r++)
+      for (int32_t e = row_ptr[r]; e < row_ptr[r + 1]; e++) {
+        int32_t l = idx[e];
+        int32_t pos = count[size_t(l)]++;
+        ent[pos] = e;
+        ent_row[pos] = int32_t(r);
+        if (fires && val[e] > 0.0f) fires[l]++;
+      }
+  }
+
+  void sparse_param_grads(const int32_t* lat_ptr, const int32_t* ent, const int32_t* ent_row, const float* val,
+                          const float* dpre, const float* G, Groups groups, const float* xc, float* gD, float* gE,
+                          float* gb, int64_t n, int64_t d, bool accumulate) override {
+#pragma omp parallel for schedule(dynamic, 64) if (lat_ptr[n] * d > kParMin)
+    for (int64_t l = 0; l < n; l++) {
+      float* gd = gD + l * d;
+      float* ge = gE + l * d;
+      const int32_t e0 = lat_ptr[l], e1 = lat_ptr[l + 1];
+      if (!accumulate) {
+        std::memset(gd, 0, size_t(d) * 4);
+        std::memset(ge, 0, size_t(d) * 4);
+      }
+      if (e0 == e1) {
+        if (!accumulate) gb[l] = 0.0f;
+        continue;
+      }
+      const int t = group_of(groups, int32_t(l));
+      float b = 0;
+      for (int32_t p = e0; p < e1; p++) {
+        const int32_t e = ent[p];
+        const int64_t r = ent_row[p];
+        const float v = val[e], c = dpre[e];
+        const float* g = G + (r * groups.n + t) * d;
+        const float* x = xc + r * d;
+#pragma omp simd
+        for (int64_t j = 0; j < d; j++) {
+          gd[j] += v * g[j];
+          ge[j] += c * x[j];
+        }
+        b += c;
+      }
+      gb[l] = (accumulate ? gb[l] : 0.0f) + b;
+    }
+  }
+
+  float min_positive(const float* val, int64_t count) override {
+    float m = std::numeric_limits<float>::infinity();
+#pragma omp parallel for reduction(min : m) schedule(static) if (count > kParMin)
+    for (int64_t i = 0; i < count; i++)
+      if (val[i] > 0.0f && val[i] < m) m = val[i];
+    return std::isinf(m) ? 0.0f : m;  // min is exact whatever the order
+  }
+
+  void relu_fwd(float* pre, const float* bias, float* f, int32_t* fires, float* colsum_f, int64_t B,
+                int64_t n) override {
+    int64_t nc = (n + kColChunk - 1) / kColChunk;
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
+    for (int64_t c = 0; c < nc; c++) {
+      int64_t c0 = c * kColChunk, c1 = std::min(n, c0 + kColChunk);
+      float acc[kColChunk] = {0};
+      int32_t cnt[kColChunk] = {0};
+      for (int64_t r = 0; r < B; r++) {
+        float* p = pre + r * n;
+        float* fr = f + r * n;
+        for (int64_t j = c0; j < c1; j++) {
+          float v = p[j] + (bias ? bias[j] : 0.0f);
+          p[j] = v;
+          float a = relu(v);
+          fr[j] = a;
+          acc[j - c0] += a;
+          cnt[j - c0] += a > 0.0f;
+        }
+      }
+      for (int64_t j = c0; j < c1; j++) {
+        colsum_f[j] = acc[j - c0];
+        fires[j] = cnt[j - c0];
+      }
+    }
+  }
+
+  void relu_bwd(const float* df, const float* f, const float* norms, float coef, float* dpre, int64_t B,
+                int64_t n) override {
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
+    for (int64_t r = 0; r < B; r++)
+#pragma omp simd
+      for (int64_t j = 0; j < n; j++) dpre[r * n + j] = relu_dpre(df[r * n + j], f[r * n + j], norms[j], coef);
+  }
+
+  void l1_norm_grad(const float* colsum_f, const float* norms, const float* D, float coef, float* gD, int64_t n,
+                    int64_t d) override {
+#pragma omp parallel for schedule(static) if (n * d > kParMin)
+    for (int64_t i = 0; i < n; i++) {
+      if (!(norms[i] > 0.0f)) continue;
+      float c = coef * colsum_f[i] / norms[i];
+#pragma omp simd
+      for (int64_t j = 0; j < d; j++) gD[i * d + j] += c * D[i * d + j];
+    }
+  }
+
+  void jumprelu_fwd(float* pre, const float* bias, const float* log_thr, float* f, int32_t* fires, int64_t B,
+                    int64_t n) override {
+    int64_t nc = (n + kColChunk - 1) / kColChunk;
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
+    for (int64_t c = 0; c < nc; c++) {
+      int64_t c0 = c * kColChunk, c1 = std::min(n, c0 + kColChunk);
+      float thr[kColChunk];
+      int32_t cnt[kColChunk] = {0};
+      for (int64_t j = c0; j < c1; j++) thr[j - c0] = std::exp(log_thr[j]);
+      for (int64_t r = 0; r < B; r++) {
+        float* p = pre + r * n;
+        float* fr = f + r * n;
+        for (int64_t j = c0; j < c1; j++) {
+          float v = p[j] + (bias ? bias[j] : 0.0f);
+          p[j] = v;
+          float a = jumprelu(v, thr[j - c0]);
+          fr[j] = a;
+          cnt[j - c0] += v > thr[j - c0];
+        }
+      }
+      for (int64_t j = c0; j < c1; j++) fires[j] = cnt[j - c0];
+    }
+  }
+
+  void jumprelu_bwd(const float* df, const float* pre, const float* log_thr, const int32_t* fires, float inv_eps,
+                    float lambda, float freq_scale, float* dpre, float* g_log_thr, int64_t B, int64_t n) override {
+    int64_t nc = (n + kColChunk - 1) / kColChunk;
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
+    for (int64_t c = 0; c < nc; c++) {
+      int64_t c0 = c * kColChunk, c1 = std::min(n, c0 + kColChunk);
+      float thr[kColChunk], cf[kColChunk], acc[kColChunk] = {0};
+      for (int64_t j = c0; j < c1; j++) {
+        thr[j - c0] = std::exp(log_thr[j]);
+        cf[j - c0] = l0_coef(float(fires[j]) / float(B), lambda, freq_scale) / float(B);
+      }
+      for (int64_t r = 0; r < B; r++)
+        for (int64_t j = c0; j < c1; j++) {
+          float dt;
+          dpre[r * n + j] = jumprelu_grad(pre[r * n + j], thr[j - c0], df[r * n + j], inv_eps, cf[j - c0], &dt);
+          acc[j - c0] += dt;
+        }
+      for (int64_t j = c0; j < c1; j++) g_log_thr[j] = thr[j - c0] * acc[j - c0];
+    }
+  }
+
+  void gated_fwd(const float* base, const float* b_gate, const float* r_mag, const float* b_mag, float* f,
+                 float* gate_relu, int32_t* fires, float* gate_sum, int64_t B, int64_t n) override {
+    int64_t nc = (n + kColChunk - 1) / kColChunk;
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
+    for (int64_t c = 0; c < nc; c++) {
+      int64_t c0 = c * kColChunk, c1 = std::min(n, c0 + kColChunk);
+      int32_t cnt[kColChunk] = {0};
+      float gs[kColChunk] = {0};
+      for (int64_t r = 0; r < B; r++)
+        for (int64_t j = c0; j < c1; j++) {
+          GatedFwd o = kern::gated_fwd(base[r * n + j], b_gate[j], r_mag[j], b_mag[j]);
+          f[r * n + j] = o.f;
+          gate_relu[r * n + j] = o.gate_relu;
+          cnt[j - c0] += o.f > 0.0f;
+          gs[j - c0] += o.gate_relu;
+        }
+      for (int64_t j = c0; j < c1; j++) {
+        fires[j] = cnt[j - c0];
+        gate_sum[j] = gs[j - c0];
+      }
+    }
+  }
+
+  void gated_bwd(const float* base, const float* df, const float* dgr, const float* b_gate, const float* r_mag,
+                 const float* b_mag, float l1, float* dbase, float* g_b_gate, float* g_r_mag, float* g_b_mag, int64_t B,
+                 int64_t n) override {
+    int64_t nc = (n + kColChunk - 1) / kColChunk;
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
+    for (int64_t c = 0; c < nc; c++) {
+      int64_t c0 = c * kColChunk, c1 = std::min(n, c0 + kColChunk);
+      float sg[kColChunk] = {0}, sr[kColChunk] = {0}, sm[kColChunk] = {0};
+      for (int64_t r = 0; r < B; r++)
+        for (int64_t j = c0; j < c1; j++) {
+          GatedBwd o = kern::gated_bwd(base[r * n + j], df[r * n + j], dgr[r * n + j], b_gate[j], r_mag[j], b_mag[j], l1);
+          dbase[r * n + j] = o.dbase;
+          sg[j - c0] += o.dpi_gate;
+          sr[j - c0] += o.dr_mag;
+          sm[j - c0] += o.dpi_mag;
+        }
+      for (int64_t j = c0; j < c1; j++) {
+        g_b_gate[j] = sg[j - c0];
+        g_r_mag[j] = sr[j - c0];
+        g_b_mag[j] = sm[j - c0];
+      }
+    }
+  }
+
+  double sumsq(const float* a, int64_t count) override {
+    return blocked_sum(count, [&](int64_t i) { return double(a[i]) * a[i]; });
+  }
+  double sum(const float* a, int64_t count) override {
+    return blocked_sum(count, [&](int64_t i) { return double(a[i]); });
+  }
+  double dot(const float* a, const float* b, int64_t count) override {
+    return blocked_sum(count, [&](int64_t i) { return double(a[i]) * b[i]; });
+  }
+
+  void adam(float* p, const float* g, float* m, float* v, int64_t count, const AdamStep& s) override {
+#pragma omp parallel for simd schedule(static) if (count > kParMin)
+    for (int64_t i = 0; i < count; i++) adam_update(&p[i], g[i], &m[i], &v[i], s);
+  }
+
+  void remove_parallel(const float* D, float* gD, int64_t n, int64_t d) override {
+#pragma omp parallel for schedule(static) if (n * d > kParMin)
+    for (int64_t i = 0; i < n; i++) {
+      const float* dr = D + i * d;
+      float* g = gD + i * d;
+      float s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t j = 0; j < d; j++) s += g[j] * dr[j];
+#pragma omp simd
+      for (int64_t j = 0; j < d; j++) g[j] -= s * dr[j];
+    }
+  }
+
+  void normalize_rows(float* D, int64_t n, int64_t d) override {
+#pragma omp parallel for schedule(static) if (n * d > kParMin)
+    for (int64_t i = 0; i < n; i++) {
+      float* dr = D + i * d;
+      float s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t j = 0; j < d; j++) s += dr[j] * dr[j];
+      float inv = s > 0.0f ? 1.0f / std::sqrt(s) : 0.0f;
+      if (inv == 0.0f) continue;
+#pragma omp simd
+      for (int64_t j = 0; j < d; j++) dr[j] *= inv;
+    }
+  }
+
+ private:
+  std::unique_ptr<Backend> be_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The plain reference: host memory, a naive gemm accumulating in double, full sorts, one thread.
+class RefBackend final : public Backend {
+ public:
+  Device device() const override { return Device::cpu; }
+  void* alloc_bytes(size_t bytes) override {
+    void* p = std::malloc(bytes ? bytes : 64);
+    if (!p) throw std::bad_alloc();
+    return p;
+  }
+  void free_bytes(void* p) override { std::free(p); }
+  void to_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void copy(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void zero(void* dst, size_t bytes) override { std::memset(dst, 0, bytes); }
+  void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
+            const float* Bm, int64_t ldb, float beta, float* C, int64_t ldc) override {
+    for (int64_t i = 0; i < m; i++)
+      for (int64_t j = 0; j < n; j++) {
+        double s = 0;
+        for (int64_t p = 0; p < k; p++) {
+          double a = ta ? A[p * lda + i] : A[i * lda + p];
+          double b = tb ? Bm[j * ldb + p] : Bm[p * ldb + j];
+          s += a * b;
+        }
+        float c = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        C[i * ldc + j] = float(alpha * s + c);
+      }
+  }
+};
+
+class RefOps : public SaeOps {
+ public:
+  Backend& backend() override { return be_; }
+  const char* name() const override { return "reference"; }
+
+  void center(const float* x, const float* b, float* xc, int64_t B, int64_t d) override {
+    for (int64_t r = 0; r < B; r++)
+      for (int64_t j = 0; j < d; j++) xc[r * d + j] = x[r * d + j] - b[j];
+  }
+  void set_rows(float* out, const float* v, int64_t B, int64_t n) override {
+    for (int64_t r = 0; r < B; r++)
+      for (int64_t j = 0; j < n; j++) out[r * n + j] = v[j];
+  }
+  void sub(const float* a, const float* b, float* out, int64_t count) override {
+    for (int64_t i = 0; i < count; i++) out[i] = a[i] - b[i];
+  }
+  void recon_error(const float* xhat, const float* target, float* g, float* err, int64_t B, int64_t d,
+                   float scale) override {
+    for (int64_t r = 0; r < B; r++) {
+      double s = 0;
+      for (int64_t j = 0; j < d; j++) s += recon_grad(xhat[r * d + j], target[r * d + j], scale, &g[r * d + j]);
+      err[r] = float(s);
+    }
+  }
+  void col_sum(const float* a, int64_t lda, float* out, int64_t B, int64_t n, float alpha, bool accumulate) override {
+    for (int64_t j = 0; j < n; j++) {
+      double s = 0;
+      for (int64_t r = 0; r < B; r++) s += a[r * lda + j];
+      out[j] = float((accumulate ? out[j] : 0.0) + alpha * s);
+    }
+  }
+  void row_norms(const float* A, float* out, int64_t n, int64_t d) override {
+    for (int64_t i = 0; i < n; i++) {
+      double s = 0;
+      for (int64_t j = 0; j < d; j++) s += double(A[i * d + j]) * A[i * d + j];
+      out[i] = float(std::sqrt(s));
+    }
+  }
+  void topk(const float* pre, const float* bias, const uint8_t* mask, int64_t B, int64_t n, int k, int32_t* row_ptr,
+            int32_t* idx, float* val) override {
+    for (int64_t r = 0; r < B; r++) {
+      std::vector<int32_t> c;
+      for (int64_t j = 0; j < n; j++)
+        if (!mask || mask[j]) c.push_back(int32_t(j));
+      if (int64_t(c.size()) < k) throw std::logic_error("topk: fewer candidates than k in a row");
+      auto v = [&](int32_t j) { return bias ? pre[r * n + j] + bias[j] : pre[r * n + j]; };
+      std::sort(c.begin(), c.end(), [&](int32_t a, int32_t b) { return topk_before(v(a), a, v(b), b); });
+      c.resize(size_t(k));
+      std::sort(c.begin(), c.end());
+      for (int i = 0; i < k; i++) {
+        idx[r * k + i] = c[size_t(i)];
+        val[r * k + i] = relu(v(c[size_t(i)]));
+      }
+    }
+    for (int64_t r = 0; r <= B; r++) row_ptr[r] = int32_t(r * k);
+  }
+  float batch_kth(const float* pre, const float* bias, int64_t B, int64_t n, int64_t kk) override {
+    std::vector<float> pos;
+    for (int64_t r = 0; r < B; r++)
+      for (int64_t j = 0; j < n; j++) {
+        float v = bias ? pre[r * n + j] + bias[j] : pre[r * n + j];
+        if (v > 0.0f) pos.push_back(v);
+      }
+    if (int64_t(pos.size()) < kk || kk <= 0) return 0.0f;
+    std::sort(pos.begin(), pos.end(), std::greater<float>());
+    return pos[size_t(kk - 1)];
+  }
+  int64_t select_above(const float* pre, const float* bias, float thr, bool inclusive, int64_t B, int64_t n,
+                       int32_t* row_ptr, int32_t* idx, float* val, int64_t cap) override {
+    std::vector<int32_t> ii;
+    std::vector<float> vv;
+    for (int64_t r = 0; r < B; r++) {
+      row_ptr[r] = int32_t(ii.size());
+      for (int64_t j = 0; j < n; j++) {
+        float v = bias ? pre[r * n + j] + bias[j] : pre[r * n + j];
+        if (v > 0.0f && (inclusive ? v >= thr : v > thr)) {
+          ii.push_back(int32_t(j));
+          vv.push_back(v);
+        }
+      }
+    }
+    row_ptr[B] = int32_t(ii.size());
+    if (int64_t(ii.size()) <= cap) {
+      std::copy(ii.begin(), ii.end(), idx);
+      std::copy(vv.begin(), vv.end(), val);
+    }
+    return int64_t(ii.size());
+  }
+  void sparse_decode(const int32_t* row_ptr, const int32_t* idx, const float* val, const float* D, const float* bias,
+                     const float* target, Groups groups, float gscale, float* xhat, float* G, float* err, int64_t B,
+                     int64_t d) override {
+    // Independent of decode_row: each group's reconstruction from scratch, in double.
+    const int ng = groups.n;
+    std::vector<double> xt(static_cast<size_t>(ng) * size_t(d));
+    for (int64_t r = 0; r < B; r++) {
+      for (int t = 0; t < ng; t++) {
+        double* a = xt.data() + size_t(t) * size_t(d);
+        for (int64_t j = 0; j < d; j++) a[j] = bias ? bias[j] : 0.0;
+        for (int32_t e = row_ptr[r]; e < row_ptr[r + 1]; e++)
+          if (group_of(groups, idx[e]) <= t)
+            for (int64_t j = 0; j < d; j++) a[j] += double(val[e]) * D[int64_t(idx[e]) * d + j];
+        if (target && err) {
+          double s = 0;
+          for (int64_t j = 0; j < d; j++) s += (a[j] - target[r * d + j]) * (a[j] - target[r * d + j]);
+          err[r * ng + t] = float(s);
+        }
+      }
+      for (int64_t j = 0; j < d; j++) xhat[r * d + j] = float(xt[size_t(ng - 1) * size_t(d) + size_t(j)]);
+      if (G && target)
+        for (int t = 0; t < ng; t++)
+          for (int64_t j = 0; j < d; j++) {
+            double s = 0;
+            for (int u = t; u < ng; u++) s += xt[size_t(u) * size_t(d) + size_t(j)] - target[r * d + j];
+            G[(r * ng + t) * d + j] = float(gscale * s);
+          }
+    }
+  }
+  void sparse_dpre(const int32_t* row_ptr, const int32_t* idx, const float* val, const float* D, const float* G,
+                   Groups groups, float* dpre, int64_t B, int64_t d) override {
+    for (int64_t r = 0; r < B; r++)
+      for (int32_t e = row_ptr[r]; e < row_ptr[r + 1]; e++) {
+        double s = 0;
+        const float* g = G + (r * groups.n + group_of(groups, idx[e])) * d;
+        for (int64_t j = 0; j < d; j++) s += double(D[int64_t(idx[e]) * d + j]) * g[j];
+        dpre[e] = val[e] > 0.0f ? float(s) : 0.0f;
+      }
+  }
+  void sparse_dx(const int32_t* row_ptr, const int32_t* idx, const float* dpre, const float* E, float* dx, int64_t B,
+                 int64_t d, bool accumulate) override {
+    for (int64_t r = 0; r < B; r++)
+      for (int64_t j = 0; j < d; j++) {
+        double s = accumulate ? dx[r * d + j] : 0.0;
+        for (int32_t e = row_ptr[r]; e < row_ptr[r + 1]; e++) s += double(dpre[e]) * E[int64_t(idx[e]) * d + j];
+        dx[r * d + j] = float(s);
+      }
+  }
+  void sparse_transpose(const int32_t* row_ptr, const int32_t* idx, const float* val, int64_t B, int64_t n,
+                        int64_t nnz, int32_t* lat_ptr, int32_t* ent, int32_t* ent_row, int32_t* fires) override {
+    std::vector<std::pair<int64_t, int32_t>> keyed;  // (latent * B + row, entry)
+    for (int64_t r = 0; r < B; r++)
+      for (int32_t e = row_ptr[r]; e < row_ptr[r + 1]; e++) keyed.push_back({int64_t(idx[e]) * B + r, e});
+    std::sort(keyed.begin(), keyed.end());
+    if (int64_t(keyed.size()) != nnz) throw std::logic_error("sparse_transpose: nnz mismatch");
+    for (int64_t l = 0; l <= n; l++) lat_ptr[l] = 0;
+    for (size_t p = 0; p < keyed.size(); p++) {
+      ent[p] = keyed[p].second;
+      ent_row[p] = int32_t(keyed[p].first % B);
+      lat_ptr[keyed[p].first / B + 1]++;
+    }
+    for (int64_t l = 0; l < n; l++) lat_ptr[l + 1] += lat_ptr[l];
+    if (fires)
+      for (int64_t l = 0; l < n; l++) {
+        fires[l] = 0;
+        for (int32_t p = lat_ptr[l]; p < lat_ptr[l + 1]; p++) fires[l] += val[ent[p]] > 0.0f;
+      }
+  }
+  void sparse_param_grads(const int32_t* lat_ptr, const int32_t* ent, const int32_t* ent_row, const float* val,
+                          const float* dpre, const float* G, Groups groups, const float* xc, float* gD, float* gE,
+                          float* gb, int64_t n, int64_t d, bool accumulate) override {
+    for (int64_t l = 0; l < n; l++) {
+      const int t = group_of(groups, int32_t(l));
+      for (int64_t j = 0; j < d; j++) {
+        double sd = accumulate ? gD[l * d + j] : 0.0, se = accumulate ? gE[l * d + j] : 0.0;
+        for (int32_t p = lat_ptr[l]; p < lat_ptr[l + 1]; p++) {
+          int64_t r = ent_row[p];
+          sd += double(val[ent[p]]) * G[(r * groups.n + t) * d + j];
+          se += double(dpre[ent[p]]) * xc[r * d + j];
+        }
+        gD[l * d + j] = float(sd);
+        gE[l * d + j] = float(se);
+      }
+      double sb = accumulate ? gb[l] : 0.0;
+      for (int32_t p = lat_ptr[l]; p < lat_ptr[l + 1]; p++) sb += dpre[ent[p]];
+      gb[l] = float(sb);
+    }
+  }
+  float min_positive(const float* val, int64_t count) override {
+    float m = 0;
+    for (int64_t i = 0; i < count; i++)
+      if (val[i] > 0.0f && (m == 0.0f || val[i] < m)) m = val[i];
+    return m;
+  }
+  void relu_fwd(float* pre, const float* bias, float* f, int32_t* fires, float* colsum_f, int64_t B,
+                int64_t n) override {
+    for (int64_t j = 0; j < n; j++) {
+      double s = 0;
+      int32_t c = 0;
+      for (int64_t r = 0; r < B; r++) {
+        float v = pre[r * n + j] + (bias ? bias[j] : 0.0f);
+        pre[r * n + j] = v;
+        f[r * n + j] = relu(v);
+        s += f[r * n + j];
+        c += v > 0.0f;
+      }
+      colsum_f[j] = float(s);
+      fires[j] = c;
+    }
+  }
+  void relu_bwd(const float* df, const float* f, const float* norms, float coef, float* dpre, int64_t B,
+                int64_t n) override {
+    for (int64_t r = 0; r < B; r++)
+      for (int64_t j = 0; j < n; j++) dpre[r * n + j] = relu_dpre(df[r * n + j], f[r * n + j], norms[j], coef);
+  }
+  void l1_norm_grad(const float* colsum_f, const float* norms, const float* D, float coef, float* gD, int64_t n,
+                    int64_t d) override {
+    for (int64_t i = 0; i < n; i++)
+      if (norms[i] > 0.0f)
+        for (int64_t j = 0; j < d; j++) gD[i * d + j] += coef * colsum_f[i] / norms[i] * D[i * d + j];
+  }
+  void jumprelu_fwd(float* pre, const float* bias, const float* log_thr, float* f, int32_t* fires, int64_t B,
+                    int64_t n) override {
+    for (int64_t j = 0; j < n; j++) {
+      float thr = std::exp(log_thr[j]);
+      fires[j] = 0;
+      for (int64_t r = 0; r < B; r++) {
+        float v = pre[r * n + j] + (bias ? bias[j] : 0.0f);
+        pre[r * n + j] = v;
+        f[r * n + j] = jumprelu(v, thr);
+        fires[j] += v > thr;
+      }
+    }
+  }
+  void jumprelu_bwd(const float* df, const float* pre, const float* log_thr, const int32_t* fires, float inv_eps,
+                    float lambda, float freq_scale, float* dpre, float* g_log_thr, int64_t B, int64_t n) override {
+    for (int64_t j = 0; j < n; j++) {
+      float thr = std::exp(log_thr[j]);
+      float c = l0_coef(float(fires[j]) / float(B), lambda, freq_scale) / float(B);
+      double s = 0;
+      for (int64_t r = 0; r < B; r++) {
+        float dt;
+        dpre[r * n + j] = jumprelu_grad(pre[r * n + j], thr, df[r * n + j], inv_eps, c, &dt);
+        s += dt;
+      }
+      g_log_thr[j] = float(thr * s);
+    }
+  }
+  void gated_fwd(const float* base, const float* b_gate, const float* r_mag, const float* b_mag, float* f,
+                 float* gate_relu, int32_t* fires, float* gate_sum, int64_t B, int64_t n) override {
+    for (int64_t j = 0; j < n; j++) {
+      fires[j] = 0;
+      double s = 0;
+      for (int64_t r = 0; r < B; r++) {
+        GatedFwd o = kern::gated_fwd(base[r * n + j], b_gate[j], r_mag[j], b_mag[j]);
+        f[r * n + j] = o.f;
+        gate_relu[r * n + j] = o.gate_relu;
+        fires[j] += o.f > 0.0f;
+        s += o.gate_relu;
+      }
+      gate_sum[j] = float(s);
+    }
+  }
+  void gated_bwd(const float* base, const float* df, const float* dgr, const float* b_gate, const float* r_mag,
+                 const float* b_mag, float l1, float* dbase, float* g_b_gate, float* g_r_mag, float* g_b_mag, int64_t B,
+                 int64_t n) override {
+    for (int64_t j = 0; j < n; j++) {
+      double sg = 0, sr = 0, sm = 0;
+      for (int64_t r = 0; r < B; r++) {
+        GatedBwd o = kern::gated_bwd(base[r * n + j], df[r * n + j], dgr[r * n + j], b_gate[j], r_mag[j], b_mag[j], l1);
+        dbase[r * n + j] = o.dbase;
+        sg += o.dpi_gate;
+        sr += o.dr_mag;
+        sm += o.dpi_mag;
+      }
+      g_b_gate[j] = float(sg);
+      g_r_mag[j] = float(sr);
+      g_b_mag[j] = float(sm);
+    }
+  }
+  double sumsq(const float* a, int64_t count) override {
+    double s = 0;
+    for (int64_t i = 0; i < count; i++) s += double(a[i]) * a[i];
+    return s;
+  }
+  double sum(const float* a, int64_t count) override {
+    double s = 0;
+    for (int64_t i = 0; i < count; i++) s += a[i];
+    return s;
+  }
+  double dot(const float* a, const float* b, int64_t count) override {
+    double s = 0;
+    for (int64_t i = 0; i < count; i++) s += double(a[i]) * b[i];
+    return s;
+  }
+  void adam(float* p, const float* g, float* m, float* v, int64_t count, const AdamStep& s) override {
+    for (int64_t i = 0; i < count; i++) adam_update(&p[i], g[i], &m[i], &v[i], s);
+  }
+  void remove_parallel(const float* D, float* gD, int64_t n, int64_t d) override {
+    for (int64_t i = 0; i < n; i++) {
+      double s = 0;
+      for (int64_t j = 0; j < d; j++) s += double(gD[i * d + j]) * D[i * d + j];
+      for (int64_t j = 0; j < d; j++) gD[i * d + j] = float(gD[i * d + j] - s * D[i * d + j]);
+    }
+  }
+  void normalize_rows(float* D, int64_t n, int64_t d) override {
+    for (int64_t i = 0; i < n; i++) {
+      double s = 0;
+      for (int64_t j = 0; j < d; j++) s += double(D[i * d + j]) * D[i * d + j];
+      if (s > 0)
+        for (int64_t j = 0; j < d; j++) D[i * d + j] = float(D[i * d + j] / std::sqrt(s));
+    }
+  }
+
+ private:
+  RefBackend be_;
+};
+
+}  // namespace
+
+std::unique_ptr<SaeOps> make_cpu_ops() { return std::make_unique<CpuOps>(); }
+std::unique_ptr<SaeOps> make_reference_ops() { return std::make_unique<RefOps>(); }
+
+#ifndef SAE_HAVE_CUDA
+std::unique_ptr<SaeOps> make_cuda_ops() {
+  throw InputError("--device cuda: this build has no CUDA backend (nvcc was not found at build time)");
+}
+#else
+std::unique_ptr<SaeOps> make_cuda_ops_impl();  // lib/cuda/sae_ops.cu
+std::unique_ptr<SaeOps> make_cuda_ops() {
+  if (cuda_device_count() == 0) throw InputError("--device cuda: no CUDA GPU is available (" + cuda_describe() + ")");
+  return make_cuda_ops_impl();
+}
+#endif
+
+std::unique_ptr<SaeOps> make_ops(Device d) { return d == Device::cuda ? make_cuda_ops() : make_cpu_ops(); }
+
+}  // namespace sae
