@@ -156,8 +156,9 @@ npy_data_of() { tail -c +$(( $(od -An -tu2 -j8 -N2 "$1") + 11 )) "$1"; }
   # A named pipe: the reader gets the bytes, the pipe stays a pipe.
   mkfifo p.fifo
   cat p.fifo > got.npy &
+  local reader=$!
   sae-npy export a.sae -o p.fifo
-  wait
+  wait "$reader"  # not a bare wait: bats' own test-timeout watcher is a background job too
   [ -p p.fifo ]
   cmp a.npy got.npy
   # /dev/null (other processes on a shared machine may have broken it: then there is nothing to check)
