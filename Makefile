@@ -5,6 +5,7 @@ JOBS     ?= $(shell nproc)
 CMAKE_FLAGS ?=
 BIN      := $(BUILD)/bin
 FUZZ_SECONDS ?= 600
+SHARED   ?= $(or $(SAE_SHARED),../shared)
 
 .PHONY: all deps configure build test unit cli demo fuzz bench gpu-selftest clean
 
@@ -32,14 +33,23 @@ cli: build
 
 demo: build
 	@$(MAKE) --no-print-directory -f pipelines/toy.mk BIN=$(abspath $(BIN)) demo
+	@if [ -d $(SHARED)/models/stories260K ] && [ -f $(SHARED)/data/tinystories-sample.txt ]; then \
+	  $(MAKE) --no-print-directory -f pipelines/real.mk BIN=$(abspath $(BIN)) OUT=out/real-stories260K \
+	    MODEL=$(SHARED)/models/stories260K TEXT=$(SHARED)/data/tinystories-sample.txt \
+	    HOOK=blocks.2.hook_resid_post LATENTS=512 K=16 EPOCHS=5 demo; \
+	else echo "real-model demo skipped: $(SHARED)/models/stories260K or $(SHARED)/data/tinystories-sample.txt is absent"; fi
 
-# libFuzzer target for the stream reader, built with clang in its own tree.
-fuzz: deps
+# libFuzzer target for the stream reader, built with clang in its own tree (ASan + UBSan). The
+# corpus starts from small streams made by sae-npy and the target's own latent-stream seeds;
+# findings land in .fuzz/ (crash-*, timeout-*, leak-*).
+fuzz: configure
 	CC=clang CXX=clang++ cmake -S . -B build-fuzz -DSAE_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build build-fuzz -j $(JOBS) --target fuzz_stream
+	cmake --build $(BUILD) -j $(JOBS) --target sae-npy
 	mkdir -p .fuzz/corpus
-	bash scripts/fuzz-seeds.sh $(BIN) .fuzz/corpus || true
-	./build-fuzz/fuzz_stream -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 .fuzz/corpus tests/fuzz/seeds
+	bash scripts/fuzz-seeds.sh $(BIN) .fuzz/corpus
+	SAE_FUZZ_SEEDS=.fuzz/corpus ./build-fuzz/fuzz_stream -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	  -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=.fuzz/ .fuzz/corpus tests/fuzz/seeds
 
 bench: build
 	@for b in $(BUILD)/bench/*; do echo "== $$b"; $$b || exit 1; done

@@ -43,6 +43,9 @@ class Backend {
 };
 
 std::unique_ptr<Backend> make_backend(Device d);
+// Makes OpenBLAS use the kernels this CPU supports when its own detection fell back to a legacy
+// set (see backend_cpu.cpp). Called once by cli::run for every tool, and by make_cpu_backend.
+void tune_cpu_blas();
 std::unique_ptr<Backend> make_cpu_backend();
 std::unique_ptr<Backend> make_cuda_backend();  // throws InputError when unavailable
 

@@ -2,14 +2,50 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
+#include <string>
 
 #include "backend.h"
 #include "common.h"
 
+// OpenBLAS built with DYNAMIC_ARCH picks its kernels at load time by CPU model. Debian 12's
+// OpenBLAS 0.3.21 does not know CPUs newer than Sapphire Rapids (e.g. Emerald Rapids) and falls
+// back to its Prescott (SSE3) kernels, 3-5x slower at sgemm than its AVX-512 ones. These entry
+// points (weak: absent from other BLAS builds) let us redo the choice once.
+extern "C" {
+__attribute__((weak)) char* openblas_get_corename(void);
+__attribute__((weak)) void gotoblas_dynamic_init(void);
+__attribute__((weak)) void gotoblas_dynamic_quit(void);
+}
+
 namespace sae {
 
 namespace {
+
+// When the user has not chosen (OPENBLAS_CORETYPE) and OpenBLAS settled on a legacy kernel set on
+// a CPU with AVX-512 or AVX2, select the matching kernels: SkylakeX (AVX-512 F/BW/VL/DQ) or
+// Haswell (AVX2 + FMA). Runs before this process's first BLAS call.
+void fix_openblas_kernels() {
+  if (!openblas_get_corename || !gotoblas_dynamic_init || !gotoblas_dynamic_quit) return;
+  if (std::getenv("OPENBLAS_CORETYPE")) return;
+  const std::string core = openblas_get_corename();
+  if (core != "Prescott" && core != "Core2" && core != "Penryn" && core != "Dunnington" && core != "Nehalem" &&
+      core != "Atom" && core != "Sandybridge")
+    return;
+  const char* want = nullptr;
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq"))
+    want = "SkylakeX";
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    want = "Haswell";
+  if (!want) return;
+  setenv("OPENBLAS_CORETYPE", want, 0);
+  gotoblas_dynamic_quit();
+  gotoblas_dynamic_init();
+}
+
 class CpuBackend final : public Backend {
  public:
   Device device() const override { return Device::cpu; }
@@ -32,6 +68,14 @@ class CpuBackend final : public Backend {
 };
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+void tune_cpu_blas() {
+  static std::once_flag once;
+  std::call_once(once, fix_openblas_kernels);
+}
+
+std::unique_ptr<Backend> make_cpu_backend() {
+  tune_cpu_blas();
+  return std::make_unique<CpuBackend>();
+}
 
 }  // namespace sae

@@ -120,7 +120,6 @@ ZContexts& zctx() {
 // Shuffled storage keeps byte b of element i at b*n + i (planes of equal significance). Loads and
 // stores go through memcpy: the payload sits at any alignment inside a frame.
 
-inline uint16_t to16(DType t, float v) { return t == DType::bf16 ? f32_to_bf16(v) : f32_to_f16(v); }
 
 void encode_payload(DType t, bool shuffle, const float* src, size_t n, uint8_t* dst) {
   if (n == 0) return;  // (src may be null then; memcpy must not see it)
@@ -940,7 +939,8 @@ StreamWriter::StreamWriter(FILE* out, std::string name, StreamHeader header, Wri
   if (s.opt.threads > 0) s.pool = std::make_unique<ThreadPool>(s.opt.threads);
 }
 
-StreamWriter::~StreamWriter() = default;
+// The pool stops (and its tasks, which read header_, finish) before header_ is destroyed.
+StreamWriter::~StreamWriter() { impl_.reset(); }
 
 int64_t StreamWriter::bytes_written() const { return impl_->bytes; }
 
@@ -952,6 +952,7 @@ void StreamWriter::write(const Batch& b) {
   if (!s.pool) {
     RawBuf f = s.make_frame(b);
     s.put(f);
+    s.give_buf(std::move(f));
     s.batches++;
     rows_ += b.rows;
     return;
@@ -968,6 +969,7 @@ void StreamWriter::write(Batch&& b) {
   if (!s.pool) {
     RawBuf f = s.make_frame(b);
     s.put(f);
+    s.give_buf(std::move(f));
     s.batches++;
     return;
   }
@@ -1028,7 +1030,12 @@ struct StreamReader::Impl {
   std::mutex qm;
   std::condition_variable qcv;
   std::deque<std::future<Item>> q;
+  std::deque<size_t> qbytes;  // decompressed size of each queued frame
+  size_t queued_bytes = 0;
   size_t qcap = 4;
+  // Read-ahead stops at qcap frames or this many decompressed bytes, whichever comes first (but
+  // always holds at least one frame), so huge batches on many cores do not take all memory.
+  static constexpr size_t kReadAheadBytes = size_t(512) << 20;
   std::mutex rm;
   std::vector<Batch> recycled;
   std::unique_ptr<ThreadPool> pool;
@@ -1144,14 +1151,17 @@ struct StreamReader::Impl {
       for (;;) {
         {
           std::unique_lock<std::mutex> lk(qm);
-          qcv.wait(lk, [&] { return stop.load() || q.size() < qcap; });
+          qcv.wait(lk, [&] { return stop.load() || (q.size() < qcap && (q.empty() || queued_bytes < kReadAheadBytes)); });
           if (stop) return;
         }
         RawFrame fr;
         Item it = pull(fr);
         Item::Kind k = it.kind;
         std::future<Item> fut;
+        size_t bytes = 0;
         if (k == Item::frame) {
+          unsigned long long c = ZSTD_getFrameContentSize(fr.p, fr.n);
+          bytes = c == ZSTD_CONTENTSIZE_ERROR || c == ZSTD_CONTENTSIZE_UNKNOWN ? 0 : size_t(c);
           fut = pool->submit([this, it = std::move(it), fr]() mutable { return decode(std::move(it), fr); });
         } else {
           std::promise<Item> p;
@@ -1161,6 +1171,8 @@ struct StreamReader::Impl {
         {
           std::lock_guard<std::mutex> lk(qm);
           q.push_back(std::move(fut));
+          qbytes.push_back(bytes);
+          queued_bytes += bytes;
         }
         qcv.notify_all();
         if (k == Item::eof || k == Item::error) return;
@@ -1171,6 +1183,7 @@ struct StreamReader::Impl {
       p.set_exception(std::current_exception());
       std::lock_guard<std::mutex> lk(qm);
       q.push_back(p.get_future());
+      qbytes.push_back(0);
       qcv.notify_all();
     }
   }
@@ -1183,6 +1196,8 @@ struct StreamReader::Impl {
       qcv.wait(lk, [&] { return !q.empty(); });
       f = std::move(q.front());
       q.pop_front();
+      queued_bytes -= qbytes.front();
+      qbytes.pop_front();
     }
     qcv.notify_all();
     return f.get();
@@ -1243,7 +1258,8 @@ StreamReader::StreamReader(const void* data, size_t size, const std::string& nam
   start();
 }
 
-StreamReader::~StreamReader() = default;
+// Read-ahead stops (its decode tasks read header_) before header_ is destroyed.
+StreamReader::~StreamReader() { impl_.reset(); }
 
 void StreamReader::start() {
   Impl& s = *impl_;

@@ -1,5 +1,5 @@
 // Inspecting a stream: its header, counts and summary statistics, as JSON and as a table (the
-// logic behind sae-info; the fields are documented in docs/sae-info.md).
+// logic behind sae-info; the fields are documented in docs/stream-tools.md).
 #pragma once
 #include <cstdio>
 #include <functional>

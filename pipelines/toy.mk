@@ -3,6 +3,7 @@
 #
 #   make -f pipelines/toy.mk [OUT=out/toy] [D=64] [FEATURES=256] [ACTIVE=4] [ROWS=200000]
 #                            [ARCH=topk] [K=8] [LATENTS=512] [SEED=1] [HELDOUT=0.05] [TOKENS=...]
+#                            [BATCH=512] [LR=0.002] [EPOCHS=3] [MEMORY=256M] [TRAIN_EXTRA=...]
 #
 # Every stage's output depends on its inputs, on the binary that makes it and on the stage's own
 # parameters (kept in OUT/*.args, rewritten only when they change), so a re-run redoes only what
@@ -22,12 +23,15 @@ SEED     ?= 1
 HELDOUT  ?= 0.05
 MEMORY   ?= 256M
 TOKENS   ?= 0
+BATCH    ?= 512
+LR       ?= 0.002
+EPOCHS   ?= 3
 TRAIN_EXTRA ?=
 
 COLLECT_ARGS := --toy --d $(D) --features $(FEATURES) --active $(ACTIVE) --rows $(ROWS) --seed $(SEED)
 SHUFFLE_ARGS := --seed $(SEED) --memory $(MEMORY) --split heldout=$(HELDOUT)
 TRAIN_ARGS   := --arch $(ARCH) --latents $(LATENTS) $(if $(filter topk batchtopk matryoshka,$(ARCH)),--k $(K)) \
-                --seed $(SEED) $(if $(filter-out 0,$(TOKENS)),--tokens $(TOKENS)) $(TRAIN_EXTRA)
+                --seed $(SEED) --batch $(BATCH) --lr $(LR) --epochs $(EPOCHS) $(if $(filter-out 0,$(TOKENS)),--tokens $(TOKENS)) $(TRAIN_EXTRA)
 EVAL_ARGS    :=
 
 .PHONY: all demo FORCE
@@ -57,5 +61,5 @@ $(OUT)/report.json: $(OUT)/sae/cfg.json $(OUT)/heldout.sae $(OUT)/truth/cfg.json
 demo: $(OUT)/report.json
 	@echo
 	@echo "toy pipeline done: $(ARCH) SAE with $(LATENTS) latents on $(FEATURES) true features in d=$(D)"
-	@$(BIN)/sae-eval --report $(OUT)/report.json
+	@jq -r -f pipelines/toy-summary.jq $(OUT)/report.json
 	@echo "report: $(OUT)/report.json; plots (SVG, open in a browser): $(OUT)/plots/"

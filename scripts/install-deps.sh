@@ -17,6 +17,7 @@ pkgs=(
   clang
   parallel
   time
+  jq libxml2-utils
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -6,6 +6,8 @@ build=${1:-build}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "$build" && pwd)
 export SAE_BIN="$build/bin"
+# No single CLI test may hang the suite (bats fails a test that runs past this many seconds).
+export BATS_TEST_TIMEOUT=${BATS_TEST_TIMEOUT:-600}
 export SAE_SHARED="${SAE_SHARED:-$root/../shared}"
 jobs=$(nproc)
 log=$(mktemp -d)

@@ -25,7 +25,8 @@ small=(--toy --d 8 --features 32 --active 3 --rows 1000)
   assert_output ""
   run sae-info a.sae
   assert_success
-  assert_output "rows 1000 d 8"
+  assert_line --regexp "^rows +1000$"
+  assert_line --regexp "^d +8$"
   sae-collect "${small[@]}" --batch-rows 300 > b.sae
   cmp a.sae b.sae
   assert_no_output_left . a.sae b.sae
@@ -43,10 +44,12 @@ small=(--toy --d 8 --features 32 --active 3 --rows 1000)
 @test "f16 and bf16 outputs read back with the right shape" {
   sae-collect "${small[@]}" --dtype bf16 --level 1 -o h.sae
   run sae-info h.sae
-  assert_output "rows 1000 d 8"
+  assert_line --regexp "^rows +1000$"
+  assert_line --regexp "^d +8$"
   sae-collect "${small[@]}" --dtype f16 -o f.sae
   run sae-info f.sae
-  assert_output "rows 1000 d 8"
+  assert_line --regexp "^rows +1000$"
+  assert_line --regexp "^d +8$"
 }
 
 @test "--truth writes the ground-truth SAE directory, --latents-out the true codes" {
@@ -61,7 +64,8 @@ small=(--toy --d 8 --features 32 --active 3 --rows 1000)
   assert_success
   run sae-info codes.sae
   assert_success
-  assert_output "rows 1000 d 32"
+  assert_line --regexp "^rows +1000$"
+  assert_line --regexp "^d +32$"
   assert_no_output_left . a.sae truth codes.sae
 }
 
@@ -90,7 +94,7 @@ small=(--toy --d 8 --features 32 --active 3 --rows 1000)
   check "--batch-rows must be at least 1, got 0" --toy --batch-rows 0
   check "the argument ('abc') for option '--d' is invalid" --toy --d abc
   check "--latents-out and -o name the same file: out.sae" --toy --latents-out ./out.sae
-  check "no source given: use --toy (synthetic activations)"
+  check "no source given: use --toy (synthetic activations) or --model DIR (a model over text)"
   check "--features is an option of the toy source: add --toy" --features 10
   assert_no_output_left .
 }

@@ -91,7 +91,9 @@ interrupt_import() {
   local sig=$1 code=$2
   gen_npy a.npy 64 16 1
   mkfifo in.fifo
-  sae-npy import in.fifo -o out.sae 2> err.txt &
+  # Background jobs of a non-interactive shell start with SIGINT ignored, and the tools keep a
+  # signal ignored on entry ignored (as nohup expects): restore the default for this one.
+  env --default-signal=INT sae-npy import in.fifo -o out.sae 2> err.txt &
   local pid=$!
   exec 8> in.fifo
   { npy_header '<f4' '(100000, 16)'; npy_data_of a.npy; } >&8

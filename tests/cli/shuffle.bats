@@ -129,7 +129,9 @@ mount_tmpfs() {
 @test "SIGINT: no output, no temporary output and no bucket files remain" {
   mkdir buckets
   if mount_tmpfs buckets 400M; then tmpfs=1; else tmpfs=0; fi
-  sae-shuffle --memory 32M --tmp "$T/buckets" "$BIG" -o out.sae 2> err.txt &
+  # Background jobs of a non-interactive shell start with SIGINT ignored, and the tools keep a
+  # signal ignored on entry ignored (as nohup expects): restore the default for this one.
+  env --default-signal=INT sae-shuffle --memory 32M --tmp "$T/buckets" "$BIG" -o out.sae 2> err.txt &
   pid=$!
   # Wait until bucket files are open (anonymous files in the temp directory show in /proc as
   # "(deleted)" links), so the signal lands in the middle of the work.

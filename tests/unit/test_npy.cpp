@@ -15,12 +15,6 @@ using namespace sae::npy;
 
 namespace {
 
-std::string tmpdir() {
-  std::string t = testing::TempDir() + "npytest.XXXXXX";
-  if (!mkdtemp(t.data())) throw std::runtime_error("mkdtemp");
-  return t;
-}
-
 void write_file(const std::string& path, const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; }
 
 std::string read_file(const std::string& path) {
@@ -109,7 +103,8 @@ TEST(NpyHeader, FormatIsAlignedAndReadsBack) {
 }
 
 TEST(NpyReader, ReadsEveryElementTypeAndFindsTruncation) {
-  std::string dir = tmpdir();
+  test::TmpDir tmp;
+  const std::string& dir = tmp.path;
   std::vector<float> f = {1.5f, -2.f, 0.f, 3.25f, 1e-3f, -7.f};
   write_file(dir + "/f4.npy", format_header(Elem::f4, {3, 2}) + raw(f));
   std::vector<uint16_t> h;
@@ -153,7 +148,8 @@ TEST(NpyReader, ReadsEveryElementTypeAndFindsTruncation) {
 
 // The library functions behind sae-npy: a stream with columns goes to .npy files and back.
 TEST(NpyConvert, StreamToNpyAndBack) {
-  std::string dir = tmpdir();
+  test::TmpDir tmp;
+  const std::string& dir = tmp.path;
   const int64_t d = 12;
   StreamHeader h = test::header("activations", d, DType::f32);
   std::vector<Batch> in;

@@ -35,12 +35,6 @@ void expect_same_batch(const StreamHeader& h, const Batch& want, const Batch& go
   EXPECT_EQ(got.pos, want.pos);
 }
 
-std::string tmpdir() {
-  std::string t = testing::TempDir() + "streamtest.XXXXXX";
-  if (!mkdtemp(t.data())) throw std::runtime_error("mkdtemp");
-  return t;
-}
-
 void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;
 }
@@ -273,7 +267,8 @@ TEST(StreamConcat, CatReadsAsOneStream) {
   ASSERT_EQ(out.size(), 3u);
   for (size_t i = 0; i < 3; i++) expect_same_batch(h, all[i], out[i], "cat");
 
-  std::string dir = tmpdir();
+  TmpDir tmp;
+  const std::string& dir = tmp.path;
   write_file(dir + "/a.sae", sa);
   write_file(dir + "/b.sae", sb);
   write_file(dir + "/ab.sae", sa + sb);
@@ -332,7 +327,8 @@ TEST(StreamConcat, MismatchedHeadersAreRefused) {
   seed.provenance["tool"] = "other";
   EXPECT_EQ(read_error(sa + other(seed)), "");
 
-  std::string dir = tmpdir();
+  TmpDir tmp;
+  const std::string& dir = tmp.path;
   write_file(dir + "/a.sae", sa);
   write_file(dir + "/b.sae", other(d32));
   for (bool prefetch : {false, true}) {

@@ -227,8 +227,8 @@ TEST(StreamBadInput, FrameOverTheSizeLimit) {
 }
 
 TEST(StreamBadInput, MissingAndUnreadableFiles) {
-  std::string dir = testing::TempDir() + "streamerr.XXXXXX";
-  ASSERT_TRUE(mkdtemp(dir.data()));
+  TmpDir tmp;
+  const std::string& dir = tmp.path;
   for (bool prefetch : {false, true}) {
     ReaderOptions o;
     o.prefetch = prefetch;

@@ -1,0 +1,86 @@
+// sae-collect's model source (docs/models.md): text in, a model's activations at TransformerLens
+// hook points out, one activation stream per hook.
+//
+// Documents are read from plain text (separated by blank lines, or one per line) or JSONL (one
+// object per line, the text under a named field). Each is tokenized with the model's own
+// tokenizer, without BOS, and cut into windows of context-1 tokens; every window runs with the
+// BOS token prepended, so a sequence holds at most `context` tokens. Rows carry the token id, the
+// document id (the document's index in the input, counting from 0 over all files, empty documents
+// included) and the position in the window (0 = the BOS token, whose row is left out by default).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dtype.h"
+#include "stream.h"
+
+namespace sae {
+
+struct CollectModelOptions {
+  std::string model_dir;
+  std::vector<std::string> hooks;     // TransformerLens names, one output stream each
+  std::vector<std::string> inputs;    // text files; "-" = stdin
+  std::string jsonl_field;            // "" = plain text, else JSONL with the text in this field
+  bool lines = false;                 // plain text: one document per line (else blank-line separated)
+  bool replace_invalid_utf8 = false;  // read invalid UTF-8 as U+FFFD instead of refusing it
+  int64_t context = 128;              // tokens per sequence, BOS included
+  int64_t batch = 8;                  // sequences per forward pass
+  bool exclude_bos = true;            // leave out the BOS rows
+  std::string device = "cpu";         // cpu, cuda or auto
+  // Where the streams go: "-" (stdout, one hook only), a file, or a pattern with "{hook}" that
+  // names one file per hook (required for several hooks).
+  std::string output = "-";
+  DType dtype = DType::f32;
+  int64_t batch_rows = 4096;  // rows per stream batch
+  WriterOptions writer;
+};
+
+struct CollectModelStats {
+  int64_t documents = 0, empty_documents = 0, sequences = 0, tokens = 0, rows = 0;
+  // Loading the model and tokenizer; then, per document and batch, tokenizing, running the model
+  // and writing the streams; total includes all of them.
+  double load_seconds = 0, tokenize_seconds = 0, forward_seconds = 0, write_seconds = 0, total_seconds = 0;
+};
+
+// The file a hook's stream goes to under `pattern` (every "{hook}" replaced by the hook name).
+std::string collect_output_path(const std::string& pattern, const std::string& hook);
+
+// Runs the collection; every output appears atomically and only if all were written. Empty
+// documents are skipped and counted (the caller reports the count).
+CollectModelStats collect_model(const CollectModelOptions& o);
+
+// One document of the input and where it starts, for messages.
+struct TextDocument {
+  std::string text;
+  std::string file;  // "<stdin>" for "-"
+  int64_t line = 0;  // first line of the document (1-based)
+};
+
+// Reads documents one at a time from text files, in order (the format is CollectModelOptions').
+// Invalid UTF-8 is an InputError naming the file, the line and the byte offset, or is replaced.
+class TextDocumentReader {
+ public:
+  TextDocumentReader(std::vector<std::string> inputs, std::string jsonl_field, bool lines, bool replace_invalid_utf8);
+  ~TextDocumentReader();
+  TextDocumentReader(const TextDocumentReader&) = delete;
+  TextDocumentReader& operator=(const TextDocumentReader&) = delete;
+  bool next(TextDocument& doc);  // false after the last document of the last file
+
+ private:
+  bool read_line(std::string& line);  // one line without its ending; false at the end of the file
+  bool open_next();
+  void check_utf8(std::string& s, int64_t line, uint64_t offset) const;
+  std::vector<std::string> inputs_;
+  std::string field_;
+  bool lines_, replace_;
+  size_t next_input_ = 0;
+  FILE* f_ = nullptr;
+  std::string name_;
+  int64_t line_no_ = 0;
+  uint64_t offset_ = 0;  // byte offset of the next line in the file
+  char* buf_ = nullptr;
+  size_t cap_ = 0;
+};
+
+}  // namespace sae

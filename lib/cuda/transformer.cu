@@ -1,0 +1,229 @@
+// CUDA transformer ops: the CPU ops of lib/model_ops_cpu.cpp as kernels, with the per-element
+// arithmetic taken from lib/kernels/transformer_kernels.h. Row reductions run one thread block per
+// row: each thread reduces its strided share with the shared partial_* functions, then the block
+// combines the partial results. Everything runs on the default stream, in order with cuBLAS.
+#include <cstdio>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "cuda/cuda_check.h"
+#include "kernels/transformer_kernels.h"
+#include "model_ops.h"
+
+namespace sae {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+// Grid size for a grid-stride loop over n elements (capped: each thread then takes several).
+unsigned blocks_for(int64_t n) {
+  const int64_t b = (n + kThreads - 1) / kThreads;
+  return unsigned(b < (int64_t(1) << 20) ? (b > 0 ? b : 1) : (int64_t(1) << 20));
+}
+
+void check_launch(const char* what) {
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) throw std::runtime_error(std::string("CUDA kernel ") + what + ": " + cudaGetErrorString(e));
+}
+
+// Sum (or max) over the block; every thread gets the result. scratch holds 32 floats.
+__device__ float block_sum(float v, float* scratch) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : 0.0f;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ float block_max(float v, float* scratch) {
+  for (int o = 16; o > 0; o >>= 1) v = tk::max_f32(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : -INFINITY;
+  for (int o = 16; o > 0; o >>= 1) v = tk::max_f32(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+__global__ void embed_kernel(const int32_t* tokens, int64_t rows, int64_t seq, const float* wte, const float* wpe,
+                             int64_t d, float* out) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * d; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / d, c = i % d;
+    float v = wte[int64_t(tokens[r]) * d + c];
+    if (wpe) v += wpe[(r % seq) * d + c];
+    out[i] = v;
+  }
+}
+
+__global__ void layernorm_kernel(const float* x, const float* w, const float* b, float* y, int64_t d, float eps) {
+  __shared__ float scratch[32];
+  const float* xr = x + blockIdx.x * d;
+  float* yr = y + blockIdx.x * d;
+  const float mean = block_sum(tk::partial_sum(xr, d, threadIdx.x, blockDim.x), scratch) / float(d);
+  const float rstd = tk::layernorm_rstd(block_sum(tk::partial_sq_dev(xr, d, mean, threadIdx.x, blockDim.x), scratch), d, eps);
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) yr[i] = tk::layernorm_elem(xr[i], mean, rstd, w[i], b[i]);
+}
+
+__global__ void rmsnorm_kernel(const float* x, const float* w, float* y, int64_t d, float eps) {
+  __shared__ float scratch[32];
+  const float* xr = x + blockIdx.x * d;
+  float* yr = y + blockIdx.x * d;
+  const float rstd = tk::rmsnorm_rstd(block_sum(tk::partial_sum_sq(xr, d, threadIdx.x, blockDim.x), scratch), d, eps);
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) yr[i] = tk::rmsnorm_elem(xr[i], rstd, w[i]);
+}
+
+__global__ void add_bias_kernel(float* x, const float* b, int64_t rows, int64_t cols) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * cols; i += int64_t(gridDim.x) * blockDim.x)
+    x[i] += b[i % cols];
+}
+
+__global__ void add_kernel(float* y, const float* x, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) y[i] += x[i];
+}
+
+__global__ void bias_act_kernel(float* x, const float* b, int64_t rows, int64_t cols, tk::Activation a) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * cols; i += int64_t(gridDim.x) * blockDim.x)
+    x[i] = tk::activate(a, b ? x[i] + b[i % cols] : x[i]);
+}
+
+__global__ void gated_act_kernel(const float* gu, float* out, int64_t rows, int64_t cols, tk::Activation a) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * cols; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / cols, c = i % cols;
+    out[i] = tk::gated(a, gu[r * 2 * cols + c], gu[r * 2 * cols + cols + c]);
+  }
+}
+
+// One thread per (row, rotated head, pair).
+__global__ void rope_kernel(float* qkv, int64_t rows, int64_t seq, int heads, int width_heads, int dh, const float* cos,
+                            const float* sin) {
+  const int half = dh / 2;
+  const int64_t n = rows * heads * half;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / (int64_t(heads) * half);
+    const int h = int((i / half) % heads), k = int(i % half);
+    float* x = qkv + r * int64_t(width_heads) * dh + int64_t(h) * dh;
+    const int64_t t = r % seq;
+    tk::rope_pair(x + k, x + k + half, cos[t * half + k], sin[t * half + k]);
+  }
+}
+
+// One block per (query position, head, sequence). Dynamic shared memory: the score row (seq
+// floats) and the query (dh floats).
+__global__ void attention_kernel(const float* qkv, float* out, int64_t seq, int n_heads, int n_kv, int dh, float scale) {
+  extern __shared__ float smem[];
+  __shared__ float scratch[32];
+  const int64_t t = blockIdx.x;
+  const int h = blockIdx.y;
+  const int64_t b = blockIdx.z;
+  const int64_t width = int64_t(n_heads + 2 * n_kv) * dh;
+  const int kvh = h / (n_heads / n_kv);
+  float* s = smem;
+  float* q = smem + seq;
+  const float* base = qkv + b * seq * width;
+  for (int d = threadIdx.x; d < dh; d += blockDim.x) q[d] = base[t * width + int64_t(h) * dh + d] * scale;
+  __syncthreads();
+  const int64_t n = t + 1;
+  const int64_t koff = int64_t(n_heads + kvh) * dh, voff = int64_t(n_heads + n_kv + kvh) * dh;
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+    const float* k = base + j * width + koff;
+    float acc = 0.0f;
+    for (int d = 0; d < dh; d++) acc += q[d] * k[d];
+    s[j] = acc;
+  }
+  __syncthreads();
+  const float m = block_max(tk::partial_max(s, n, threadIdx.x, blockDim.x), scratch);
+  float part = 0.0f;
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+    s[j] = tk::softmax_weight(s[j], m);
+    part += s[j];
+  }
+  const float inv = 1.0f / block_sum(part, scratch);  // block_sum's barriers also publish s[]
+  float* o = out + (b * seq + t) * int64_t(n_heads) * dh + int64_t(h) * dh;
+  for (int d = threadIdx.x; d < dh; d += blockDim.x) {
+    float acc = 0.0f;
+    for (int64_t j = 0; j < n; j++) acc += s[j] * base[j * width + voff + d];
+    o[d] = acc * inv;
+  }
+}
+
+__global__ void log_softmax_nll_kernel(float* x, int64_t vocab, const int32_t* target, float* nll, bool log_probs) {
+  __shared__ float scratch[32];
+  float* xr = x + blockIdx.x * vocab;
+  const float m = block_max(tk::partial_max(xr, vocab, threadIdx.x, blockDim.x), scratch);
+  const float sum = block_sum(tk::partial_sum_exp(xr, vocab, m, threadIdx.x, blockDim.x), scratch);
+  const float lse = m + logf(sum);
+  if (threadIdx.x == 0 && nll) nll[blockIdx.x] = target[blockIdx.x] >= 0 ? lse - xr[target[blockIdx.x]] : 0.0f;
+  __syncthreads();  // the NLL reads the logit before the log-softmax overwrites it
+  if (log_probs)
+    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) xr[i] -= lse;
+}
+
+class CudaTransformerOps final : public TransformerOps {
+ public:
+  void embed(const int32_t* tokens, int64_t rows, int64_t seq, const float* wte, const float* wpe, int64_t d,
+             float* out) override {
+    embed_kernel<<<blocks_for(rows * d), kThreads>>>(tokens, rows, seq, wte, wpe, d, out);
+    check_launch("embed");
+  }
+  void layernorm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t d, float eps) override {
+    layernorm_kernel<<<unsigned(rows), kThreads>>>(x, w, b, y, d, eps);
+    check_launch("layernorm");
+  }
+  void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps) override {
+    rmsnorm_kernel<<<unsigned(rows), kThreads>>>(x, w, y, d, eps);
+    check_launch("rmsnorm");
+  }
+  void add_bias(float* x, const float* b, int64_t rows, int64_t cols) override {
+    add_bias_kernel<<<blocks_for(rows * cols), kThreads>>>(x, b, rows, cols);
+    check_launch("add_bias");
+  }
+  void add(float* y, const float* x, int64_t n) override {
+    add_kernel<<<blocks_for(n), kThreads>>>(y, x, n);
+    check_launch("add");
+  }
+  void bias_act(float* x, const float* b, int64_t rows, int64_t cols, tk::Activation a) override {
+    bias_act_kernel<<<blocks_for(rows * cols), kThreads>>>(x, b, rows, cols, a);
+    check_launch("bias_act");
+  }
+  void gated_act(const float* gu, float* out, int64_t rows, int64_t cols, tk::Activation a) override {
+    gated_act_kernel<<<blocks_for(rows * cols), kThreads>>>(gu, out, rows, cols, a);
+    check_launch("gated_act");
+  }
+  void rope(float* qkv, int64_t rows, int64_t seq, int n_heads, int n_kv, int dh, const float* cos,
+            const float* sin) override {
+    rope_kernel<<<blocks_for(rows * (n_heads + n_kv) * (dh / 2)), kThreads>>>(qkv, rows, seq, n_heads + n_kv,
+                                                                             n_heads + 2 * n_kv, dh, cos, sin);
+    check_launch("rope");
+  }
+  void attention(const float* qkv, float* out, int64_t batch, int64_t seq, int n_heads, int n_kv, int dh,
+                 float scale) override {
+    const size_t smem = size_t(seq + dh) * sizeof(float);
+    if (smem > 48 * 1024) {
+      int dev = 0, most = 0;
+      SAE_CUDA_CHECK(cudaGetDevice(&dev));
+      SAE_CUDA_CHECK(cudaDeviceGetAttribute(&most, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+      if (smem + 32 * sizeof(float) > size_t(most))
+        throw std::runtime_error("CUDA attention: a context of " + std::to_string(seq) + " tokens needs more shared memory than this GPU has");
+      SAE_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    }
+    const dim3 grid{unsigned(seq), unsigned(n_heads), unsigned(batch)};
+    attention_kernel<<<grid, 128, smem>>>(qkv, out, seq, n_heads, n_kv, dh, scale);
+    check_launch("attention");
+  }
+  void log_softmax_nll(float* x, int64_t rows, int64_t vocab, const int32_t* target, float* nll,
+                       bool log_probs) override {
+    log_softmax_nll_kernel<<<unsigned(rows), kThreads>>>(x, vocab, target, nll, log_probs);
+    check_launch("log_softmax_nll");
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<TransformerOps> make_cuda_transformer_ops() { return std::make_unique<CudaTransformerOps>(); }
+
+}  // namespace sae

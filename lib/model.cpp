@@ -1,0 +1,308 @@
+// The Model: weights on a backend, and the forward pass written once for both backends: every
+// projection is one GEMM over all batch*seq rows (Backend::gemm), the rest goes through
+// TransformerOps; activations live in buffers kept between calls.
+#include "model.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common.h"
+#include "model_ops.h"
+#include "model_pool.h"
+#include "model_weights.h"
+
+namespace sae {
+
+namespace {
+
+// A weight matrix as stored: [in, out] (GPT-2's Conv1D) or [out, in] (nn.Linear, trans).
+struct Linear {
+  Buffer<float> w, b;
+  int64_t in = 0, out = 0;
+  bool trans = false;
+};
+
+std::vector<float> concat(std::vector<std::vector<float>> parts) {
+  std::vector<float> all;
+  for (auto& p : parts) all.insert(all.end(), p.begin(), p.end());
+  return all;
+}
+
+}  // namespace
+
+struct Model::Weights {
+  struct Layer {
+    Buffer<float> norm1_w, norm1_b, norm2_w, norm2_b;
+    Linear qkv, o, up, down;  // up: GPT-2 c_fc [.., d_mlp], Llama gate|up [.., 2*d_mlp]
+  };
+  Buffer<float> wte, wpe, norm_f_w, norm_f_b;
+  Buffer<float> lm_head;  // untied head [vocab, d_model]; empty when tied to wte
+  std::vector<Layer> layers;
+};
+
+struct Model::Work {
+  int64_t rows = 0, seq = 0;
+  bool logits = false;
+  Buffer<int32_t> tokens, targets;
+  Buffer<float> resid, xn, qkv, attn, proj, mlp, act, head, nll, cos, sin;
+};
+
+Model::~Model() = default;
+
+Model::Model(const std::string& dir, Backend& be) : dir_(dir), be_(be) {
+  cfg_ = load_model_config(dir);
+  WeightSource src(dir);
+  ops_ = make_transformer_ops(be);
+  w_ = std::make_unique<Weights>();
+  work_ = std::make_unique<Work>();
+  const ModelConfig& c = cfg_;
+  const int64_t D = c.d_model, I = c.d_mlp, V = c.vocab, A = int64_t(c.n_heads) * c.head_dim;
+  const int64_t KVW = int64_t(c.n_kv_heads) * c.head_dim;
+  auto up = [&](const std::vector<float>& v) {
+    Buffer<float> b(be, v.size());
+    b.upload(v);
+    return b;
+  };
+  const bool gpt2 = c.arch == ModelArch::gpt2;
+  const std::string pre = gpt2 ? "transformer." : "model.";
+  auto rd = [&](const std::string& name, std::vector<int64_t> shape) { return src.read(pre, name, shape); };
+
+  w_->wte = up(rd(gpt2 ? "wte.weight" : "embed_tokens.weight", {V, D}));
+  if (gpt2) w_->wpe = up(rd("wpe.weight", {c.max_positions, D}));
+  w_->norm_f_w = up(rd(gpt2 ? "ln_f.weight" : "norm.weight", {D}));
+  if (gpt2) w_->norm_f_b = up(rd("ln_f.bias", {D}));
+  if (!c.tied_head) w_->lm_head = up(src.read("", "lm_head.weight", {V, D}));
+
+  for (int l = 0; l < c.n_layers; l++) {
+    Weights::Layer L;
+    const std::string p = (gpt2 ? "h." : "layers.") + std::to_string(l) + ".";
+    auto lin = [&](Linear& m, std::vector<float> w, std::vector<float> b, int64_t in, int64_t out, bool trans) {
+      m.w = up(w);
+      if (!b.empty()) m.b = up(b);
+      m.in = in;
+      m.out = out;
+      m.trans = trans;
+    };
+    if (gpt2) {
+      L.norm1_w = up(rd(p + "ln_1.weight", {D}));
+      L.norm1_b = up(rd(p + "ln_1.bias", {D}));
+      L.norm2_w = up(rd(p + "ln_2.weight", {D}));
+      L.norm2_b = up(rd(p + "ln_2.bias", {D}));
+      lin(L.qkv, rd(p + "attn.c_attn.weight", {D, 3 * D}), rd(p + "attn.c_attn.bias", {3 * D}), D, 3 * D, false);
+      lin(L.o, rd(p + "attn.c_proj.weight", {D, D}), rd(p + "attn.c_proj.bias", {D}), D, D, false);
+      lin(L.up, rd(p + "mlp.c_fc.weight", {D, I}), rd(p + "mlp.c_fc.bias", {I}), D, I, false);
+      lin(L.down, rd(p + "mlp.c_proj.weight", {I, D}), rd(p + "mlp.c_proj.bias", {D}), I, D, false);
+    } else {
+      L.norm1_w = up(rd(p + "input_layernorm.weight", {D}));
+      L.norm2_w = up(rd(p + "post_attention_layernorm.weight", {D}));
+      const std::string a = p + "self_attn.", m = p + "mlp.";
+      // q, k and v are fused into one [q | k | v] projection, gate and up into one [gate | up]:
+      // fewer, larger GEMMs.
+      std::vector<float> qkv_b;
+      if (c.qkv_bias)
+        qkv_b = concat({rd(a + "q_proj.bias", {A}), rd(a + "k_proj.bias", {KVW}), rd(a + "v_proj.bias", {KVW})});
+      lin(L.qkv, concat({rd(a + "q_proj.weight", {A, D}), rd(a + "k_proj.weight", {KVW, D}), rd(a + "v_proj.weight", {KVW, D})}),
+          qkv_b, D, A + 2 * KVW, true);
+      lin(L.o, rd(a + "o_proj.weight", {D, A}), c.o_bias ? rd(a + "o_proj.bias", {D}) : std::vector<float>{}, A, D, true);
+      std::vector<float> gu_b, down_b;
+      if (c.mlp_bias) {
+        gu_b = concat({rd(m + "gate_proj.bias", {I}), rd(m + "up_proj.bias", {I})});
+        down_b = rd(m + "down_proj.bias", {D});
+      }
+      lin(L.up, concat({rd(m + "gate_proj.weight", {I, D}), rd(m + "up_proj.weight", {I, D})}), gu_b, D, 2 * I, true);
+      lin(L.down, rd(m + "down_proj.weight", {D, I}), down_b, I, D, true);
+    }
+    w_->layers.push_back(std::move(L));
+  }
+}
+
+void Model::ensure_work(int64_t rows, int64_t seq, bool logits) {
+  Work& k = *work_;
+  const ModelConfig& c = cfg_;
+  if (rows > k.rows) {
+    k.rows = rows;
+    k.tokens = Buffer<int32_t>(be_, rows);
+    k.targets = Buffer<int32_t>(be_, rows);
+    k.resid = Buffer<float>(be_, rows * c.d_model);
+    k.xn = Buffer<float>(be_, rows * c.d_model);
+    k.qkv = Buffer<float>(be_, rows * c.qkv_width());
+    k.attn = Buffer<float>(be_, rows * c.n_heads * c.head_dim);
+    k.proj = Buffer<float>(be_, rows * c.d_model);
+    const int64_t mlp_cols = c.arch == ModelArch::llama ? 2 * int64_t(c.d_mlp) : c.d_mlp;
+    k.mlp = Buffer<float>(be_, rows * mlp_cols);
+    if (c.arch == ModelArch::llama) k.act = Buffer<float>(be_, rows * c.d_mlp);
+    k.nll = Buffer<float>(be_, rows);
+    k.logits = false;
+    k.head.reset();
+  }
+  if (logits && !k.logits) {
+    k.head = Buffer<float>(be_, k.rows * int64_t(c.vocab));
+    k.logits = true;
+  }
+  if (c.arch == ModelArch::llama && seq > k.seq) {
+    // Rotary tables for positions 0..seq-1, angles computed in double and rounded once.
+    const int half = c.head_dim / 2;
+    std::vector<double> inv = c.rope_inv_freq();
+    std::vector<float> cs(size_t(seq * half)), sn(size_t(seq * half));
+    for (int64_t t = 0; t < seq; t++) {
+      for (int i = 0; i < half; i++) {
+        double ang = double(t) * inv[size_t(i)];
+        cs[size_t(t * half + i)] = float(std::cos(ang));
+        sn[size_t(t * half + i)] = float(std::sin(ang));
+      }
+    }
+    k.cos = Buffer<float>(be_, cs.size());
+    k.sin = Buffer<float>(be_, sn.size());
+    k.cos.upload(cs);
+    k.sin.upload(sn);
+  }
+  k.seq = std::max(k.seq, seq);
+}
+
+ForwardResult Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const ForwardOptions& opt) {
+  ForwardResult r;
+  forward(tokens, batch, seq, opt, r);
+  return r;
+}
+
+void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const ForwardOptions& opt, ForwardResult& res) {
+  const ModelConfig& c = cfg_;
+  if (batch <= 0 || seq <= 0) throw InputError("forward: empty batch (" + std::to_string(batch) + " x " + std::to_string(seq) + " tokens)");
+  if (seq > c.max_positions)
+    throw InputError("sequence of " + std::to_string(seq) + " tokens is longer than the model's " +
+                     std::to_string(c.max_positions) + " positions (" + c.max_positions_field + ")");
+  const int64_t rows = batch * seq;
+  for (int64_t i = 0; i < rows; i++)
+    if (tokens[i] < 0 || tokens[i] >= c.vocab)
+      throw InputError("token id " + std::to_string(tokens[i]) + " is outside the vocabulary (size " + std::to_string(c.vocab) + ")");
+
+  const bool head = opt.want_logits || opt.want_log_probs || opt.want_nll;
+  for (const auto& h : opt.capture)
+    if (h.layer < 0 || h.layer >= c.n_layers) throw UsageError("forward: hook " + h.name() + " is outside the model");
+  for (const auto& e : opt.edits)
+    if (e.at.layer < 0 || e.at.layer >= c.n_layers) throw UsageError("forward: hook " + e.at.name() + " is outside the model");
+  // Where the pass ends: after the deepest hook captured or edited (hooks order by layer, then
+  // resid_pre < attn_out < resid_mid < mlp_out < resid_post), after stop_after_layer's block, or
+  // after the last block when the head is wanted.
+  auto order = [](int layer, HookKind kind) { return layer * 5 + int(kind); };
+  int end = -1;
+  for (const auto& h : opt.capture) end = std::max(end, order(h.layer, h.kind));
+  for (const auto& e : opt.edits) end = std::max(end, order(e.at.layer, e.at.kind));
+  if (opt.stop_after_layer >= 0) {
+    if (head && opt.stop_after_layer < c.n_layers - 1)
+      throw UsageError("forward: logits need every layer, but stop_after_layer is " + std::to_string(opt.stop_after_layer));
+    if (end > order(opt.stop_after_layer, HookKind::resid_post))
+      throw UsageError("forward: a hook lies after stop_after_layer " + std::to_string(opt.stop_after_layer));
+    end = order(std::min(opt.stop_after_layer, c.n_layers - 1), HookKind::resid_post);
+  }
+  if (head) end = order(c.n_layers - 1, HookKind::resid_post);
+  const int last = end < 0 ? -1 : end / 5;
+
+  res.batch = batch;
+  res.seq = seq;
+  res.captured.resize(opt.capture.size());
+  if (!(opt.want_logits || opt.want_log_probs)) res.logits.clear();
+  if (!opt.want_nll) res.nll.clear();
+  ensure_work(rows, seq, head);
+  Work& k = *work_;
+  TransformerOps& ops = *ops_;
+  const int64_t D = c.d_model;
+
+  // Runs the edits, then the captures, registered at one hook; true when the pass ends there.
+  auto hook = [&](int layer, HookKind kind, float* x) {
+    for (const auto& e : opt.edits)
+      if (e.at.layer == layer && e.at.kind == kind) e.fn(x, rows, D, be_);
+    for (size_t i = 0; i < opt.capture.size(); i++) {
+      if (opt.capture[i].layer == layer && opt.capture[i].kind == kind) {
+        res.captured[i].resize(size_t(rows * D));
+        be_.to_host(res.captured[i].data(), x, size_t(rows * D) * sizeof(float));
+      }
+    }
+    return order(layer, kind) == end;
+  };
+  // y[rows, out] = x[rows, in] W (+ b)
+  auto project = [&](const Linear& m, const float* x, float* y) {
+    ops.project(be_, m.trans, rows, m.out, m.in, x, m.w.data(), y);
+    if (m.b.size()) ops.add_bias(y, m.b.data(), rows, m.out);
+  };
+
+  be_.to_device(k.tokens.data(), tokens, size_t(rows) * sizeof(int32_t));
+  ops.embed(k.tokens.data(), rows, seq, w_->wte.data(), c.arch == ModelArch::gpt2 ? w_->wpe.data() : nullptr, D,
+            k.resid.data());
+  const bool gpt2 = c.arch == ModelArch::gpt2;
+  for (int l = 0; l <= last; l++) {
+    const Weights::Layer& L = w_->layers[size_t(l)];
+    if (hook(l, HookKind::resid_pre, k.resid.data())) break;
+    if (gpt2)
+      ops.layernorm(k.resid.data(), L.norm1_w.data(), L.norm1_b.data(), k.xn.data(), rows, D, c.norm_eps);
+    else
+      ops.rmsnorm(k.resid.data(), L.norm1_w.data(), k.xn.data(), rows, D, c.norm_eps);
+    project(L.qkv, k.xn.data(), k.qkv.data());
+    if (!gpt2) ops.rope(k.qkv.data(), rows, seq, c.n_heads, c.n_kv_heads, c.head_dim, k.cos.data(), k.sin.data());
+    ops.attention(k.qkv.data(), k.attn.data(), batch, seq, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale(l));
+    project(L.o, k.attn.data(), k.proj.data());
+    if (hook(l, HookKind::attn_out, k.proj.data())) break;
+    ops.add(k.resid.data(), k.proj.data(), rows * D);
+    if (hook(l, HookKind::resid_mid, k.resid.data())) break;
+    if (gpt2) {
+      ops.layernorm(k.resid.data(), L.norm2_w.data(), L.norm2_b.data(), k.xn.data(), rows, D, c.norm_eps);
+      // c_fc product, then bias and activation in one pass.
+      ops.project(be_, false, rows, L.up.out, D, k.xn.data(), L.up.w.data(), k.mlp.data());
+      ops.bias_act(k.mlp.data(), L.up.b.data(), rows, L.up.out, c.act);
+      project(L.down, k.mlp.data(), k.proj.data());
+    } else {
+      ops.rmsnorm(k.resid.data(), L.norm2_w.data(), k.xn.data(), rows, D, c.norm_eps);
+      project(L.up, k.xn.data(), k.mlp.data());
+      ops.gated_act(k.mlp.data(), k.act.data(), rows, c.d_mlp, c.act);
+      project(L.down, k.act.data(), k.proj.data());
+    }
+    if (hook(l, HookKind::mlp_out, k.proj.data())) break;
+    ops.add(k.resid.data(), k.proj.data(), rows * D);
+    if (hook(l, HookKind::resid_post, k.resid.data())) break;
+  }
+
+  if (head) {
+    if (gpt2)
+      ops.layernorm(k.resid.data(), w_->norm_f_w.data(), w_->norm_f_b.data(), k.xn.data(), rows, D, c.norm_eps);
+    else
+      ops.rmsnorm(k.resid.data(), w_->norm_f_w.data(), k.xn.data(), rows, D, c.norm_eps);
+    const float* wu = c.tied_head ? w_->wte.data() : w_->lm_head.data();
+    const int64_t V = c.vocab;
+    ops.project(be_, true, rows, V, D, k.xn.data(), wu, k.head.data());
+    if (opt.want_nll || opt.want_log_probs) {
+      std::vector<int32_t> tgt(size_t(rows), -1);
+      for (int64_t b = 0; b < batch; b++)
+        for (int64_t t = 0; t + 1 < seq; t++) tgt[size_t(b * seq + t)] = tokens[b * seq + t + 1];
+      k.targets.upload(tgt.data(), tgt.size());
+      ops.log_softmax_nll(k.head.data(), rows, V, k.targets.data(), k.nll.data(), opt.want_log_probs);
+    }
+    if (opt.want_logits || opt.want_log_probs) {
+      res.logits.resize(size_t(rows * V));
+      be_.to_host(res.logits.data(), k.head.data(), res.logits.size() * sizeof(float));
+    }
+    if (opt.want_nll) {
+      std::vector<float> all(static_cast<size_t>(rows));
+      be_.to_host(all.data(), k.nll.data(), all.size() * sizeof(float));
+      res.nll.resize(size_t(batch * (seq - 1)));
+      for (int64_t b = 0; b < batch; b++)
+        for (int64_t t = 0; t + 1 < seq; t++) res.nll[size_t(b * (seq - 1) + t)] = all[size_t(b * seq + t)];
+    }
+  }
+  be_.sync();
+}
+
+std::vector<double> kl_divergence_rows(const float* logp, const float* logq, int64_t rows, int64_t vocab) {
+  std::vector<double> kl(static_cast<size_t>(rows));
+  WorkerPool::global().run(rows, [&](int64_t first, int64_t last, int) {
+    for (int64_t r = first; r < last; r++) {
+      const float* p = logp + r * vocab;
+      const float* q = logq + r * vocab;
+      double s = 0;
+      for (int64_t i = 0; i < vocab; i++) s += std::exp(double(p[i])) * (double(p[i]) - double(q[i]));
+      kl[size_t(r)] = s;
+    }
+  });
+  return kl;
+}
+
+}  // namespace sae

@@ -1,0 +1,164 @@
+// Hugging Face causal language models (GPT-2 and the Llama family: Llama 2/3, Mistral, Qwen2,
+// SmolLM, TinyLlama) loaded from a model directory and run by our own forward pass on the CPU
+// (OpenBLAS + OpenMP) or CUDA (cuBLAS + kernels) backend, with TransformerLens-style hook points.
+//
+// Loading: config.json, then model.safetensors or a sharded model.safetensors.index.json. Weights
+// may be stored as f32, f16 or bf16; they are converted to f32 and everything is computed in f32.
+// A config the code cannot run exactly is refused with an InputError naming the field; nothing is
+// ever approximated.
+//
+// Hook points (TransformerLens names), for block L:
+//   blocks.L.hook_resid_pre   residual stream entering the block
+//   blocks.L.hook_attn_out    attention output (after the output projection and its bias)
+//   blocks.L.hook_resid_mid   resid_pre + attn_out
+//   blocks.L.hook_mlp_out     MLP output (after the down projection and its bias)
+//   blocks.L.hook_resid_post  resid_mid + mlp_out (= blocks.L+1.hook_resid_pre)
+//
+// The forward API serves sae-collect and sae-eval:
+//   Model m(dir, backend);
+//   ForwardOptions o;
+//   o.capture = {parse_hook("blocks.3.hook_resid_post", m.config())};   // (a) activations
+//   o.edits = {{hook, [](float* x, int64_t rows, int64_t d, Backend& be) { ... }}};  // (b) splice
+//   o.want_nll = true; o.want_log_probs = true;                          // (c) LM loss, KL
+//   ForwardResult r = m.forward(tokens, batch, seq, o);
+// Without logits or NLL the pass stops after the deepest hook captured or edited.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "kernels/transformer_kernels.h"
+
+namespace sae {
+
+enum class ModelArch { gpt2, llama };
+
+enum class RopeScalingType { none, linear, llama3 };
+
+struct RopeScaling {
+  RopeScalingType type = RopeScalingType::none;
+  double factor = 1.0;
+  // llama3 only
+  double low_freq_factor = 1.0, high_freq_factor = 4.0;
+  double original_max_positions = 8192;
+};
+
+struct ModelConfig {
+  ModelArch arch = ModelArch::gpt2;
+  std::string model_type;  // config.json "model_type" (gpt2, llama, mistral, qwen2)
+  std::string name;        // "_name_or_path" when present, else ""
+  int n_layers = 0, d_model = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, d_mlp = 0, vocab = 0;
+  // Longest sequence the model runs exactly, and the config field that sets it (for messages).
+  int64_t max_positions = 0;
+  std::string max_positions_field;
+  float norm_eps = 1e-5f;
+  tk::Activation act = tk::Activation::gelu_tanh;
+  bool tied_head = true;
+  bool qkv_bias = false, o_bias = false, mlp_bias = false;
+  // GPT-2 attention scaling options.
+  bool scale_attn_weights = true, scale_attn_by_inverse_layer_idx = false;
+  // Llama family rotary embedding.
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  int64_t bos_token_id = -1, eos_token_id = -1;
+
+  int qkv_width() const { return (n_heads + 2 * n_kv_heads) * head_dim; }
+  float attn_scale(int layer) const;
+  // The head_dim/2 rotary inverse frequencies after rope_scaling, computed in double.
+  std::vector<double> rope_inv_freq() const;
+  // Parameters in the matrices the pass multiplies by (all blocks, plus the output head when
+  // with_head): the FLOP count of a forward pass is 2 x this x tokens (attention scores aside).
+  int64_t matmul_params(int layers, bool with_head) const;
+};
+
+// Parses a config.json object; `where` (the file's path) starts every message. Fields the code
+// cannot run exactly give an InputError naming the field.
+ModelConfig parse_model_config(const nlohmann::json& cfg, const std::string& where);
+ModelConfig load_model_config(const std::string& dir);
+
+enum class HookKind { resid_pre, attn_out, resid_mid, mlp_out, resid_post };
+
+struct HookPoint {
+  int layer = 0;
+  HookKind kind = HookKind::resid_post;
+  std::string name() const;  // "blocks.L.hook_KIND"
+  bool operator==(const HookPoint& o) const { return layer == o.layer && kind == o.kind; }
+};
+
+// Parses "blocks.L.hook_KIND"; an unknown name or a layer outside the model is a UsageError that
+// names the hook (and the model's layer range).
+HookPoint parse_hook(const std::string& name, const ModelConfig& cfg);
+
+struct HookEdit {
+  HookPoint at;
+  // Called with the hook's activations, row-major [rows = batch*seq, d], in the backend's memory
+  // (host memory on the CPU backend, device memory on CUDA); it modifies them in place, and the
+  // rest of the pass sees the modified values. Editing a residual hook edits the residual
+  // stream; editing attn_out/mlp_out edits what is added to it.
+  std::function<void(float* acts, int64_t rows, int64_t d, Backend& be)> fn;
+};
+
+struct ForwardOptions {
+  std::vector<HookPoint> capture;  // copied to the host after any edit at the same hook
+  std::vector<HookEdit> edits;
+  // Last block to run; -1 derives it: every block when logits, log-probs or NLL are wanted,
+  // otherwise the deepest hook captured or edited.
+  int stop_after_layer = -1;
+  bool want_logits = false;     // [rows, vocab] raw logits
+  bool want_log_probs = false;  // [rows, vocab] log-softmax of the logits (replaces logits)
+  bool want_nll = false;        // [batch, seq-1]: -log p(tokens[b][t+1] | tokens[b][..t])
+};
+
+struct ForwardResult {
+  int64_t batch = 0, seq = 0;
+  std::vector<std::vector<float>> captured;  // one per ForwardOptions::capture, [batch*seq, d_model]
+  std::vector<float> logits;                 // logits or log-probs, [batch*seq, vocab], if asked
+  std::vector<float> nll;                    // [batch, seq-1], if asked
+};
+
+class TransformerOps;  // per-backend element-wise ops (lib/model_ops.h)
+
+// A loaded model on one backend. forward() reuses preallocated buffers, so one Model serves one
+// thread at a time.
+class Model {
+ public:
+  // Loads config.json and the weights from `dir` onto `be` (InputError naming the file and what
+  // is wrong for any defect).
+  Model(const std::string& dir, Backend& be);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const { return cfg_; }
+  const std::string& dir() const { return dir_; }
+  Backend& backend() { return be_; }
+
+  // Runs tokens [batch, seq] (row-major int32, BOS included by the caller). Sequences of
+  // different lengths may be right-padded with any valid token: attention is causal, so padding
+  // never changes the rows before it. seq above max_positions and token ids outside the
+  // vocabulary are InputErrors.
+  ForwardResult forward(const int32_t* tokens, int64_t batch, int64_t seq, const ForwardOptions& opt);
+  // The same, into `out`, whose vectors keep their memory from call to call (a caller that runs
+  // batch after batch saves allocating and zeroing the captured activations each time).
+  void forward(const int32_t* tokens, int64_t batch, int64_t seq, const ForwardOptions& opt, ForwardResult& out);
+
+ private:
+  struct Weights;
+  struct Work;
+  void ensure_work(int64_t rows, int64_t seq, bool logits);
+  std::string dir_;
+  Backend& be_;
+  ModelConfig cfg_;
+  std::unique_ptr<TransformerOps> ops_;
+  std::unique_ptr<Weights> w_;
+  std::unique_ptr<Work> work_;
+};
+
+// Per-row KL divergence KL(p || q) from two log-prob matrices [rows, vocab] (p the clean model).
+std::vector<double> kl_divergence_rows(const float* logp, const float* logq, int64_t rows, int64_t vocab);
+
+}  // namespace sae

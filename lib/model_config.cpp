@@ -1,0 +1,319 @@
+// config.json -> ModelConfig for GPT-2 and the Llama family, refusing (with the field's name)
+// every setting the forward pass would not reproduce exactly; hook names; rotary frequencies.
+#include <cmath>
+#include <filesystem>
+
+#include "common.h"
+#include "model.h"
+#include "model_weights.h"
+
+namespace sae {
+
+using json = nlohmann::json;
+
+namespace {
+
+// Typed, named access to config.json fields: every problem is an InputError "<file>: <field>: why".
+struct Fields {
+  const json& j;
+  const std::string& where;
+
+  InputError err(const std::string& field, const std::string& why) const {
+    return InputError(where + ": " + field + ": " + why);
+  }
+  bool has(const char* k) const { return j.contains(k) && !j.at(k).is_null(); }
+  int64_t integer(const char* k) const {
+    if (!has(k)) throw err(k, "missing (required for model_type '" + j.value("model_type", std::string()) + "')");
+    const json& v = j.at(k);
+    if (!v.is_number_integer()) throw err(k, "expected an integer, found " + v.dump());
+    return v.get<int64_t>();
+  }
+  int64_t positive(const char* k) const {
+    int64_t v = integer(k);
+    if (v <= 0) throw err(k, "must be positive, found " + std::to_string(v));
+    return v;
+  }
+  int64_t positive(const char* k, int64_t dflt) const { return has(k) ? positive(k) : dflt; }
+  double number(const json& v, const std::string& name) const {
+    if (!v.is_number()) throw err(name, "expected a number, found " + v.dump());
+    return v.get<double>();
+  }
+  double number(const char* k, double dflt) const { return has(k) ? number(j.at(k), k) : dflt; }
+  bool boolean(const char* k, bool dflt) const {
+    if (!has(k)) return dflt;
+    if (!j.at(k).is_boolean()) throw err(k, "expected true or false, found " + j.at(k).dump());
+    return j.at(k).get<bool>();
+  }
+  std::string string(const char* k, const std::string& dflt) const {
+    if (!has(k)) return dflt;
+    if (!j.at(k).is_string()) throw err(k, "expected a string, found " + j.at(k).dump());
+    return j.at(k).get<std::string>();
+  }
+  // A field that only its "off" value (absent, null, false or 0) lets us run exactly.
+  void must_be_off(const char* k) const {
+    if (!has(k)) return;
+    const json& v = j.at(k);
+    if (v == false || v == 0) return;
+    throw err(k, "value " + v.dump() + " is not supported (the forward pass would not match the model)");
+  }
+};
+
+int to_int(const Fields& f, const char* k, int64_t v) {
+  if (v > (int64_t(1) << 30)) throw f.err(k, "value " + std::to_string(v) + " is too large");
+  return int(v);
+}
+
+void check_architectures(const Fields& f, const std::vector<std::string>& ok) {
+  if (!f.has("architectures")) return;
+  const json& a = f.j.at("architectures");
+  if (!a.is_array()) throw f.err("architectures", "expected a list of class names");
+  for (const auto& v : a) {
+    std::string s = v.is_string() ? v.get<std::string>() : v.dump();
+    bool found = false;
+    for (const auto& o : ok) found = found || s == o;
+    if (!found) {
+      std::string list;
+      for (const auto& o : ok) list += (list.empty() ? "" : ", ") + o;
+      throw f.err("architectures", "'" + s + "' is not supported (expected " + list + ")");
+    }
+  }
+}
+
+void parse_gpt2(const Fields& f, ModelConfig& c) {
+  check_architectures(f, {"GPT2LMHeadModel", "GPT2Model"});
+  c.arch = ModelArch::gpt2;
+  c.n_layers = to_int(f, "n_layer", f.positive("n_layer"));
+  c.d_model = to_int(f, "n_embd", f.positive("n_embd"));
+  c.n_heads = to_int(f, "n_head", f.positive("n_head"));
+  if (c.d_model % c.n_heads) throw f.err("n_head", std::to_string(c.n_heads) + " does not divide n_embd " + std::to_string(c.d_model));
+  c.n_kv_heads = c.n_heads;
+  c.head_dim = c.d_model / c.n_heads;
+  c.d_mlp = to_int(f, "n_inner", f.positive("n_inner", 4 * int64_t(c.d_model)));
+  c.vocab = to_int(f, "vocab_size", f.positive("vocab_size"));
+  c.max_positions = f.positive("n_positions");
+  c.max_positions_field = "n_positions";
+  c.norm_eps = float(f.number("layer_norm_epsilon", 1e-5));
+  std::string act = f.string("activation_function", "gelu_new");
+  if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast")
+    c.act = tk::Activation::gelu_tanh;
+  else if (act == "gelu")
+    c.act = tk::Activation::gelu_erf;
+  else if (act == "relu")
+    c.act = tk::Activation::relu;
+  else if (act == "silu" || act == "swish")
+    c.act = tk::Activation::silu;
+  else
+    throw f.err("activation_function", "'" + act + "' is not supported (gelu_new, gelu_pytorch_tanh, gelu_fast, gelu, relu, silu)");
+  c.tied_head = f.boolean("tie_word_embeddings", true);
+  c.qkv_bias = c.o_bias = c.mlp_bias = true;
+  c.scale_attn_weights = f.boolean("scale_attn_weights", true);
+  c.scale_attn_by_inverse_layer_idx = f.boolean("scale_attn_by_inverse_layer_idx", false);
+  // reorder_and_upcast_attn only changes how fp16 training computes the scores; in f32 it is the
+  // same arithmetic, so it needs no check.
+  f.must_be_off("add_cross_attention");
+  c.bos_token_id = f.has("bos_token_id") ? f.integer("bos_token_id") : 50256;
+  c.eos_token_id = f.has("eos_token_id") ? f.integer("eos_token_id") : 50256;
+}
+
+RopeScaling parse_rope_scaling(const Fields& f, const json& rs, const std::string& field) {
+  RopeScaling r;
+  if (rs.is_null()) return r;
+  if (!rs.is_object()) throw f.err(field, "expected an object or null, found " + rs.dump());
+  std::string key = rs.contains("rope_type") ? "rope_type" : "type";
+  std::string type = rs.contains(key) && rs.at(key).is_string() ? rs.at(key).get<std::string>() : "";
+  auto num = [&](const char* k) {
+    if (!rs.contains(k) || rs.at(k).is_null()) throw f.err(field + "." + k, "missing (required for rope type '" + type + "')");
+    return f.number(rs.at(k), field + "." + k);
+  };
+  if (!rs.contains(key)) {
+    // The nested rope_parameters of newer configs may leave the type out for plain RoPE.
+    if (field == "rope_parameters") return r;
+    throw f.err(field + ".type", "missing (cannot tell the scaling method)");
+  }
+  if (type == "default") {
+    return r;
+  } else if (type == "linear") {
+    r.type = RopeScalingType::linear;
+    r.factor = num("factor");
+  } else if (type == "llama3") {
+    r.type = RopeScalingType::llama3;
+    r.factor = num("factor");
+    r.low_freq_factor = num("low_freq_factor");
+    r.high_freq_factor = num("high_freq_factor");
+    r.original_max_positions = num("original_max_position_embeddings");
+    if (!(r.high_freq_factor > r.low_freq_factor))
+      throw f.err(field + ".high_freq_factor", "must exceed low_freq_factor");
+  } else {
+    throw f.err(field + "." + key, "'" + type + "' is not supported (supported: default, linear, llama3)");
+  }
+  if (!(r.factor > 0)) throw f.err(field + ".factor", "must be positive");
+  return r;
+}
+
+void parse_llama(const Fields& f, ModelConfig& c) {
+  const std::string& mt = c.model_type;
+  if (mt == "llama") check_architectures(f, {"LlamaForCausalLM", "LlamaModel"});
+  if (mt == "mistral") check_architectures(f, {"MistralForCausalLM", "MistralModel"});
+  if (mt == "qwen2") check_architectures(f, {"Qwen2ForCausalLM", "Qwen2Model"});
+  c.arch = ModelArch::llama;
+  c.n_layers = to_int(f, "num_hidden_layers", f.positive("num_hidden_layers"));
+  c.d_model = to_int(f, "hidden_size", f.positive("hidden_size"));
+  c.n_heads = to_int(f, "num_attention_heads", f.positive("num_attention_heads"));
+  c.n_kv_heads = to_int(f, "num_key_value_heads", f.positive("num_key_value_heads", c.n_heads));
+  if (c.n_heads % c.n_kv_heads)
+    throw f.err("num_key_value_heads", std::to_string(c.n_kv_heads) + " does not divide num_attention_heads " + std::to_string(c.n_heads));
+  if (f.has("head_dim")) {
+    c.head_dim = to_int(f, "head_dim", f.positive("head_dim"));
+  } else {
+    if (c.d_model % c.n_heads)
+      throw f.err("num_attention_heads", std::to_string(c.n_heads) + " does not divide hidden_size " + std::to_string(c.d_model));
+    c.head_dim = c.d_model / c.n_heads;
+  }
+  if (c.head_dim % 2) throw f.err("head_dim", "must be even for rotary embeddings, found " + std::to_string(c.head_dim));
+  c.d_mlp = to_int(f, "intermediate_size", f.positive("intermediate_size"));
+  c.vocab = to_int(f, "vocab_size", f.positive("vocab_size"));
+  c.max_positions = f.positive("max_position_embeddings");
+  c.max_positions_field = "max_position_embeddings";
+  c.norm_eps = float(f.number("rms_norm_eps", 1e-6));
+  std::string act = f.string("hidden_act", "silu");
+  if (act != "silu" && act != "swish") throw f.err("hidden_act", "'" + act + "' is not supported (the Llama family uses silu)");
+  c.act = tk::Activation::silu;
+  c.tied_head = f.boolean("tie_word_embeddings", false);
+  if (mt == "qwen2") {
+    c.qkv_bias = true;  // Qwen2 always has q/k/v biases and none on o_proj
+  } else if (f.boolean("attention_bias", false)) {
+    c.qkv_bias = c.o_bias = true;
+  }
+  c.mlp_bias = f.boolean("mlp_bias", false);
+
+  // Rotary embedding: rope_theta and rope_scaling, or the newer nested "rope_parameters".
+  c.rope_theta = f.number("rope_theta", 10000.0);
+  if (f.has("rope_parameters")) {
+    const json& rp = f.j.at("rope_parameters");
+    if (!rp.is_object()) throw f.err("rope_parameters", "expected an object, found " + rp.dump());
+    if (rp.contains("rope_theta")) c.rope_theta = f.number(rp.at("rope_theta"), "rope_parameters.rope_theta");
+    c.rope_scaling = parse_rope_scaling(f, rp, "rope_parameters");
+  }
+  if (f.has("rope_scaling")) c.rope_scaling = parse_rope_scaling(f, f.j.at("rope_scaling"), "rope_scaling");
+  if (!(c.rope_theta > 0)) throw f.err("rope_theta", "must be positive");
+  if (f.has("partial_rotary_factor") && f.number("partial_rotary_factor", 1.0) != 1.0)
+    throw f.err("partial_rotary_factor", "value " + f.j.at("partial_rotary_factor").dump() + " is not supported (only 1.0)");
+  f.must_be_off("attn_logit_softcapping");
+  f.must_be_off("final_logit_softcapping");
+
+  // Sliding-window attention equals full attention while the sequence fits in the window, so a
+  // window only lowers the longest context we accept (an error names the field), never changes
+  // the arithmetic.
+  bool windowed = false;
+  if (mt == "mistral") windowed = f.has("sliding_window");
+  if (mt == "qwen2") windowed = f.boolean("use_sliding_window", false);
+  if (f.has("layer_types")) {
+    for (const auto& t : f.j.at("layer_types"))
+      if (t != "full_attention") windowed = true;
+  }
+  if (windowed) {
+    int64_t w = f.positive("sliding_window");
+    if (w < c.max_positions) {
+      c.max_positions = w;
+      c.max_positions_field = "sliding_window";
+    }
+  }
+  c.bos_token_id = f.has("bos_token_id") ? f.integer("bos_token_id") : -1;
+  c.eos_token_id = f.has("eos_token_id") && f.j.at("eos_token_id").is_number_integer() ? f.integer("eos_token_id") : -1;
+}
+
+}  // namespace
+
+ModelConfig parse_model_config(const json& j, const std::string& where) {
+  if (!j.is_object()) throw InputError(where + ": not a JSON object");
+  Fields f{j, where};
+  ModelConfig c;
+  if (!f.has("model_type")) throw f.err("model_type", "missing (cannot tell the architecture)");
+  c.model_type = f.string("model_type", "");
+  c.name = f.has("_name_or_path") && j.at("_name_or_path").is_string() ? j.at("_name_or_path").get<std::string>() : "";
+  if (c.model_type == "gpt2")
+    parse_gpt2(f, c);
+  else if (c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "qwen2")
+    parse_llama(f, c);
+  else
+    throw f.err("model_type", "'" + c.model_type + "' is not supported (supported: gpt2, llama, mistral, qwen2)");
+  return c;
+}
+
+ModelConfig load_model_config(const std::string& dir) {
+  const std::string path = (std::filesystem::path(dir) / "config.json").string();
+  if (!std::filesystem::is_directory(dir)) throw InputError(dir + ": not a model directory (no such directory)");
+  if (!std::filesystem::exists(path)) throw InputError(path + ": missing (a model directory needs config.json)");
+  return parse_model_config(read_model_json(path), path);
+}
+
+float ModelConfig::attn_scale(int layer) const {
+  double s = 1.0;
+  if (arch == ModelArch::llama || scale_attn_weights) s = 1.0 / std::sqrt(double(head_dim));
+  if (arch == ModelArch::gpt2 && scale_attn_by_inverse_layer_idx) s /= double(layer + 1);
+  return float(s);
+}
+
+std::vector<double> ModelConfig::rope_inv_freq() const {
+  int half = head_dim / 2;
+  std::vector<double> inv(static_cast<size_t>(half));
+  for (int i = 0; i < half; i++) inv[size_t(i)] = 1.0 / std::pow(rope_theta, double(2 * i) / double(head_dim));
+  const RopeScaling& r = rope_scaling;
+  if (r.type == RopeScalingType::linear) {
+    for (auto& v : inv) v /= r.factor;
+  } else if (r.type == RopeScalingType::llama3) {
+    // Llama 3.1: wavelengths longer than original/low_freq_factor are slowed by `factor`, shorter
+    // than original/high_freq_factor kept, and those between interpolated smoothly.
+    const double pi = 3.14159265358979323846;
+    double low_wavelen = r.original_max_positions / r.low_freq_factor;
+    double high_wavelen = r.original_max_positions / r.high_freq_factor;
+    for (auto& v : inv) {
+      double wavelen = 2 * pi / v;
+      if (wavelen > low_wavelen) {
+        v = v / r.factor;
+      } else if (wavelen >= high_wavelen) {
+        double smooth = (r.original_max_positions / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+        v = (1 - smooth) * v / r.factor + smooth * v;
+      }
+    }
+  }
+  return inv;
+}
+
+int64_t ModelConfig::matmul_params(int layers, bool with_head) const {
+  int64_t D = d_model, attn = int64_t(n_heads) * head_dim;
+  int64_t per_layer = D * qkv_width() + attn * D + (arch == ModelArch::llama ? 3 : 2) * D * d_mlp;
+  return per_layer * layers + (with_head ? int64_t(vocab) * D : 0);
+}
+
+static const char* const kHookKinds[] = {"resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"};
+
+std::string HookPoint::name() const {
+  return "blocks." + std::to_string(layer) + ".hook_" + kHookKinds[int(kind)];
+}
+
+HookPoint parse_hook(const std::string& name, const ModelConfig& cfg) {
+  const std::string bad = "hook '" + name + "': ";
+  const std::string expect = "expected blocks.L.hook_{resid_pre,attn_out,resid_mid,mlp_out,resid_post}";
+  if (name.rfind("blocks.", 0) != 0) throw UsageError(bad + "unknown hook name (" + expect + ")");
+  size_t i = 7, j = i;
+  while (j < name.size() && isdigit(static_cast<unsigned char>(name[j]))) j++;
+  if (j == i || j - i > 9 || j >= name.size() || name[j] != '.') throw UsageError(bad + "unknown hook name (" + expect + ")");
+  HookPoint h;
+  h.layer = std::stoi(name.substr(i, j - i));
+  std::string kind = name.substr(j + 1);
+  bool found = false;
+  for (int k = 0; k < 5; k++) {
+    if (kind == std::string("hook_") + kHookKinds[k]) {
+      h.kind = HookKind(k);
+      found = true;
+    }
+  }
+  if (!found) throw UsageError(bad + "unknown hook name (" + expect + ")");
+  if (h.layer >= cfg.n_layers)
+    throw UsageError(bad + "layer " + std::to_string(h.layer) + " is out of range (the model has " +
+                     std::to_string(cfg.n_layers) + " layers, 0-" + std::to_string(cfg.n_layers - 1) + ")");
+  return h;
+}
+
+}  // namespace sae

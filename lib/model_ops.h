@@ -1,0 +1,58 @@
+// The transformer's non-GEMM operations behind one interface, with a CPU implementation
+// (OpenMP loops, lib/model_ops_cpu.cpp) and a CUDA one (kernels, lib/cuda/transformer.cu). Both
+// take their per-element arithmetic from lib/kernels/transformer_kernels.h. Products go through
+// Backend::gemm. All pointers are in the backend's memory; matrices are row-major, one row per
+// token (row = b * seq + t).
+#pragma once
+#include <cstdint>
+#include <memory>
+
+#include "backend.h"
+#include "kernels/transformer_kernels.h"
+
+namespace sae {
+
+class TransformerOps {
+ public:
+  virtual ~TransformerOps() = default;
+  // y[rows, out] = x[rows, in] W, with W stored [in, out], or [out, in] when trans_w: one
+  // Backend::gemm over all rows (the CPU version may split the rows among its threads).
+  virtual void project(Backend& be, bool trans_w, int64_t rows, int64_t out, int64_t in, const float* x, const float* w,
+                       float* y) {
+    be.gemm(false, trans_w, rows, out, in, 1.0f, x, in, w, trans_w ? in : out, 0.0f, y, out);
+  }
+  // out[r] = wte[tokens[r]] (+ wpe[r % seq] when wpe is given), rows = batch * seq.
+  virtual void embed(const int32_t* tokens, int64_t rows, int64_t seq, const float* wte, const float* wpe, int64_t d,
+                     float* out) = 0;
+  virtual void layernorm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t d,
+                         float eps) = 0;
+  virtual void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps) = 0;
+  // x[r][c] += b[c]
+  virtual void add_bias(float* x, const float* b, int64_t rows, int64_t cols) = 0;
+  // y[i] += x[i]
+  virtual void add(float* y, const float* x, int64_t n) = 0;
+  // x[r][c] = act(x[r][c] + b[c]) (b may be null)
+  virtual void bias_act(float* x, const float* b, int64_t rows, int64_t cols, tk::Activation a) = 0;
+  // gu rows are [gate (cols) | up (cols)]; out[r][c] = act(gate[c]) * up[c]
+  virtual void gated_act(const float* gu, float* out, int64_t rows, int64_t cols, tk::Activation a) = 0;
+  // Rotates the query and key heads of qkv rows [q (n_heads*dh) | k (n_kv*dh) | v] in place;
+  // cos/sin hold [seq][dh/2] for positions 0..seq-1.
+  virtual void rope(float* qkv, int64_t rows, int64_t seq, int n_heads, int n_kv, int dh, const float* cos,
+                    const float* sin) = 0;
+  // Causal attention: out[r][h*dh..] = softmax(scale * q_h . k_{h/group}) v_{h/group} over the
+  // positions 0..t of the row's own sequence.
+  virtual void attention(const float* qkv, float* out, int64_t batch, int64_t seq, int n_heads, int n_kv, int dh,
+                         float scale) = 0;
+  // Per row: nll[r] = logsumexp(x[r]) - x[r][target[r]] where target[r] >= 0 (else nll[r] = 0);
+  // with log_probs, x[r] becomes its log-softmax.
+  virtual void log_softmax_nll(float* x, int64_t rows, int64_t vocab, const int32_t* target, float* nll,
+                               bool log_probs) = 0;
+};
+
+std::unique_ptr<TransformerOps> make_transformer_ops(Backend& be);
+std::unique_ptr<TransformerOps> make_cpu_transformer_ops();
+#ifdef SAE_HAVE_CUDA
+std::unique_ptr<TransformerOps> make_cuda_transformer_ops();  // lib/cuda/transformer.cu
+#endif
+
+}  // namespace sae

@@ -1,0 +1,279 @@
+// CPU transformer ops: loops over rows (and over batch x head for attention) split among the
+// threads of WorkerPool::global() (lib/model_pool.h says why not OpenMP's parallel for), calling
+// the shared per-element functions of lib/kernels/transformer_kernels.h. Every inner loop runs
+// over a contiguous dimension under `omp simd`, so the compiler vectorises it (exp_f32 is written
+// for that).
+#include <cstring>
+#include <vector>
+
+#include "model_ops.h"
+#include "model_pool.h"
+
+// OpenBLAS's thread count, when the BLAS is OpenBLAS (weak: absent elsewhere).
+extern "C" {
+__attribute__((weak)) void openblas_set_num_threads(int);
+__attribute__((weak)) int openblas_get_num_threads(void);
+}
+
+namespace sae {
+
+namespace {
+
+// 16 floats as one value (GCC/Clang vector extension): one AVX-512 register, or two or four
+// narrower ones; arithmetic on it is element-wise.
+constexpr int kLanes = 16;
+typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
+inline Lanes load_lanes(const float* p) {
+  Lanes v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store_lanes(float* p, Lanes v) { std::memcpy(p, &v, sizeof v); }
+
+// Runs body(r) for every r in [0, n) on the pool's threads.
+template <class F>
+void for_rows(int64_t n, F body) {
+  WorkerPool::global().run(n, [&](int64_t b, int64_t e, int) {
+    for (int64_t r = b; r < e; r++) body(r);
+  });
+}
+
+class CpuTransformerOps final : public TransformerOps {
+ public:
+  // One set of threads for the whole pass: the pool's threads that run the element-wise ops also
+  // run the products, each on its share of the rows with a single-threaded sgemm. Alternating
+  // with OpenBLAS's own threads leaves one set spinning while the other works, which costs a
+  // large part of the time on a 2-core machine.
+  void project(Backend& be, bool trans_w, int64_t rows, int64_t out, int64_t in, const float* x, const float* w,
+               float* y) override {
+    WorkerPool& pool = WorkerPool::global();
+    if (!openblas_set_num_threads || !openblas_get_num_threads || pool.size() < 2 || rows < 2 * pool.size()) {
+      TransformerOps::project(be, trans_w, rows, out, in, x, w, y);
+      return;
+    }
+    const int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    pool.run(rows, [&](int64_t r0, int64_t r1, int) {
+      be.gemm(false, trans_w, r1 - r0, out, in, 1.0f, x + r0 * in, in, w, trans_w ? in : out, 0.0f, y + r0 * out, out);
+    });
+    openblas_set_num_threads(blas_threads);
+  }
+
+  void embed(const int32_t* tokens, int64_t rows, int64_t seq, const float* wte, const float* wpe, int64_t d,
+             float* out) override {
+    for_rows(rows, [&](int64_t r) {
+      const float* e = wte + int64_t(tokens[r]) * d;
+      float* o = out + r * d;
+      if (wpe) {
+        const float* p = wpe + (r % seq) * d;
+#pragma omp simd
+        for (int64_t i = 0; i < d; i++) o[i] = e[i] + p[i];
+      } else {
+        std::memcpy(o, e, size_t(d) * sizeof(float));
+      }
+    });
+  }
+
+  void layernorm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t d,
+                 float eps) override {
+    for_rows(rows, [&](int64_t r) {
+      const float* xr = x + r * d;
+      float* yr = y + r * d;
+      float mean = tk::partial_sum(xr, d, 0, 1) / float(d);
+      float rstd = tk::layernorm_rstd(tk::partial_sq_dev(xr, d, mean, 0, 1), d, eps);
+#pragma omp simd
+      for (int64_t i = 0; i < d; i++) yr[i] = tk::layernorm_elem(xr[i], mean, rstd, w[i], b[i]);
+    });
+  }
+
+  void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps) override {
+    for_rows(rows, [&](int64_t r) {
+      const float* xr = x + r * d;
+      float* yr = y + r * d;
+      float rstd = tk::rmsnorm_rstd(tk::partial_sum_sq(xr, d, 0, 1), d, eps);
+#pragma omp simd
+      for (int64_t i = 0; i < d; i++) yr[i] = tk::rmsnorm_elem(xr[i], rstd, w[i]);
+    });
+  }
+
+  void add_bias(float* x, const float* b, int64_t rows, int64_t cols) override {
+    for_rows(rows, [&](int64_t r) {
+      float* xr = x + r * cols;
+#pragma omp simd
+      for (int64_t c = 0; c < cols; c++) xr[c] += b[c];
+    });
+  }
+
+  void add(float* y, const float* x, int64_t n) override {
+    WorkerPool::global().run(n, [&](int64_t b, int64_t e, int) {
+#pragma omp simd
+      for (int64_t i = b; i < e; i++) y[i] += x[i];
+    });
+  }
+
+  void bias_act(float* x, const float* b, int64_t rows, int64_t cols, tk::Activation a) override {
+    // One branch per activation outside the loops so each inner loop is a straight vector loop.
+    switch (a) {
+      case tk::Activation::gelu_tanh: rows_apply(x, b, rows, cols, [](float v) { return tk::gelu_tanh(v); }); break;
+      case tk::Activation::gelu_erf: rows_apply(x, b, rows, cols, [](float v) { return tk::gelu_erf(v); }); break;
+      case tk::Activation::relu: rows_apply(x, b, rows, cols, [](float v) { return tk::relu(v); }); break;
+      case tk::Activation::silu: rows_apply(x, b, rows, cols, [](float v) { return tk::silu(v); }); break;
+    }
+  }
+
+  void gated_act(const float* gu, float* out, int64_t rows, int64_t cols, tk::Activation a) override {
+    for_rows(rows, [&](int64_t r) {
+      const float* g = gu + r * 2 * cols;
+      const float* u = g + cols;
+      float* o = out + r * cols;
+      if (a == tk::Activation::silu) {
+#pragma omp simd
+        for (int64_t c = 0; c < cols; c++) o[c] = tk::gated(tk::Activation::silu, g[c], u[c]);
+      } else {
+        for (int64_t c = 0; c < cols; c++) o[c] = tk::gated(a, g[c], u[c]);
+      }
+    });
+  }
+
+  void rope(float* qkv, int64_t rows, int64_t seq, int n_heads, int n_kv, int dh, const float* cos,
+            const float* sin) override {
+    const int64_t width = int64_t(n_heads + 2 * n_kv) * dh;
+    const int half = dh / 2;
+    for_rows(rows, [&](int64_t r) {
+      const float* c = cos + (r % seq) * half;
+      const float* s = sin + (r % seq) * half;
+      for (int h = 0; h < n_heads + n_kv; h++) {  // query heads, then key heads
+        float* x = qkv + r * width + int64_t(h) * dh;
+#pragma omp simd
+        for (int i = 0; i < half; i++) tk::rope_pair(x + i, x + i + half, c[i], s[i]);
+      }
+    });
+  }
+
+  void attention(const float* qkv, float* out, int64_t batch, int64_t seq, int n_heads, int n_kv, int dh,
+                 float scale) override {
+    const int64_t width = int64_t(n_heads + 2 * n_kv) * dh;
+    const int64_t out_width = int64_t(n_heads) * dh;
+    const int group = n_heads / n_kv;
+    // Each thread takes a range of (sequence, head) pairs. Both products are register-blocked
+    // over 16 lanes (a GCC vector, one AVX-512 register where there is one): 16 scores accumulate
+    // over the head dimension, and 16 output dimensions over the keys, so each multiply-add loads
+    // one operand instead of loading and storing its accumulator too.
+    const int64_t seq_pad = (seq + kLanes - 1) / kLanes * kLanes;
+    const int dh_pad = (dh + kLanes - 1) / kLanes * kLanes;
+    WorkerPool::global().run(batch * n_heads, [&](int64_t first, int64_t last, int) {
+      // Per thread: this head's keys transposed to [dh][seq_pad] and its values as [seq][dh_pad]
+      // (both zero-padded to whole vectors), the scaled query and the scores.
+      std::vector<float> kt(size_t(dh) * size_t(seq_pad), 0.0f), v(size_t(seq) * size_t(dh_pad), 0.0f),
+          s(static_cast<size_t>(seq_pad)), q(static_cast<size_t>(dh));
+      for (int64_t pair = first; pair < last; pair++) {
+        const int64_t b = pair / n_heads;
+        const int h = int(pair % n_heads);
+        const int kvh = h / group;
+        const float* base = qkv + b * seq * width;
+        const int64_t koff = int64_t(n_heads + kvh) * dh, voff = int64_t(n_heads + n_kv + kvh) * dh;
+        for (int64_t j = 0; j < seq; j++) {
+          const float* kr = base + j * width + koff;
+          for (int d = 0; d < dh; d++) kt[size_t(d * seq_pad + j)] = kr[d];
+          std::memcpy(&v[size_t(j * dh_pad)], base + j * width + voff, size_t(dh) * sizeof(float));
+        }
+        for (int64_t t = 0; t < seq; t++) {
+          const float* qr = base + t * width + int64_t(h) * dh;
+          for (int d = 0; d < dh; d++) q[size_t(d)] = qr[d] * scale;
+          const int64_t n = t + 1;
+          float* sc = s.data();
+          for (int64_t j0 = 0; j0 < n; j0 += kLanes) {
+            // Four accumulators: one chain of dependent multiply-adds would wait on each result.
+            Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {};
+            const float* kr = kt.data() + j0;
+            int d = 0;
+            for (; d + 4 <= dh; d += 4) {
+              a0 += q[size_t(d)] * load_lanes(kr + int64_t(d) * seq_pad);
+              a1 += q[size_t(d + 1)] * load_lanes(kr + int64_t(d + 1) * seq_pad);
+              a2 += q[size_t(d + 2)] * load_lanes(kr + int64_t(d + 2) * seq_pad);
+              a3 += q[size_t(d + 3)] * load_lanes(kr + int64_t(d + 3) * seq_pad);
+            }
+            for (; d < dh; d++) a0 += q[size_t(d)] * load_lanes(kr + int64_t(d) * seq_pad);
+            store_lanes(sc + j0, (a0 + a1) + (a2 + a3));
+          }
+          float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+          for (int64_t j = 0; j < n; j++) m = tk::max_f32(m, sc[j]);
+          float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+          for (int64_t j = 0; j < n; j++) {
+            sc[j] = tk::softmax_weight(sc[j], m);
+            sum += sc[j];
+          }
+          const float inv = 1.0f / sum;
+          float* o = out + (b * seq + t) * out_width + int64_t(h) * dh;
+          for (int d0 = 0; d0 < dh; d0 += kLanes) {
+            Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {};
+            const float* vr = v.data() + d0;
+            int64_t j = 0;
+            for (; j + 4 <= n; j += 4) {
+              a0 += sc[j] * load_lanes(vr + j * dh_pad);
+              a1 += sc[j + 1] * load_lanes(vr + (j + 1) * dh_pad);
+              a2 += sc[j + 2] * load_lanes(vr + (j + 2) * dh_pad);
+              a3 += sc[j + 3] * load_lanes(vr + (j + 3) * dh_pad);
+            }
+            for (; j < n; j++) a0 += sc[j] * load_lanes(vr + j * dh_pad);
+            Lanes acc = ((a0 + a1) + (a2 + a3)) * inv;
+            float lanes[kLanes];
+            store_lanes(lanes, acc);
+            const int k = dh - d0 < kLanes ? dh - d0 : kLanes;
+            std::memcpy(o + d0, lanes, size_t(k) * sizeof(float));
+          }
+        }
+      }
+    });
+  }
+
+  void log_softmax_nll(float* x, int64_t rows, int64_t vocab, const int32_t* target, float* nll,
+                       bool log_probs) override {
+    for_rows(rows, [&](int64_t r) {
+      float* xr = x + r * vocab;
+      float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+      for (int64_t i = 0; i < vocab; i++) m = tk::max_f32(m, xr[i]);
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t i = 0; i < vocab; i++) sum += tk::softmax_weight(xr[i], m);
+      const float lse = m + logf(sum);
+      if (nll) nll[r] = target[r] >= 0 ? lse - xr[target[r]] : 0.0f;
+      if (log_probs) {
+#pragma omp simd
+        for (int64_t i = 0; i < vocab; i++) xr[i] -= lse;
+      }
+    });
+  }
+
+ private:
+  template <class F>
+  static void rows_apply(float* x, const float* b, int64_t rows, int64_t cols, F f) {
+    for_rows(rows, [&](int64_t r) {
+      float* xr = x + r * cols;
+      if (b) {
+#pragma omp simd
+        for (int64_t c = 0; c < cols; c++) xr[c] = f(xr[c] + b[c]);
+      } else {
+#pragma omp simd
+        for (int64_t c = 0; c < cols; c++) xr[c] = f(xr[c]);
+      }
+    });
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<TransformerOps> make_cpu_transformer_ops() { return std::make_unique<CpuTransformerOps>(); }
+
+std::unique_ptr<TransformerOps> make_transformer_ops(Backend& be) {
+#ifdef SAE_HAVE_CUDA
+  if (be.device() == Device::cuda) return make_cuda_transformer_ops();
+#endif
+  (void)be;
+  return make_cpu_transformer_ops();
+}
+
+}  // namespace sae

@@ -1,0 +1,115 @@
+#!/usr/bin/env bats
+# sae-convert: any SAE directory load_sae reads -> the SAELens 6 layout (docs/sae-format.md).
+load helper
+load stream_helper
+load sae_helper
+
+toy=(--toy --d 16 --features 64 --active 3 --noise 0.01)
+
+# The encodings of an SAE on a stream, as its report's per-latent numbers and reconstruction:
+# identical encodings give identical reports (everything but the .sae block, which names the
+# directory and its format).
+encodings() { sae-eval --sae "$1" "$2" 2>/dev/null | jq -c 'del(.sae)'; }
+
+@test "sae-convert --help lists every option with its default" {
+  run sae-convert --help
+  assert_success
+  for opt in "-o [ --output ] arg" "--dtype arg (=f32)"; do
+    assert_line --partial -- "$opt"
+  done
+}
+
+@test "sparsify -> SAELens: the layout SAELens reads, and the same encodings" {
+  hand_rows rows.sae
+  hand_sparsify layers.3
+  run sae-convert layers.3 -o out
+  assert_success
+  assert_output ""
+  [ "$(ls out | tr '\n' ' ')" = "cfg.json sae_weights.safetensors " ]
+  [ "$(jq -c '[.architecture, .k, .d_in, .d_sae, .apply_b_dec_to_input, .normalize_activations, .dtype]' out/cfg.json)" \
+    = '["topk",1,2,3,true,"none","float32"]' ]
+  [ "$(jq -r '.metadata.sae_lens_version + " " + .metadata.hook_name' out/cfg.json)" = "6.0.0 layers.3" ]
+  # W_enc is the transpose of sparsify's encoder.weight [3, 2].
+  hlen=$(od -An -tu8 -N8 out/sae_weights.safetensors | tr -d ' ')
+  [ "$(tail -c +9 out/sae_weights.safetensors | head -c "$hlen" | jq -c '[.W_enc.shape, .W_dec.shape, .b_enc.shape, .b_dec.shape]')" \
+    = '[[2,3],[3,2],[3],[2]]' ]
+  [ "$(encodings layers.3 rows.sae)" = "$(encodings out rows.sae)" ]
+  [ "$(sae-eval --sae out rows.sae 2>/dev/null | jq -r .sae.format)" = saetools ]
+}
+
+@test "f32 conversion of the toy truth gives identical encodings on toy data" {
+  sae-collect "${toy[@]}" --rows 3000 --truth truth -o toy.sae
+  sae-convert truth -o copy
+  [ "$(encodings truth toy.sae)" = "$(encodings copy toy.sae)" ]
+  # The feature density file comes along.
+  cmp truth/sparsity.safetensors copy/sparsity.safetensors
+}
+
+@test "--dtype bf16 and f16: weights stored at that precision; metrics within 1%" {
+  # bf16 keeps 8 significant bits (relative rounding <= 2^-9 per weight), so pre-activations move
+  # by ~0.2% of their scale; the fvu and cosine of a whole stream move by well under 1%.
+  sae-collect "${toy[@]}" --rows 3000 --truth truth -o toy.sae
+  for dt in bf16 f16; do
+    sae-convert truth -o $dt --dtype $dt
+    hlen=$(od -An -tu8 -N8 $dt/sae_weights.safetensors | tr -d ' ')
+    want=$([ $dt = bf16 ] && echo BF16 || echo F16)
+    [ "$(tail -c +9 $dt/sae_weights.safetensors | head -c "$hlen" | jq -r .W_enc.dtype)" = "$want" ]
+    [ "$(jq -r .dtype $dt/cfg.json)" = "$([ $dt = bf16 ] && echo bfloat16 || echo float16)" ]
+    sae-eval --sae truth --skip-geometry toy.sae >a.json 2>/dev/null
+    sae-eval --sae $dt --skip-geometry toy.sae >b.json 2>/dev/null
+    jq -n --slurpfile a a.json --slurpfile b b.json -e '
+      def close(x; y): ((x - y) | fabs) <= 0.01 * (y | fabs);
+      close($b[0].reconstruction.fvu; $a[0].reconstruction.fvu) and
+      close($b[0].reconstruction.cosine_similarity; $a[0].reconstruction.cosine_similarity) and
+      close($b[0].sparsity.l0.mean; $a[0].sparsity.l0.mean)'
+  done
+}
+
+@test "legacy SAELens -> SAELens 6: version and metadata keys move, encodings unchanged" {
+  hand_rows rows.sae
+  mkdir legacy
+  safetensors legacy/sae_weights.safetensors W_enc "[2,3]" "1 0 0 0 1 0" b_enc "[3]" "0 0 -1" \
+    W_dec "[3,2]" "1 0 0 1 0.70710678 0.70710678" b_dec "[2]" "0 0"
+  echo '{"d_in": 2, "d_sae": 3, "dtype": "float32", "model_name": "gpt2-small", "hook_point": "blocks.0.hook_resid_pre",
+         "hook_point_layer": 0, "activation_fn_str": "relu", "normalize_activations": false,
+         "apply_b_dec_to_input": true, "sae_lens_version": "3.12.0", "context_size": 128}' >legacy/cfg.json
+  sae-convert legacy -o new
+  [ "$(jq -c '[has("sae_lens_version"), has("activation_fn_str"), has("hook_point"), has("model_name")]' new/cfg.json)" \
+    = '[false,false,false,false]' ]
+  [ "$(jq -c '.metadata | [.sae_lens_version, .hook_name, .hook_layer, .model_name, .context_size]' new/cfg.json)" \
+    = '["6.0.0","blocks.0.hook_resid_pre",0,"gpt2-small",128]' ]
+  [ "$(jq -r .normalize_activations new/cfg.json)" = none ]
+  [ "$(encodings legacy rows.sae)" = "$(encodings new rows.sae)" ]
+}
+
+@test "bad input and usage: one line, exit 1, nothing created" {
+  hand_sae sae
+  run sae-convert sae
+  assert_failure 1
+  assert_line --index 0 "sae-convert: the option '--output' is required but missing"
+  run sae-convert sae -o out --dtype f64
+  assert_failure 1
+  assert_line --index 0 "sae-convert: --dtype: unknown dtype 'f64' (expected f32, f16 or bf16)"
+  run sae-convert nowhere -o out
+  assert_failure 1
+  assert_output "sae-convert: nowhere: not a directory (an SAE is a directory with cfg.json)"
+  hand_sae nan
+  safetensors nan/sae_weights.safetensors W_enc "[2,3]" "1 0 0 0 1 0" b_enc "[3]" "0 0 -1" \
+    W_dec "[3,2]" "1 0 nan 1 1 1" b_dec "[2]" "0 0"
+  run sae-convert nan -o out
+  assert_failure 1
+  assert_output "sae-convert: nan: tensor 'W_dec' has a NaN or Inf value at element 2"
+  run sae-convert sae -o missing/out
+  assert_failure 1
+  assert_output "sae-convert: missing/out: output directory missing does not exist"
+  assert_no_output_left . sae nan
+}
+
+@test "converting over an existing directory replaces it whole" {
+  hand_sae sae
+  mkdir out
+  touch out/stale-file
+  sae-convert sae -o out
+  [ "$(ls out | tr '\n' ' ')" = "cfg.json sae_weights.safetensors " ]
+  assert_no_output_left . sae out
+}

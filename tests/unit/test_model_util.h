@@ -1,0 +1,337 @@
+// Helpers shared by the model tests: the ../shared location, scratch directories, random model
+// fixtures written with SafeTensorsWriter, and a naive double-precision forward pass that reads
+// Hugging Face tensor names directly (no code shared with lib/model*.cpp beyond the config and
+// rope_inv_freq, which have their own tests). The naive pass is itself checked against the
+// reference outputs in ../shared, then used as the reference for the fixtures.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "model.h"
+#include "safetensors.h"
+
+namespace model_test {
+
+using namespace sae;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+// A cast that the compiler cannot mistake for a declarator (`std::vector<double> y(size_t(n))`
+// declares a function).
+inline size_t sz(int64_t v) { return static_cast<size_t>(v); }
+
+inline std::string shared_dir() {
+  const char* e = std::getenv("SAE_SHARED");
+  return e ? e : std::string(SAE_SOURCE_DIR) + "/../shared";
+}
+inline std::string shared_model(const std::string& name) { return shared_dir() + "/models/" + name; }
+inline bool have_shared() { return fs::is_directory(shared_dir() + "/models"); }
+#define NEED_SHARED()                                                                               \
+  do {                                                                                              \
+    if (!model_test::have_shared()) GTEST_SKIP() << "../shared is absent (set SAE_SHARED to the test data)"; \
+  } while (0)
+
+// A scratch directory removed at the end of the test.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "sae-model-test-XXXXXX").string();
+    path = mkdtemp(tmpl.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return path + "/" + name; }
+};
+
+inline void write_text(const std::string& path, const std::string& s) {
+  std::ofstream(path, std::ios::binary) << s;
+}
+
+// max |a - ref| / max |ref|: the error relative to the tensor's scale (elementwise relative
+// errors are meaningless for entries that happen to be near zero).
+template <class A, class B>
+double scaled_err(const A& a, const B& ref) {
+  double num = 0, den = 0;
+  EXPECT_EQ(a.size(), ref.size());
+  for (size_t i = 0; i < a.size() && i < ref.size(); i++) {
+    num = std::max(num, std::fabs(double(a[i]) - double(ref[i])));
+    den = std::max(den, std::fabs(double(ref[i])));
+  }
+  return den > 0 ? num / den : num;
+}
+
+// Tensors by Hugging Face name, with shapes, for writing fixtures.
+struct Tensors {
+  std::map<std::string, std::vector<float>> data;
+  std::map<std::string, std::vector<int64_t>> shape;
+  std::vector<std::string> order;
+  void add(const std::string& n, std::vector<int64_t> s, std::vector<float> v) {
+    if (!data.count(n)) order.push_back(n);
+    data[n] = std::move(v);
+    shape[n] = std::move(s);
+  }
+  const std::vector<float>& get(const std::string& n) const {
+    auto it = data.find(n);
+    if (it == data.end()) throw std::runtime_error("fixture has no tensor " + n);
+    return it->second;
+  }
+  void write(const std::string& path, DType dt = DType::f32, const std::vector<std::string>* only = nullptr) const {
+    SafeTensorsWriter w;
+    w.set_metadata("format", "pt");
+    for (const auto& n : only ? *only : order) w.add(n, shape.at(n), data.at(n).data(), dt);
+    w.write(path);
+  }
+};
+
+inline std::vector<float> randn(std::mt19937& g, size_t n, float scale, float mean = 0.0f) {
+  std::normal_distribution<float> d(mean, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+// Random weights for a config (GPT-2 names with `prefix`, Llama names with "model.").
+inline Tensors random_weights(const ModelConfig& c, uint32_t seed, const std::string& gpt2_prefix = "transformer.") {
+  std::mt19937 g(seed);
+  Tensors t;
+  const int64_t D = c.d_model, I = c.d_mlp, V = c.vocab, A = int64_t(c.n_heads) * c.head_dim,
+                KV = int64_t(c.n_kv_heads) * c.head_dim;
+  const float ws = 0.3f;
+  if (c.arch == ModelArch::gpt2) {
+    const std::string p = gpt2_prefix;
+    t.add(p + "wte.weight", {V, D}, randn(g, sz(V * D), 0.5f));
+    t.add(p + "wpe.weight", {c.max_positions, D}, randn(g, sz(c.max_positions * D), 0.2f));
+    for (int l = 0; l < c.n_layers; l++) {
+      std::string h = p + "h." + std::to_string(l) + ".";
+      t.add(h + "ln_1.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
+      t.add(h + "ln_1.bias", {D}, randn(g, sz(D), 0.1f));
+      t.add(h + "attn.c_attn.weight", {D, 3 * D}, randn(g, sz(3 * D * D), ws));
+      t.add(h + "attn.c_attn.bias", {3 * D}, randn(g, sz(3 * D), 0.1f));
+      t.add(h + "attn.c_proj.weight", {D, D}, randn(g, sz(D * D), ws));
+      t.add(h + "attn.c_proj.bias", {D}, randn(g, sz(D), 0.1f));
+      t.add(h + "ln_2.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
+      t.add(h + "ln_2.bias", {D}, randn(g, sz(D), 0.1f));
+      t.add(h + "mlp.c_fc.weight", {D, I}, randn(g, sz(D * I), ws));
+      t.add(h + "mlp.c_fc.bias", {I}, randn(g, sz(I), 0.1f));
+      t.add(h + "mlp.c_proj.weight", {I, D}, randn(g, sz(I * D), ws));
+      t.add(h + "mlp.c_proj.bias", {D}, randn(g, sz(D), 0.1f));
+    }
+    t.add(p + "ln_f.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
+    t.add(p + "ln_f.bias", {D}, randn(g, sz(D), 0.1f));
+  } else {
+    t.add("model.embed_tokens.weight", {V, D}, randn(g, sz(V * D), 0.5f));
+    for (int l = 0; l < c.n_layers; l++) {
+      std::string h = "model.layers." + std::to_string(l) + ".";
+      t.add(h + "input_layernorm.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
+      t.add(h + "self_attn.q_proj.weight", {A, D}, randn(g, sz(A * D), ws));
+      t.add(h + "self_attn.k_proj.weight", {KV, D}, randn(g, sz(KV * D), ws));
+      t.add(h + "self_attn.v_proj.weight", {KV, D}, randn(g, sz(KV * D), ws));
+      if (c.qkv_bias) {
+        t.add(h + "self_attn.q_proj.bias", {A}, randn(g, sz(A), 0.3f));
+        t.add(h + "self_attn.k_proj.bias", {KV}, randn(g, sz(KV), 0.3f));
+        t.add(h + "self_attn.v_proj.bias", {KV}, randn(g, sz(KV), 0.3f));
+      }
+      t.add(h + "self_attn.o_proj.weight", {D, A}, randn(g, sz(D * A), ws));
+      if (c.o_bias) t.add(h + "self_attn.o_proj.bias", {D}, randn(g, sz(D), 0.3f));
+      t.add(h + "post_attention_layernorm.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
+      t.add(h + "mlp.gate_proj.weight", {I, D}, randn(g, sz(I * D), ws));
+      t.add(h + "mlp.up_proj.weight", {I, D}, randn(g, sz(I * D), ws));
+      t.add(h + "mlp.down_proj.weight", {D, I}, randn(g, sz(D * I), ws));
+      if (c.mlp_bias) {
+        t.add(h + "mlp.gate_proj.bias", {I}, randn(g, sz(I), 0.3f));
+        t.add(h + "mlp.up_proj.bias", {I}, randn(g, sz(I), 0.3f));
+        t.add(h + "mlp.down_proj.bias", {D}, randn(g, sz(D), 0.3f));
+      }
+    }
+    t.add("model.norm.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
+  }
+  if (!c.tied_head) t.add("lm_head.weight", {V, D}, randn(g, sz(V * D), 0.5f));
+  return t;
+}
+
+struct NaiveOut {
+  std::map<std::string, std::vector<double>> hooks;  // "blocks.L.hook_X" -> [T, D]
+  std::vector<double> logits;                        // [T, V]
+  std::vector<double> nll;                           // [T-1]
+};
+
+// One sequence through the model, one token at a time, in double, straight from the config's
+// definition. `get(name)` returns a tensor by its Hugging Face name (GPT-2 names without the
+// "transformer." prefix; the getter adds whatever the file uses).
+inline NaiveOut naive_forward(const ModelConfig& c, const std::function<std::vector<float>(const std::string&)>& get,
+                              const std::vector<int32_t>& tokens) {
+  const bool gpt2 = c.arch == ModelArch::gpt2;
+  const int64_t T = int64_t(tokens.size()), D = c.d_model, I = c.d_mlp, V = c.vocab, H = c.n_heads,
+                KVH = c.n_kv_heads, dh = c.head_dim;
+  using Mat = std::vector<std::vector<double>>;
+  std::map<std::string, std::vector<float>> cache;
+  auto getc = [&](const std::string& n) -> const std::vector<float>& {
+    auto it = cache.find(n);
+    if (it == cache.end()) it = cache.emplace(n, get(n)).first;
+    return it->second;
+  };
+  auto norm = [&](const std::vector<double>& x, const std::string& w, const std::string& b) {
+    const std::vector<float>& W = getc(w);
+    std::vector<double> y(sz(D));
+    if (gpt2) {
+      const std::vector<float>& B = getc(b);
+      double mean = 0, var = 0;
+      for (double v : x) mean += v;
+      mean /= double(D);
+      for (double v : x) var += (v - mean) * (v - mean);
+      var /= double(D);
+      for (int64_t i = 0; i < D; i++) y[sz(i)] = (x[sz(i)] - mean) / std::sqrt(var + c.norm_eps) * W[sz(i)] + B[sz(i)];
+    } else {
+      double ms = 0;
+      for (double v : x) ms += v * v;
+      ms /= double(D);
+      for (int64_t i = 0; i < D; i++) y[sz(i)] = x[sz(i)] / std::sqrt(ms + c.norm_eps) * W[sz(i)];
+    }
+    return y;
+  };
+  // y = x W for W stored [in, out] (Conv1D) or y = x W^T for W stored [out, in] (Linear).
+  auto mm = [&](const std::vector<double>& x, const std::string& w, int64_t in, int64_t out, bool linear,
+                const std::string& bias = "") {
+    const std::vector<float>& W = getc(w);
+    std::vector<double> y(sz(out), 0.0);
+    for (int64_t o = 0; o < out; o++) {
+      double s = 0;
+      for (int64_t i = 0; i < in; i++) s += x[sz(i)] * double(W[sz(linear ? o * in + i : i * out + o)]);
+      y[sz(o)] = s;
+    }
+    if (!bias.empty()) {
+      const std::vector<float>& B = getc(bias);
+      for (int64_t o = 0; o < out; o++) y[sz(o)] += B[sz(o)];
+    }
+    return y;
+  };
+  auto act = [&](double x) {
+    switch (c.act) {
+      case tk::Activation::gelu_tanh: return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+      case tk::Activation::gelu_erf: return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+      case tk::Activation::relu: return x > 0 ? x : 0.0;
+      case tk::Activation::silu: return x / (1 + std::exp(-x));
+    }
+    return x;
+  };
+  NaiveOut out;
+  auto record = [&](int l, const char* kind, const Mat& m) {
+    auto& v = out.hooks["blocks." + std::to_string(l) + ".hook_" + kind];
+    for (const auto& r : m) v.insert(v.end(), r.begin(), r.end());
+  };
+  std::vector<float> wte = getc(gpt2 ? "wte.weight" : "model.embed_tokens.weight");
+  std::vector<float> wpe = gpt2 ? getc("wpe.weight") : std::vector<float>{};
+  Mat x(sz(T), std::vector<double>(sz(D)));
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t i = 0; i < D; i++)
+      x[sz(t)][sz(i)] = wte[sz(tokens[sz(t)] * D + i)] + (gpt2 ? wpe[sz(t * D + i)] : 0.0);
+  std::vector<double> inv = c.rope_inv_freq();
+  auto rope = [&](std::vector<double>& v, int64_t heads, int64_t t) {
+    for (int64_t h = 0; h < heads; h++)
+      for (int64_t i = 0; i < dh / 2; i++) {
+        double a = v[sz(h * dh + i)], b = v[sz(h * dh + i + dh / 2)], ang = double(t) * inv[sz(i)];
+        v[sz(h * dh + i)] = a * std::cos(ang) - b * std::sin(ang);
+        v[sz(h * dh + i + dh / 2)] = b * std::cos(ang) + a * std::sin(ang);
+      }
+  };
+  for (int l = 0; l < c.n_layers; l++) {
+    const std::string p = gpt2 ? "h." + std::to_string(l) + "." : "model.layers." + std::to_string(l) + ".";
+    record(l, "resid_pre", x);
+    Mat q(sz(T)), k(sz(T)), v(sz(T)), attn_out(sz(T));
+    for (int64_t t = 0; t < T; t++) {
+      if (gpt2) {
+        auto hn = norm(x[sz(t)], p + "ln_1.weight", p + "ln_1.bias");
+        auto qkv = mm(hn, p + "attn.c_attn.weight", D, 3 * D, false, p + "attn.c_attn.bias");
+        q[sz(t)].assign(qkv.begin(), qkv.begin() + D);
+        k[sz(t)].assign(qkv.begin() + D, qkv.begin() + 2 * D);
+        v[sz(t)].assign(qkv.begin() + 2 * D, qkv.end());
+      } else {
+        auto hn = norm(x[sz(t)], p + "input_layernorm.weight", "");
+        const std::string a = p + "self_attn.";
+        q[sz(t)] = mm(hn, a + "q_proj.weight", D, H * dh, true, c.qkv_bias ? a + "q_proj.bias" : "");
+        k[sz(t)] = mm(hn, a + "k_proj.weight", D, KVH * dh, true, c.qkv_bias ? a + "k_proj.bias" : "");
+        v[sz(t)] = mm(hn, a + "v_proj.weight", D, KVH * dh, true, c.qkv_bias ? a + "v_proj.bias" : "");
+        rope(q[sz(t)], H, t);
+        rope(k[sz(t)], KVH, t);
+      }
+    }
+    double scale = gpt2 ? (c.scale_attn_weights ? 1 / std::sqrt(double(dh)) : 1.0) / (c.scale_attn_by_inverse_layer_idx ? l + 1 : 1)
+                        : 1 / std::sqrt(double(dh));
+    for (int64_t t = 0; t < T; t++) {
+      std::vector<double> o(sz(H * dh), 0.0);
+      for (int64_t h = 0; h < H; h++) {
+        int64_t kh = h / (H / KVH);
+        std::vector<double> s(sz(t + 1));
+        double m = -1e300, sum = 0;
+        for (int64_t j = 0; j <= t; j++) {
+          double d = 0;
+          for (int64_t i = 0; i < dh; i++) d += q[sz(t)][sz(h * dh + i)] * k[sz(j)][sz(kh * dh + i)];
+          s[sz(j)] = d * scale;
+          m = std::max(m, s[sz(j)]);
+        }
+        for (auto& e : s) sum += (e = std::exp(e - m));
+        for (int64_t j = 0; j <= t; j++)
+          for (int64_t i = 0; i < dh; i++) o[sz(h * dh + i)] += s[sz(j)] / sum * v[sz(j)][sz(kh * dh + i)];
+      }
+      attn_out[sz(t)] = gpt2 ? mm(o, p + "attn.c_proj.weight", D, D, false, p + "attn.c_proj.bias")
+                                 : mm(o, p + "self_attn.o_proj.weight", H * dh, D, true, c.o_bias ? p + "self_attn.o_proj.bias" : "");
+    }
+    record(l, "attn_out", attn_out);
+    for (int64_t t = 0; t < T; t++)
+      for (int64_t i = 0; i < D; i++) x[sz(t)][sz(i)] += attn_out[sz(t)][sz(i)];
+    record(l, "resid_mid", x);
+    Mat mlp_out(sz(T));
+    for (int64_t t = 0; t < T; t++) {
+      if (gpt2) {
+        auto hn = norm(x[sz(t)], p + "ln_2.weight", p + "ln_2.bias");
+        auto hid = mm(hn, p + "mlp.c_fc.weight", D, I, false, p + "mlp.c_fc.bias");
+        for (auto& e : hid) e = act(e);
+        mlp_out[sz(t)] = mm(hid, p + "mlp.c_proj.weight", I, D, false, p + "mlp.c_proj.bias");
+      } else {
+        auto hn = norm(x[sz(t)], p + "post_attention_layernorm.weight", "");
+        const std::string m = p + "mlp.";
+        auto gate = mm(hn, m + "gate_proj.weight", D, I, true, c.mlp_bias ? m + "gate_proj.bias" : "");
+        auto up = mm(hn, m + "up_proj.weight", D, I, true, c.mlp_bias ? m + "up_proj.bias" : "");
+        for (int64_t i = 0; i < I; i++) gate[sz(i)] = act(gate[sz(i)]) * up[sz(i)];
+        mlp_out[sz(t)] = mm(gate, m + "down_proj.weight", I, D, true, c.mlp_bias ? m + "down_proj.bias" : "");
+      }
+    }
+    record(l, "mlp_out", mlp_out);
+    for (int64_t t = 0; t < T; t++)
+      for (int64_t i = 0; i < D; i++) x[sz(t)][sz(i)] += mlp_out[sz(t)][sz(i)];
+    record(l, "resid_post", x);
+  }
+  const std::string head = c.tied_head ? (gpt2 ? "wte.weight" : "model.embed_tokens.weight") : "lm_head.weight";
+  for (int64_t t = 0; t < T; t++) {
+    auto hn = gpt2 ? norm(x[sz(t)], "ln_f.weight", "ln_f.bias") : norm(x[sz(t)], "model.norm.weight", "");
+    auto lg = mm(hn, head, D, V, true);
+    out.logits.insert(out.logits.end(), lg.begin(), lg.end());
+    if (t + 1 < T) {
+      double m = *std::max_element(lg.begin(), lg.end()), s = 0;
+      for (double e : lg) s += std::exp(e - m);
+      out.nll.push_back(m + std::log(s) - lg[sz(tokens[sz(t + 1)])]);
+    }
+  }
+  return out;
+}
+
+// A getter over fixture tensors for naive_forward (GPT-2 names get the fixture's prefix).
+inline std::function<std::vector<float>(const std::string&)> getter(const Tensors& t, const std::string& gpt2_prefix = "transformer.") {
+  return [&t, gpt2_prefix](const std::string& n) {
+    if (t.data.count(n)) return t.get(n);
+    return t.get(gpt2_prefix + n);
+  };
+}
+
+}  // namespace model_test
