@@ -35,59 +35,40 @@ constexpr int64_t kParMin = int64_t(1) << 18;
 // Helpers shared by the fast CPU ops.
 
 // Per-row top-k with a running threshold: candidates above the current k-th best go to a small
-// buffer, which is cut back to the best k whenever it fills. Each row is O(n) compares plus a few
-// partial selections over the buffer.
+// buffer, which is cut back to the best k whenever it fills. Each row is O(n) compares (a
+// vectorised max per block of 16 once the threshold has settled) plus a few partial selections
+// over the buffer. Candidates are packed as 64-bit keys, the order-preserving bits of the value
+// above the complemented index, so that one integer comparison orders them by value and breaks
+// ties towards the lower index.
 struct TopkScratch {
-  std::vector<float> v, tv;
-  std::vector<int32_t> i, ti;
-  std::vector<int32_t> order;
+  std::vector<uint64_t> key;
 };
+
+inline uint64_t pack_key(float v, int64_t l) { return (uint64_t(float_key(v)) << 32) | uint64_t(0xffffffffu - uint32_t(l)); }
+inline int32_t key_index(uint64_t k) { return int32_t(0xffffffffu - uint32_t(k & 0xffffffffu)); }
+inline float key_value(uint64_t k) { return key_float(uint32_t(k >> 32)); }
 
 void topk_row(const float* p, const float* bias, const uint8_t* mask, int64_t n, int k, TopkScratch& s, int32_t* idx_out,
               float* val_out) {
   const size_t cap = size_t(std::max(4 * k, 64));
-  if (s.v.size() < cap) {
-    s.v.resize(cap);
-    s.i.resize(cap);
-    s.order.resize(cap);
-    s.tv.resize(cap);
-    s.ti.resize(cap);
-  }
-  float* cv = s.v.data();
-  int32_t* ci = s.i.data();
+  if (s.key.size() < cap) s.key.resize(cap);
+  uint64_t* ck = s.key.data();
   size_t cnt = 0;
   float thr = -std::numeric_limits<float>::infinity();
-  auto shrink = [&](size_t keep) {
-    // Keep the best `keep` of the buffer (value desc, index asc), in any order.
-    int32_t* ord = s.order.data();
-    for (size_t j = 0; j < cnt; j++) ord[j] = int32_t(j);
-    std::nth_element(ord, ord + (keep - 1), ord + cnt,
-                     [&](int32_t a, int32_t b) { return topk_before(cv[a], ci[a], cv[b], ci[b]); });
-    float* tv = s.tv.data();
-    int32_t* ti = s.ti.data();
-    for (size_t j = 0; j < keep; j++) {
-      tv[j] = cv[ord[j]];
-      ti[j] = ci[ord[j]];
-    }
-    thr = cv[ord[keep - 1]];
-    for (size_t j = 0; j < keep; j++) {
-      cv[j] = tv[j];
-      ci[j] = ti[j];
-    }
-    cnt = keep;
+  auto shrink = [&]() {
+    std::nth_element(ck, ck + (k - 1), ck + cnt, std::greater<uint64_t>());
+    cnt = size_t(k);
+    thr = key_value(*std::min_element(ck, ck + cnt));
   };
   // A later latent equal to the current k-th value has a higher index, so it loses the tie: only
   // strictly greater values can enter.
   auto consider = [&](int64_t l, float v) {
     if (!(v > thr)) return;
-    cv[cnt] = v;
-    ci[cnt] = int32_t(l);
-    if (++cnt == cap) shrink(size_t(k));
+    ck[cnt++] = pack_key(v, l);
+    if (cnt == cap) shrink();
   };
   int64_t l = 0;
   if (!mask) {
-    // Blocks of 16 whose maximum does not beat the threshold are skipped after one vectorised
-    // max: once the threshold has settled, almost every block is.
     constexpr int64_t W = 16;
     for (; l + W <= n; l += W) {
       float v[W];
@@ -105,15 +86,13 @@ void topk_row(const float* p, const float* bias, const uint8_t* mask, int64_t n,
     if (mask && !mask[l]) continue;
     consider(l, bias ? p[l] + bias[l] : p[l]);
   }
-  if (cnt > size_t(k)) shrink(size_t(k));
+  if (cnt > size_t(k)) shrink();
   if (cnt < size_t(k)) throw std::logic_error("topk: fewer candidates than k in a row");
-  // Output in ascending latent order.
-  int32_t* ord = s.order.data();
-  for (size_t j = 0; j < cnt; j++) ord[j] = int32_t(j);
-  std::sort(ord, ord + cnt, [&](int32_t a, int32_t b) { return ci[a] < ci[b]; });
+  // Output in ascending latent order: descending complemented index.
+  std::sort(ck, ck + cnt, [](uint64_t a, uint64_t b) { return uint32_t(a) > uint32_t(b); });
   for (size_t j = 0; j < cnt; j++) {
-    idx_out[j] = ci[ord[j]];
-    val_out[j] = relu(cv[ord[j]]);
+    idx_out[j] = key_index(ck[j]);
+    val_out[j] = relu(key_value(ck[j]));
   }
 }
 

@@ -541,6 +541,7 @@ Trainer::Status Trainer::train(RowSource& src) {
     if (got == 0) break;
     const int64_t before = tokens_;
     step(xb.data(), got);
+    if (tokens_ == tokens_at_start_) t_first_ = now_s() - t_start_;
     tokens_ += got;
     steps_++;
     for (auto& r : runs_) maybe_resample(*r, xb.data(), got);

@@ -153,6 +153,8 @@ class Trainer {
   int64_t tokens_seen() const { return tokens_; }
   // Wall time spent in the training steps of the last train() call (not the first-sample set-up).
   double train_seconds() const { return t_train_; }
+  // ... of which the first step (it allocates the batch buffers and faults their pages in).
+  double first_step_seconds() const { return t_first_; }
   const StepMetrics& last_metrics(size_t i) const;
   Sae exported(size_t i);  // the SAE as export_all writes it
   std::vector<float> log10_density(size_t i) const;
@@ -182,7 +184,7 @@ class Trainer {
   Buffer<float> x_dev_;
   std::vector<float> xs_;  // the scaled batch on the host
   FILE* log_ = nullptr;
-  double t_start_ = 0, t_train_ = 0;
+  double t_start_ = 0, t_train_ = 0, t_first_ = 0;
   int64_t tokens_at_start_ = 0;
 };
 
