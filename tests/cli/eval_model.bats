@@ -154,7 +154,8 @@ JSON
 # ---- pipelines/real.mk ----
 
 real_mk() {
-  make -f "$BATS_TEST_DIRNAME/../../pipelines/real.mk" BIN="$SAE_BIN" OUT=out MODEL="$(stories)" TEXT=text.txt \
+  # Run as a top-level make even under `make test` (a sub-make would print "Entering directory").
+  env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -f "$BATS_TEST_DIRNAME/../../pipelines/real.mk" BIN="$SAE_BIN" OUT=out MODEL="$(stories)" TEXT=text.txt \
     HOOK=blocks.1.hook_resid_post CONTEXT=64 LATENTS=128 HELDOUT_DOCS=5 DEVICE=cpu MEMORY=64M "$@"
 }
 

@@ -89,7 +89,7 @@ tensors() {
   command -v script >/dev/null || skip "script(1) is not installed"
   run script -qec "sae-train --latents 32 --k 2 --batch 256 --tokens 2048 -o shown toy.sae" /dev/null
   assert_success
-  assert_output --regexp "sae-train: [0-9.]+k?/2.0k tokens, [0-9.]+k? tok/s, loss [0-9.]+, FVU [0-9.]+, L0 [0-9.]+, dead [0-9.]+%, ETA [0-9]+s"
+  assert_output --regexp "sae-train: [0-9.]+k?/2.0k tokens, [0-9.]+[kMG]? tok/s, loss [0-9.]+, FVU [0-9.]+, L0 [0-9.]+, dead [0-9.]+%, ETA [0-9]+s"
   assert_output --partial "sae-train: wrote shown (topk, 32 latents, 2048 tokens; last batch FVU "
 }
 
