@@ -125,7 +125,11 @@ int run(const char* tool, int argc, char** argv, const std::function<int(int, ch
     rc = kExitInternal;
   }
   cleanup_temps();
-  if (fflush(stdout) != 0 && errno == EPIPE) return rc;
+  // Text reports go through stdio: a failed final flush (a full disk) must not pass as success.
+  if (fflush(stdout) != 0 && errno != EPIPE && rc == kExitOk) {
+    say(std::string("<stdout>: write failed: ") + std::strerror(errno));
+    rc = kExitInput;
+  }
   return rc;
 }
 

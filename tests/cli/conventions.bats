@@ -179,3 +179,11 @@ npy_data_of() { tail -c +$(( $(od -An -tu2 -j8 -N2 "$1") + 11 )) "$1"; }
   assert_failure 1
   assert_output "sae-npy: missing/dir/a.sae: output directory missing/dir does not exist"
 }
+
+@test "a report to a full disk (stdout on /dev/full) is an error, not a silent success" {
+  gen_npy a.npy 10 4 1
+  sae-npy import a.npy -o a.sae
+  run bash -c 'sae-info --json a.sae > /dev/full'
+  assert_failure 1
+  assert_output "sae-info: <stdout>: write failed: No space left on device"
+}
