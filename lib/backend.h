@@ -42,6 +42,19 @@ class Backend {
   virtual void sync() {}
 };
 
+// Host memory for the CPU backends (the OpenBLAS one and the plain reference): 64-byte aligned
+// allocations and memcpy/memset copies. Subclasses provide gemm.
+class HostBackend : public Backend {
+ public:
+  Device device() const override { return Device::cpu; }
+  void* alloc_bytes(size_t bytes) override;
+  void free_bytes(void* p) override;
+  void to_device(void* dst, const void* src, size_t bytes) override;
+  void to_host(void* dst, const void* src, size_t bytes) override;
+  void copy(void* dst, const void* src, size_t bytes) override;
+  void zero(void* dst, size_t bytes) override;
+};
+
 std::unique_ptr<Backend> make_backend(Device d);
 // Makes OpenBLAS use the kernels this CPU supports when its own detection fell back to a legacy
 // set (see backend_cpu.cpp). Called once by cli::run for every tool, and by make_cpu_backend.

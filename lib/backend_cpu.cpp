@@ -46,20 +46,8 @@ void fix_openblas_kernels() {
   gotoblas_dynamic_init();
 }
 
-class CpuBackend final : public Backend {
+class CpuBackend final : public HostBackend {
  public:
-  Device device() const override { return Device::cpu; }
-  void* alloc_bytes(size_t bytes) override {
-    void* p = nullptr;
-    // 64-byte alignment for AVX-512 loads.
-    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) throw std::bad_alloc();
-    return p;
-  }
-  void free_bytes(void* p) override { std::free(p); }
-  void to_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  void to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  void copy(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  void zero(void* dst, size_t bytes) override { std::memset(dst, 0, bytes); }
   void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
             const float* B, int64_t ldb, float beta, float* C, int64_t ldc) override {
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n),
@@ -72,6 +60,18 @@ void tune_cpu_blas() {
   static std::once_flag once;
   std::call_once(once, fix_openblas_kernels);
 }
+
+void* HostBackend::alloc_bytes(size_t bytes) {
+  void* p = nullptr;
+  // 64-byte alignment for AVX-512 loads.
+  if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) throw std::bad_alloc();
+  return p;
+}
+void HostBackend::free_bytes(void* p) { std::free(p); }
+void HostBackend::to_device(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+void HostBackend::to_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+void HostBackend::copy(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+void HostBackend::zero(void* dst, size_t bytes) { std::memset(dst, 0, bytes); }
 
 std::unique_ptr<Backend> make_cpu_backend() {
   tune_cpu_blas();

@@ -599,19 +599,8 @@ class CpuOps : public SaeOps {
 
 // ---------------------------------------------------------------------------------------------
 // The plain reference: host memory, a naive gemm accumulating in double, full sorts, one thread.
-class RefBackend final : public Backend {
+class RefBackend final : public HostBackend {
  public:
-  Device device() const override { return Device::cpu; }
-  void* alloc_bytes(size_t bytes) override {
-    void* p = std::malloc(bytes ? bytes : 64);
-    if (!p) throw std::bad_alloc();
-    return p;
-  }
-  void free_bytes(void* p) override { std::free(p); }
-  void to_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  void to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  void copy(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  void zero(void* dst, size_t bytes) override { std::memset(dst, 0, bytes); }
   void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
             const float* Bm, int64_t ldb, float beta, float* C, int64_t ldc) override {
     for (int64_t i = 0; i < m; i++)
