@@ -28,6 +28,14 @@ double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock:
 
 // ---- documents ----
 
+std::vector<int32_t> encode_document(const Tokenizer& tok, const TextDocument& doc) {
+  try {
+    return tok.encode(doc.text);
+  } catch (const InputError& e) {
+    throw InputError(doc.file + ": line " + std::to_string(doc.line) + ": " + e.what());
+  }
+}
+
 TextDocumentReader::TextDocumentReader(std::vector<std::string> inputs, std::string jsonl_field, bool lines,
                                        bool replace_invalid_utf8)
     : inputs_(std::move(inputs)), field_(std::move(jsonl_field)), lines_(lines), replace_(replace_invalid_utf8) {
@@ -272,12 +280,7 @@ CollectModelStats collect_model(const CollectModelOptions& o) {
   for (int64_t doc_id = 0;; doc_id++) {
     auto t0 = Clock::now();
     if (!reader.next(doc)) break;
-    std::vector<int32_t> ids;
-    try {
-      ids = tok->encode(doc.text);
-    } catch (const InputError& e) {
-      throw InputError(doc.file + ": line " + std::to_string(doc.line) + ": " + e.what());
-    }
+    std::vector<int32_t> ids = encode_document(*tok, doc);
     st.tokenize_seconds += since(t0);
     st.documents++;
     if (ids.empty()) {

@@ -57,6 +57,11 @@ struct TextDocument {
   int64_t line = 0;  // first line of the document (1-based)
 };
 
+class Tokenizer;
+// The document's token ids (no BOS); a tokenizer error (invalid UTF-8) names the document's file
+// and first line.
+std::vector<int32_t> encode_document(const Tokenizer& tok, const TextDocument& doc);
+
 // Reads documents one at a time from text files, in order (the format is CollectModelOptions').
 // Invalid UTF-8 is an InputError naming the file, the line and the byte offset, or is replaced.
 class TextDocumentReader {

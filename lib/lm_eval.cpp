@@ -293,12 +293,7 @@ LmEvalReport lm_eval_text(const Sae& sae, const std::string& sae_dir, const LmEv
   };
   for (int64_t doc_id = 0; o.max_tokens == 0 || queued < o.max_tokens; doc_id++) {
     if (!reader.next(doc)) break;
-    std::vector<int32_t> ids;
-    try {
-      ids = tok->encode(doc.text);
-    } catch (const InputError& e) {
-      throw InputError(doc.file + ": line " + std::to_string(doc.line) + ": " + e.what());
-    }
+    std::vector<int32_t> ids = encode_document(*tok, doc);
     rep.documents++;
     if (ids.empty()) {
       rep.empty_documents++;
