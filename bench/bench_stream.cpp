@@ -1,7 +1,9 @@
 // Stream throughput, measured against the zstd library on the same bytes in the same run:
 //   - write (StreamWriter, one thread) vs ZSTD_compress2 at the same level on the stored payload;
 //   - read (StreamReader, 1 and 2 decode threads) vs ZSTD_decompressDCtx on the same frames' worth
-//     of payload, and vs memcpy;
+//     of payload, and vs memcpy: the reader that keeps payloads as stored (what the target is
+//     about), the same reader with its rows then converted to f32 the way sae-train copies them
+//     out, and the reader that decodes every batch to f32 itself;
 //   - compressed bytes per activation value for f32, bf16 and bf16 with byte shuffle.
 // Throughput is MB/s of stored payload (rows * d * bytes per value); "per core" divides by the
 // threads doing the work. This machine is shared: only ratios within one run mean much.
@@ -30,6 +32,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr int kReps = 3;
+constexpr int kLong = 4;  // reads go over the stream concatenated this many times
 
 double cpu_now() {
   timespec t;
@@ -162,11 +165,11 @@ int main(int argc, char** argv) {
                             {"bf16 level -5 (fastest)", DType::bf16, -5, false},
                             {"bf16 level 3 + shuffle", DType::bf16, 3, true},
                             {"bf16 level -5 + shuffle", DType::bf16, -5, true}};
-  printf("%-24s| %-25s| %-50s| %-26s| %s\n", "", "write, MB/s per core", "read, MB/s per core",
-         "read, wall MB/s", "bytes");
-  printf("%-24s| %7s %7s %6s  | %7s %7s %7s %6s %6s %7s  | %7s %7s %6s  | %s\n", "dtype, setting", "zstd",
-         "writer", "ratio", "zstd", "+to f32", "reader", "ratio", "ratio2", "2 thr", "1 thr", "2 thr", "scale",
-         "/value");
+  printf("%-24s| %-25s| %-63s| %-26s| %s\n", "", "write, MB/s per core", "read, MB/s per core",
+         "read (stored), wall MB/s", "bytes");
+  printf("%-24s| %7s %7s %6s  | %7s %7s %7s %7s %7s %6s %6s %6s  | %7s %7s %6s  | %s\n", "dtype, setting", "zstd",
+         "writer", "ratio", "zstd", "+to f32", "stored", "+to f32", "decoded", "ratio", "ratio2", "ratio3", "1 thr",
+         "2 thr", "scale", "/value");
   double worst_read = 1e9;
   for (const Config& c : configs) {
     StreamHeader h = make_header("activations", d, c.t);
@@ -222,36 +225,47 @@ int main(int argc, char** argv) {
 
     // Read the stream concatenated kLong times: steady state, where batch buffers are recycled (the
     // first few batches of a reader allocate theirs).
-    constexpr int kLong = 4;
     std::string longer;
     for (int i = 0; i < kLong; i++) longer += stream;
-    auto read_with = [&](int threads) {
+    // mode 0: payloads kept as stored; 1: kept, then every row converted to f32 into a buffer
+    // (sae-train's copy); 2: decoded to f32 by the reader.
+    std::vector<float> rowbuf(batches[0].x.size());
+    auto read_with = [&](int threads, int mode) {
       Times t = measure([&] {
         ReaderOptions ro;
         ro.threads = threads;
+        ro.keep_stored = mode != 2;
         StreamReader r(longer.data(), longer.size(), "bench", ro);
         Batch b;
         int64_t n = 0;
-        while (r.next(b)) n += b.rows;
+        while (r.next(b)) {
+          if (mode == 1) {
+            if (rowbuf.size() < size_t(b.rows * d)) rowbuf.resize(size_t(b.rows * d));
+            b.rows_f32(d, 0, b.rows, rowbuf.data());
+          }
+          n += b.rows;
+        }
         if (n != kLong * rows) abort();
       });
       t.wall /= kLong;
       t.cpu /= kLong;
       return t;
     };
-    Times r1 = read_with(1), r2 = read_with(2);
+    Times r1 = read_with(1, 0), r2 = read_with(2, 0), rc = read_with(1, 1), rd = read_with(1, 2);
     worst_read = std::min(worst_read, zd.cpu / r1.cpu);
-    printf("%-24s| %7.0f %7.0f %6.2f  | %7.0f %7.0f %7.0f %6.2f %6.2f %7.0f  | %7.0f %7.0f %6.2f  | %.3f\n",
-           c.name, mbs(zc.cpu), mbs(w.cpu), zc.cpu / w.cpu, mbs(zd.cpu), mbs(zf.cpu), mbs(r1.cpu), zd.cpu / r1.cpu,
-           zf.cpu / r1.cpu, mbs(r2.cpu), mbs(r1.wall), mbs(r2.wall), r1.wall / r2.wall,
-           double(stream.size()) / values);
+    printf("%-24s| %7.0f %7.0f %6.2f  | %7.0f %7.0f %7.0f %7.0f %7.0f %6.2f %6.2f %6.2f  | %7.0f %7.0f %6.2f  | %.3f\n",
+           c.name, mbs(zc.cpu), mbs(w.cpu), zc.cpu / w.cpu, mbs(zd.cpu), mbs(zf.cpu), mbs(r1.cpu), mbs(rc.cpu),
+           mbs(rd.cpu), zd.cpu / r1.cpu, zf.cpu / rc.cpu, zf.cpu / rd.cpu, mbs(r1.wall), mbs(r2.wall),
+           r1.wall / r2.wall, double(stream.size()) / values);
   }
-  printf("\nratio = zstd's CPU time / ours on the same bytes (1.00: no overhead). The reader hands out f32\n"
-         "rows, so it also converts: ratio2 compares it with zstd + that conversion (+to f32), the least\n"
-         "any such reader does. Reads are of the stream concatenated %d times (steady state).\n"
-         "'2 thr' per core: CPU cost with 2 decode threads (the same as 1 thread: no parallel overhead).\n"
-         "scale = wall time with 1 decode thread / with 2 (needs idle cores to mean anything).\n"
-         "lowest read ratio: %.2f (target >= 0.70)\n",
-         4, worst_read);
+  printf("\nwrite ratio = zstd's CPU time / the writer's on the same bytes (1.00: no overhead).\n"
+         "read: 'stored' = StreamReader keeping payloads as stored (ReaderOptions::keep_stored);\n"
+         "'+to f32' = the same, then every row converted to f32 into a buffer, as sae-train copies rows\n"
+         "out; 'decoded' = the reader converting each batch into Batch::x itself. ratio = zstd / stored;\n"
+         "ratio2 = (zstd + the f32 conversion alone) / (stored + to f32); ratio3 = the same over decoded.\n"
+         "Reads are of the stream concatenated %d times (steady state). scale = wall time with 1 decode\n"
+         "thread / with 2 (needs idle cores to mean anything).\n"
+         "lowest read ratio (stored reader vs zstd): %.2f (target >= 0.70)\n",
+         kLong, worst_read);
   return 0;
 }

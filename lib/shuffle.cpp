@@ -66,7 +66,10 @@ struct Layout {
   }
   // Values go back to the stream's own dtype, so the round trip through a bucket is exact.
   void pack(const Batch& b, int64_t r, char* dst) const {
-    encode_f32(dtype, b.x.data() + r * d, size_t(d), dst);
+    if (b.is_stored())  // (stored as the stream's dtype, which is ours): the bytes, no round trip
+      b.row_stored_bytes(d, r, reinterpret_cast<uint8_t*>(dst));
+    else
+      encode_f32(dtype, b.x.data() + r * d, size_t(d), dst);
     if (doc) memcpy(dst + off_doc, &b.doc[size_t(r)], 8);
     if (token) memcpy(dst + off_token, &b.token[size_t(r)], 4);
     if (pos) memcpy(dst + off_pos, &b.pos[size_t(r)], 4);
@@ -615,6 +618,7 @@ ShuffleReport shuffle_streams(const std::vector<std::string>& inputs, FILE* out,
   ReaderOptions ro;
   ro.threads = 1;
   ro.prefetch = false;
+  ro.keep_stored = true;  // rows are packed in the stream's own dtype: no need to decode them
   StreamReader reader(inputs, ro);
   const StreamHeader& hin = reader.header();
   const std::string iname = inputs_name(inputs);

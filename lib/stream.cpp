@@ -34,21 +34,6 @@ namespace {
 
 constexpr uint32_t kZstdMagic = 0xFD2FB528u;
 
-// A growable byte buffer that is never zero-filled (the bytes are always overwritten).
-struct RawBuf {
-  std::unique_ptr<uint8_t[]> p;
-  size_t size = 0, cap = 0;
-  void resize_discard(size_t n) {
-    if (n > cap) {
-      p.reset(new uint8_t[n]);
-      cap = n;
-    }
-    size = n;
-  }
-  uint8_t* data() { return p.get(); }
-  const uint8_t* data() const { return p.get(); }
-};
-
 // A fixed set of worker threads taking tasks in submission order. Tasks still queued when the pool
 // is destroyed are dropped (their futures report a broken promise to nobody).
 class ThreadPool {
@@ -102,7 +87,7 @@ class ThreadPool {
 struct ZContexts {
   ZSTD_CCtx* c = nullptr;
   ZSTD_DCtx* d = nullptr;
-  RawBuf scratch;  // msgpack bytes of the frame being written, or of the frame just decompressed
+  ByteBuffer scratch;  // msgpack bytes of the frame being written, or of the frame just decompressed
   ~ZContexts() {
     ZSTD_freeCCtx(c);
     ZSTD_freeDCtx(d);
@@ -168,21 +153,29 @@ void encode_payload(DType t, bool shuffle, const float* src, size_t n, uint8_t* 
   }
 }
 
-void decode_payload(DType t, bool shuffled, const uint8_t* src, size_t n, float* dst) {
+// Values [i0, i0 + n) of a payload of `total` values stored as `t` (plane by plane when shuffled)
+// into dst as f32.
+void decode_payload(DType t, bool shuffled, const uint8_t* src, size_t total, size_t i0, size_t n, float* dst) {
   if (n == 0) return;
+  const size_t es = dtype_size(t);
+  if (!shuffled) {
+    src += i0 * es;
+  } else {
+    src += i0;  // plane b of the range starts at b * total
+  }
   if (t == DType::f32) {
     if (!shuffled) {
       memcpy(dst, src, n * 4);
       return;
     }
-    const uint8_t *p0 = src, *p1 = src + n, *p2 = src + 2 * n, *p3 = src + 3 * n;
+    const uint8_t *p0 = src, *p1 = src + total, *p2 = src + 2 * total, *p3 = src + 3 * total;
     for (size_t i = 0; i < n; i++)
       dst[i] = bits_f32(uint32_t(p0[i]) | uint32_t(p1[i]) << 8 | uint32_t(p2[i]) << 16 | uint32_t(p3[i]) << 24);
     return;
   }
   if (t == DType::bf16) {
     if (shuffled) {
-      const uint8_t *lo = src, *hi = src + n;
+      const uint8_t *lo = src, *hi = src + total;
       for (size_t i = 0; i < n; i++) dst[i] = bits_f32(uint32_t(lo[i]) << 16 | uint32_t(hi[i]) << 24);
     } else {
       for (size_t i = 0; i < n; i++) {
@@ -194,7 +187,7 @@ void decode_payload(DType t, bool shuffled, const uint8_t* src, size_t n, float*
     return;
   }
   if (shuffled) {
-    const uint8_t *lo = src, *hi = src + n;
+    const uint8_t *lo = src, *hi = src + total;
     for (size_t i = 0; i < n; i++) dst[i] = f16_to_f32(uint16_t(lo[i] | hi[i] << 8));
   } else {
     for (size_t i = 0; i < n; i++) {
@@ -203,6 +196,18 @@ void decode_payload(DType t, bool shuffled, const uint8_t* src, size_t n, float*
       dst[i] = f16_to_f32(h);
     }
   }
+}
+
+// A stored payload (from a reader with keep_stored) written as `t`, shuffled or not: the bytes as
+// they are when they already match, else through f32.
+void store_payload(const StoredPayload& sp, DType t, bool shuffle, uint8_t* dst) {
+  if (sp.dtype == t && sp.shuffled == shuffle) {
+    memcpy(dst, sp.data(), sp.values * dtype_size(t));
+    return;
+  }
+  std::vector<float> tmp(sp.values);
+  decode_payload(sp.dtype, sp.shuffled, sp.data(), sp.values, 0, sp.values, tmp.data());
+  encode_payload(t, shuffle, tmp.data(), sp.values, dst);
 }
 
 // ---- zstd frame header (RFC 8878 §3.1.1.1), checked before a frame is buffered or decoded ----
@@ -247,19 +252,19 @@ int parse_frame_header(const uint8_t* p, size_t avail, size_t max_content, Frame
 
 // ---- encoding ----
 
-void compress_into(const uint8_t* src, size_t n, int level, RawBuf& out) {
+void compress_into(const uint8_t* src, size_t n, int level, ByteBuffer& out) {
   ZSTD_CCtx* c = zctx().c;
   ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
   ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level);
   ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
   ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1);
   out.resize_discard(ZSTD_compressBound(n));
-  size_t r = ZSTD_compress2(c, out.data(), out.cap, src, n);
+  size_t r = ZSTD_compress2(c, out.data(), out.size(), src, n);
   if (ZSTD_isError(r)) throw std::runtime_error(std::string("zstd: ") + ZSTD_getErrorName(r));
-  out.size = r;
+  out.truncate(r);
 }
 
-void compress_string(const std::string& s, int level, RawBuf& out) {
+void compress_string(const std::string& s, int level, ByteBuffer& out) {
   compress_into(reinterpret_cast<const uint8_t*>(s.data()), s.size(), level, out);
 }
 
@@ -307,7 +312,7 @@ std::string encode_footer(int64_t rows, int64_t batches) {
 }
 
 // The msgpack map of one batch, built in one buffer with the payload encoded in place.
-void encode_batch(const StreamHeader& h, const Batch& b, bool shuffle, RawBuf& out) {
+void encode_batch(const StreamHeader& h, const Batch& b, bool shuffle, ByteBuffer& out) {
   const bool latents = h.kind == "latents";
   const size_t es = dtype_size(h.dtype);
   struct Part {
@@ -316,6 +321,7 @@ void encode_batch(const StreamHeader& h, const Batch& b, bool shuffle, RawBuf& o
     size_t bytes = 0;
     const float* values = nullptr;  // encoded with the dtype (and shuffle) instead of copied
     size_t n = 0;
+    const StoredPayload* stored = nullptr;  // copied, or converted when stored differently
   };
   std::vector<Part> parts;
   auto blob = [&](const char* key, const void* p, size_t bytes) {
@@ -339,6 +345,9 @@ void encode_batch(const StreamHeader& h, const Batch& b, bool shuffle, RawBuf& o
     blob("count", b.count.data(), b.count.size() * 4);
     blob("index", b.index.data(), b.index.size() * 4);
     values("value", b.value.data(), b.value.size());
+  } else if (b.is_stored()) {
+    values("x", nullptr, b.stored.values);
+    parts.back().stored = &b.stored;
   } else {
     values("x", b.x.data(), b.x.size());
   }
@@ -366,7 +375,9 @@ void encode_batch(const StreamHeader& h, const Batch& b, bool shuffle, RawBuf& o
   for (const auto& pt : parts) {
     memcpy(o, pt.head.data(), pt.head.size());
     o += pt.head.size();
-    if (pt.values)
+    if (pt.stored)
+      store_payload(*pt.stored, h.dtype, shuffle, o);
+    else if (pt.values)
       encode_payload(h.dtype, shuffle, pt.values, pt.n, o);
     else if (pt.bytes)
       memcpy(o, pt.raw, pt.bytes);
@@ -482,8 +493,13 @@ void check_nonfinite(const StreamHeader& h, NonFinite policy, Decoded& d) {
   const bool latents = h.kind == "latents";
   if (!latents) {
     const size_t w = size_t(h.d);
+    std::vector<float> row(b.is_stored() ? w : 0);
     for (int64_t r = 0; r < b.rows; r++) {
       const float* x = b.x.data() + size_t(r) * w;
+      if (b.is_stored()) {
+        b.rows_f32(h.d, r, 1, row.data());
+        x = row.data();
+      }
       uint32_t any = 0;
       for (size_t j = 0; j < w; j++) any |= uint32_t((f32_bits(x[j]) & 0x7f800000u) == 0x7f800000u);
       bad[size_t(r)] = uint8_t(any);
@@ -504,6 +520,7 @@ void check_nonfinite(const StreamHeader& h, NonFinite policy, Decoded& d) {
       d.nonfinite++;
     }
   if (!d.nonfinite || policy != NonFinite::skip) return;
+  b.decode_stored();  // (rare) compaction works on x
   // Compact in place: kept rows move down, columns follow.
   int64_t o = 0;
   size_t vin = 0, vout = 0;
@@ -540,7 +557,9 @@ void check_nonfinite(const StreamHeader& h, NonFinite policy, Decoded& d) {
   if (!b.pos.empty()) b.pos.resize(size_t(o));
 }
 
-void parse_frame(const uint8_t* p, size_t n, const StreamHeader* h, NonFinite policy, Decoded& d) {
+// With keep_stored, an activations payload is left where it is (p must be d.batch.stored.frame's
+// bytes) instead of decoded into x.
+void parse_frame(const uint8_t* p, size_t n, const StreamHeader* h, NonFinite policy, bool keep_stored, Decoded& d) {
   mp::Reader r(p, n);
   mp::Value m = r.read();
   if (m.type != mp::Type::map) throw InputError(std::string("frame holds a msgpack ") + mp::type_name(m.type) + ", not a map");
@@ -608,13 +627,24 @@ void parse_frame(const uint8_t* p, size_t n, const StreamHeader* h, NonFinite po
         throw InputError("latent index " + std::to_string(ix) + " is not below d=" + std::to_string(h->d));
     const uint8_t* vp = need_bin(fs, "value", nnz * es, true, "payload");
     b.value.resize(size_t(nnz));
-    decode_payload(h->dtype, shuffled, vp, size_t(nnz), b.value.data());
+    decode_payload(h->dtype, shuffled, vp, size_t(nnz), 0, size_t(nnz), b.value.data());
     b.x.clear();
+    b.stored.values = 0;
   } else {
     uint64_t nv = rows * uint64_t(h->d);
     const uint8_t* xp = need_bin(fs, "x", nv * es, true, "payload");
-    b.x.resize(size_t(nv));
-    decode_payload(h->dtype, shuffled, xp, size_t(nv), b.x.data());
+    if (keep_stored) {
+      // p is b.stored.frame's data (decode_frame decompressed the frame there).
+      b.x.clear();
+      b.stored.values = size_t(nv);
+      b.stored.dtype = h->dtype;
+      b.stored.shuffled = shuffled;
+      b.stored.offset = size_t(xp - p);
+    } else {
+      b.stored.values = 0;
+      b.x.resize(size_t(nv));
+      decode_payload(h->dtype, shuffled, xp, size_t(nv), 0, size_t(nv), b.x.data());
+    }
     b.count.clear();
     b.index.clear();
     b.value.clear();
@@ -646,14 +676,16 @@ Decoded decode_frame(const RawFrame& f, const StreamHeader* h, const ReaderOptio
     FrameInfo fi;
     if (parse_frame_header(f.p, f.n, opt.max_frame_bytes, fi) != 1) throw InputError("corrupt frame (bad zstd frame header)");
     ZContexts& z = zctx();
-    z.scratch.resize_discard(size_t(fi.content));
-    size_t r = ZSTD_decompressDCtx(z.d, z.scratch.data(), size_t(fi.content), f.p, f.n);
+    // Kept payloads stay in the batch's own buffer: decompress straight into it.
+    ByteBuffer& to = opt.keep_stored ? d.batch.stored.frame : z.scratch;
+    to.resize_discard(size_t(fi.content));
+    size_t r = ZSTD_decompressDCtx(z.d, to.data(), size_t(fi.content), f.p, f.n);
     if (ZSTD_isError(r)) {
       if (ZSTD_getErrorCode(r) == ZSTD_error_checksum_wrong) throw InputError("corrupt frame (checksum mismatch)");
       throw InputError(std::string("corrupt frame (") + ZSTD_getErrorName(r) + ")");
     }
     if (r != fi.content) throw InputError("corrupt frame (decompressed size differs from the frame header)");
-    parse_frame(z.scratch.data(), r, h, opt.nonfinite, d);
+    parse_frame(to.data(), r, h, opt.nonfinite, opt.keep_stored, d);
   } catch (const InputError& e) {
     d.error = e.what();
   } catch (const std::bad_alloc&) {
@@ -809,9 +841,63 @@ std::string StreamHeader::hook() const {
   return "";
 }
 
+ByteBuffer& ByteBuffer::operator=(const ByteBuffer& o) {
+  if (this != &o) {
+    resize_discard(o.size_);
+    if (o.size_) memcpy(p_.get(), o.p_.get(), o.size_);
+  }
+  return *this;
+}
+
+void ByteBuffer::resize_discard(size_t n) {
+  if (n > cap_) {
+    p_.reset(new uint8_t[n]);
+    cap_ = n;
+  }
+  size_ = n;
+}
+
+void ByteBuffer::truncate(size_t n) {
+  if (n > size_) throw std::logic_error("ByteBuffer::truncate beyond the size");
+  size_ = n;
+}
+
+void Batch::rows_f32(int64_t d, int64_t r0, int64_t n, float* dst) const {
+  if (n <= 0) return;
+  if (r0 < 0 || r0 + n > rows) throw std::logic_error("Batch::rows_f32: rows out of range");
+  if (!is_stored()) {
+    memcpy(dst, x.data() + size_t(r0 * d), size_t(n * d) * 4);
+    return;
+  }
+  decode_payload(stored.dtype, stored.shuffled, stored.data(), stored.values, size_t(r0 * d), size_t(n * d), dst);
+}
+
+void Batch::row_stored_bytes(int64_t d, int64_t r, uint8_t* dst) const {
+  if (!is_stored() || r < 0 || r >= rows) throw std::logic_error("Batch::row_stored_bytes: no such stored row");
+  const size_t es = dtype_size(stored.dtype), i0 = size_t(r * d);
+  const uint8_t* src = stored.data();
+  if (!stored.shuffled) {
+    memcpy(dst, src + i0 * es, size_t(d) * es);
+    return;
+  }
+  for (size_t b = 0; b < es; b++) {
+    const uint8_t* plane = src + b * stored.values + i0;
+    for (size_t i = 0; i < size_t(d); i++) dst[i * es + b] = plane[i];
+  }
+}
+
+void Batch::decode_stored() {
+  if (!is_stored()) return;
+  x.resize(stored.values);
+  const int64_t d = int64_t(stored.values) / rows;
+  rows_f32(d, 0, rows, x.data());
+  stored.values = 0;
+}
+
 void Batch::clear() {
   rows = 0;
   x.clear();
+  stored.values = 0;
   token.clear();
   doc.clear();
   pos.clear();
@@ -843,8 +929,10 @@ void check_batch(const StreamHeader& h, const Batch& b, const std::string& where
     if (b.index.size() != nnz || b.value.size() != nnz) bad("index/value size");
     for (auto i : b.index)
       if (i >= uint64_t(h.d)) bad("latent index " + std::to_string(i) + " is not below d");
-  } else if (int64_t(b.x.size()) != b.rows * h.d) {
-    bad("payload has " + std::to_string(b.x.size()) + " values, expected rows*d = " + std::to_string(b.rows * h.d));
+  } else {
+    const size_t nv = b.is_stored() ? b.stored.values : b.x.size();
+    if (int64_t(nv) != b.rows * h.d)
+      bad("payload has " + std::to_string(nv) + " values, expected rows*d = " + std::to_string(b.rows * h.d));
   }
   if (!b.token.empty() && int64_t(b.token.size()) != b.rows) bad("token column size");
   if (!b.doc.empty() && int64_t(b.doc.size()) != b.rows) bad("doc column size");
@@ -869,38 +957,38 @@ struct StreamWriter::Impl {
   int64_t batches = 0, bytes = 0;
   bool finished = false, failed = false;
   std::mutex free_m;
-  std::vector<RawBuf> free_bufs;  // frame buffers come back here after they are written
-  std::deque<std::future<RawBuf>> inflight;
+  std::vector<ByteBuffer> free_bufs;  // frame buffers come back here after they are written
+  std::deque<std::future<ByteBuffer>> inflight;
   std::unique_ptr<ThreadPool> pool;  // last: destroyed first, so no task outlives what it uses
 
-  RawBuf take_buf() {
+  ByteBuffer take_buf() {
     std::lock_guard<std::mutex> lk(free_m);
-    if (free_bufs.empty()) return RawBuf();
-    RawBuf b = std::move(free_bufs.back());
+    if (free_bufs.empty()) return ByteBuffer();
+    ByteBuffer b = std::move(free_bufs.back());
     free_bufs.pop_back();
     return b;
   }
-  void give_buf(RawBuf&& b) {
+  void give_buf(ByteBuffer&& b) {
     std::lock_guard<std::mutex> lk(free_m);
     if (free_bufs.size() < 4 + 2 * size_t(opt.threads)) free_bufs.push_back(std::move(b));
   }
-  RawBuf make_frame(const Batch& b) {
-    RawBuf& msg = zctx().scratch;
+  ByteBuffer make_frame(const Batch& b) {
+    ByteBuffer& msg = zctx().scratch;
     encode_batch(*header, b, opt.byte_shuffle, msg);
-    RawBuf f = take_buf();
-    compress_into(msg.data(), msg.size, opt.level, f);
+    ByteBuffer f = take_buf();
+    compress_into(msg.data(), msg.size(), opt.level, f);
     return f;
   }
-  void put(const RawBuf& f) {
-    if (fwrite(f.data(), 1, f.size, out) != f.size) {
+  void put(const ByteBuffer& f) {
+    if (fwrite(f.data(), 1, f.size(), out) != f.size()) {
       failed = true;
       if (errno == EPIPE) throw cli::BrokenPipe();
       throw InputError(name + ": write failed: " + std::strerror(errno));
     }
-    bytes += int64_t(f.size);
+    bytes += int64_t(f.size());
   }
   void write_front() {
-    RawBuf f = inflight.front().get();
+    ByteBuffer f = inflight.front().get();
     inflight.pop_front();
     put(f);
     batches++;
@@ -933,7 +1021,7 @@ StreamWriter::StreamWriter(FILE* out, std::string name, StreamHeader header, Wri
   if (header_.d <= 0) throw std::logic_error("StreamWriter: row width d must be positive");
   if (header_.kind != "activations" && header_.kind != "latents")
     throw std::logic_error("StreamWriter: unknown kind '" + header_.kind + "'");
-  RawBuf f;
+  ByteBuffer f;
   compress_string(encode_header(header_), s.opt.level, f);
   s.put(f);
   if (s.opt.threads > 0) s.pool = std::make_unique<ThreadPool>(s.opt.threads);
@@ -950,7 +1038,7 @@ void StreamWriter::write(const Batch& b) {
   check_batch(header_, b, s.name);
   if (b.rows == 0) return;
   if (!s.pool) {
-    RawBuf f = s.make_frame(b);
+    ByteBuffer f = s.make_frame(b);
     s.put(f);
     s.give_buf(std::move(f));
     s.batches++;
@@ -967,7 +1055,7 @@ void StreamWriter::write(Batch&& b) {
   if (b.rows == 0) return;
   rows_ += b.rows;
   if (!s.pool) {
-    RawBuf f = s.make_frame(b);
+    ByteBuffer f = s.make_frame(b);
     s.put(f);
     s.give_buf(std::move(f));
     s.batches++;
@@ -983,7 +1071,7 @@ void StreamWriter::finish() {
   if (s.finished) return;
   if (s.failed) throw std::logic_error("StreamWriter: finish after a failed write");
   s.drain(true);
-  RawBuf f;
+  ByteBuffer f;
   compress_string(encode_footer(rows_, s.batches), s.opt.level, f);
   s.put(f);
   s.finished = true;

@@ -31,11 +31,47 @@ struct StreamHeader {
   std::string hook() const;  // provenance["hook"] or ""
 };
 
-// One batch of rows, always decoded to f32 in memory. Optional per-row columns are either empty or
-// hold exactly `rows` entries.
+// A growable byte buffer that is never zero-filled (its bytes are always overwritten before they
+// are read). Copies are deep.
+class ByteBuffer {
+ public:
+  ByteBuffer() = default;
+  ByteBuffer(const ByteBuffer& o) { *this = o; }
+  ByteBuffer& operator=(const ByteBuffer& o);
+  ByteBuffer(ByteBuffer&&) noexcept = default;
+  ByteBuffer& operator=(ByteBuffer&&) noexcept = default;
+  // Size n; the contents are unspecified (old bytes are not kept when it grows).
+  void resize_discard(size_t n);
+  // Keeps the first n bytes (n <= size()).
+  void truncate(size_t n);
+  uint8_t* data() { return p_.get(); }
+  const uint8_t* data() const { return p_.get(); }
+  size_t size() const { return size_; }
+
+ private:
+  std::unique_ptr<uint8_t[]> p_;
+  size_t size_ = 0, cap_ = 0;
+};
+
+// An activation payload exactly as the stream stores it: the dtype's little-endian bytes, plane
+// by plane when byte-shuffled (byte b of value i at b * values + i), inside the decompressed frame.
+struct StoredPayload {
+  size_t values = 0;  // rows * d; 0: the batch holds its payload in Batch::x instead
+  DType dtype = DType::f32;
+  bool shuffled = false;
+  ByteBuffer frame;   // the decompressed frame (its msgpack map)
+  size_t offset = 0;  // where the payload starts in `frame`
+  const uint8_t* data() const { return frame.data() + offset; }
+};
+
+// One batch of rows. Activations are in `x` as f32, unless the reader was asked to keep payloads
+// as stored (ReaderOptions::keep_stored): then `x` is empty and `stored` holds them, and
+// rows_f32() converts while it copies (one pass over the values less than decoding into `x`
+// first). Optional per-row columns are either empty or hold exactly `rows` entries.
 struct Batch {
   int64_t rows = 0;
-  std::vector<float> x;  // activations: rows * d, row-major
+  std::vector<float> x;  // activations: rows * d, row-major (empty when the payload is stored)
+  StoredPayload stored;
 
   std::vector<int32_t> token;  // token id per row
   std::vector<int64_t> doc;    // document id per row
@@ -47,6 +83,15 @@ struct Batch {
   std::vector<float> value;
 
   void clear();
+  bool is_stored() const { return stored.values != 0; }
+  // Rows [r0, r0 + n) of a `d`-wide activations batch as f32 into dst (n * d floats), from `x` or
+  // converted from the stored payload.
+  void rows_f32(int64_t d, int64_t r0, int64_t n, float* dst) const;
+  // Row r's values in the stored dtype's natural (unshuffled) byte layout into dst
+  // (d * dtype_size bytes). Only for stored batches.
+  void row_stored_bytes(int64_t d, int64_t r, uint8_t* dst) const;
+  // Converts a stored payload into `x` (nothing to do when there is none).
+  void decode_stored();
 };
 
 struct WriterOptions {
@@ -89,6 +134,11 @@ struct ReaderOptions {
   NonFinite nonfinite = NonFinite::allow;
   // Read and decompress ahead on background threads. Off: everything happens inside next().
   bool prefetch = true;
+  // Hand out activation payloads as stored (Batch::stored) instead of converted to f32 in
+  // Batch::x. For readers that copy rows somewhere anyway: they convert in that copy
+  // (Batch::rows_f32). Latent batches are always decoded. A batch whose non-finite rows are
+  // skipped comes decoded (in x).
+  bool keep_stored = false;
   // A frame that claims a larger decompressed size is refused as corrupt (bounds memory on
   // hostile input).
   size_t max_frame_bytes = kMaxFrameBytes;

@@ -101,6 +101,7 @@ StreamRowSource::~StreamRowSource() = default;
 void StreamRowSource::open() {
   ReaderOptions ro;
   ro.nonfinite = skip_ ? NonFinite::skip : NonFinite::error;
+  ro.keep_stored = true;  // read() converts while it copies rows out: one pass over them, not two
   reader_ = std::make_unique<StreamReader>(paths_, ro);
   header_ = reader_->header();
   if (header_.kind != "activations")
@@ -125,7 +126,7 @@ int64_t StreamRowSource::read(float* out, int64_t max_rows) {
       continue;
     }
     int64_t m = std::min(max_rows - got, batch_.rows - pos_);
-    std::memcpy(out + got * d, batch_.x.data() + pos_ * d, size_t(m * d) * 4);
+    batch_.rows_f32(d, pos_, m, out + got * d);
     pos_ += m;
     got += m;
   }

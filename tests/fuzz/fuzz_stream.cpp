@@ -5,8 +5,9 @@
 // Oracles besides the sanitizers:
 //  - every batch returned passes check_batch against the header (sizes, latent indices < d), and
 //    under the skip policy holds no NaN or Inf;
-//  - for a quarter of the inputs, reading with read-ahead on 2 threads gives the same result (the
-//    same batches, or the same error message) as reading in place.
+//  - for a quarter of the inputs, reading with read-ahead on 2 threads and payloads kept as stored
+//    (ReaderOptions::keep_stored), then decoded, gives the same result (the same batches, or the
+//    same error message) as decoding in place.
 //
 // Mutations: a stream is zstd frames with checksums, so flipping compressed bytes mostly finds the
 // checksum check. The custom mutator also works one level down: it decompresses one frame,
@@ -39,6 +40,7 @@ ReaderOptions options(bool prefetch, size_t size) {
   o.nonfinite = size % 3 == 0 ? NonFinite::allow : size % 3 == 1 ? NonFinite::skip : NonFinite::error;
   o.threads = prefetch ? 2 : 1;
   o.prefetch = prefetch;
+  o.keep_stored = prefetch;
   o.max_frame_bytes = size_t(4) << 20;  // inputs are at most 64 kB; RLE blocks could still claim GBs
   return o;
 }
@@ -67,8 +69,9 @@ Outcome read(const std::string& bytes, bool prefetch) {
   try {
     StreamHeader h;
     out.batches = read_stream_bytes(bytes, &h, options(prefetch, bytes.size()));
-    for (const auto& b : out.batches) {
+    for (auto& b : out.batches) {
       check_batch(h, b, "fuzz");  // logic_error escapes: a crash
+      b.decode_stored();
       if (options(prefetch, bytes.size()).nonfinite == NonFinite::skip)
         for (float v : h.kind == "latents" ? b.value : b.x)
           if (!std::isfinite(v)) abort();

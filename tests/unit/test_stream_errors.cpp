@@ -294,10 +294,13 @@ TEST(StreamNonFinite, ErrorSkipAndAllow) {
       SCOPED_TRACE(std::string(latents ? "latents " : "activations ") + dtype_name(t));
       auto in = with_nonfinite(latents);
       std::string s = write_stream(header(latents ? "latents" : "activations", 4, t), in);
+      for (bool keep_stored : {false, true})
       for (bool prefetch : {false, true}) {
+        SCOPED_TRACE(std::string(keep_stored ? "kept as stored" : "decoded") + (prefetch ? ", prefetch" : ""));
         ReaderOptions o;
         o.prefetch = prefetch;
         o.threads = 2;
+        o.keep_stored = keep_stored;
         o.nonfinite = NonFinite::error;
         EXPECT_EQ(read_error(s, o), "<memory>: batch 2: row 1 has a NaN or Inf value (2 such rows in this batch)");
 
@@ -311,6 +314,9 @@ TEST(StreamNonFinite, ErrorSkipAndAllow) {
         EXPECT_EQ(r.rows_read(), 13);
         const Batch& m = out[1];
         ASSERT_EQ(m.rows, 3);
+        // Only the batch that lost rows is decoded; the others stay as stored when asked.
+        EXPECT_FALSE(m.is_stored());
+        EXPECT_EQ(out[0].is_stored(), keep_stored && !latents);
         EXPECT_EQ(m.token, (std::vector<int32_t>{in[1].token[0], in[1].token[2], in[1].token[4]}));
         EXPECT_EQ(m.doc, (std::vector<int64_t>{in[1].doc[0], in[1].doc[2], in[1].doc[4]}));
         EXPECT_EQ(m.pos, (std::vector<int32_t>{in[1].pos[0], in[1].pos[2], in[1].pos[4]}));
@@ -331,8 +337,10 @@ TEST(StreamNonFinite, ErrorSkipAndAllow) {
           EXPECT_TRUE(std::isnan(all[1].value[1]));
           EXPECT_TRUE(std::isinf(all[1].value[3]));
         } else {
-          EXPECT_TRUE(std::isnan(all[1].x[6]));
-          EXPECT_TRUE(std::isinf(all[1].x[12]));
+          std::vector<float> x(20);
+          all[1].rows_f32(4, 0, 5, x.data());
+          EXPECT_TRUE(std::isnan(x[6]));
+          EXPECT_TRUE(std::isinf(x[12]));
         }
       }
     }
