@@ -41,9 +41,10 @@ class Backend {
                     int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) = 0;
   // The same with A and B in bf16 (raw bits, lib/dtype.h) and C in f32: each product of two bf16
   // values is exact in f32 and the sum accumulates in f32 (CUDA: cublasGemmEx, CUBLAS_COMPUTE_32F;
-  // host: A and B widened to f32, then gemm). The transformer's bf16 compute mode uses it.
+  // host: A and B widened to f32, then gemm). The transformer's bf16 compute mode uses it; a
+  // backend without it (a wrapper that only times sgemm) throws an internal error.
   virtual void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* A,
-                         int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) = 0;
+                         int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
   virtual void sync() {}
 };
 

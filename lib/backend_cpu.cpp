@@ -4,6 +4,7 @@
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,11 @@ class CpuBackend final : public HostBackend {
 void tune_cpu_blas() {
   static std::once_flag once;
   std::call_once(once, fix_openblas_kernels);
+}
+
+void Backend::gemm_bf16(bool, bool, int64_t, int64_t, int64_t, float, const uint16_t*, int64_t, const uint16_t*, int64_t, float,
+                        float*, int64_t) {
+  throw std::logic_error("this backend has no bf16 GEMM");
 }
 
 void* HostBackend::alloc_bytes(size_t bytes) {
