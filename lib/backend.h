@@ -39,11 +39,19 @@ class Backend {
   // elements of the stored (untransposed) matrices.
   virtual void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* A,
                     int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) = 0;
+  // The same with A and B in bf16 (raw bits, lib/dtype.h) and C in f32: each product of two bf16
+  // values is exact in f32 and the sum accumulates in f32 (CUDA: cublasGemmEx, CUBLAS_COMPUTE_32F;
+  // host: A and B widened to f32, then gemm). The transformer's bf16 compute mode uses it; a
+  // backend without it (a wrapper that only times sgemm) throws an internal error.
+  virtual void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* A,
+                         int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
   virtual void sync() {}
 };
 
 // Host memory for the CPU backends (the OpenBLAS one and the plain reference): 64-byte aligned
-// allocations and memcpy/memset copies. Subclasses provide gemm.
+// allocations and memcpy/memset copies, and gemm_bf16 as bf16 inputs widened exactly to f32 and
+// passed to gemm (so the bf16 products are exact and the subclass's gemm does the f32 sums).
+// Subclasses provide gemm.
 class HostBackend : public Backend {
  public:
   Device device() const override { return Device::cpu; }
@@ -53,6 +61,8 @@ class HostBackend : public Backend {
   void to_host(void* dst, const void* src, size_t bytes) override;
   void copy(void* dst, const void* src, size_t bytes) override;
   void zero(void* dst, size_t bytes) override;
+  void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* A,
+                 int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) override;
 };
 
 std::unique_ptr<Backend> make_backend(Device d);

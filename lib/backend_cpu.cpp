@@ -4,10 +4,13 @@
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "backend.h"
 #include "common.h"
+#include "dtype.h"
 
 // OpenBLAS built with DYNAMIC_ARCH picks its kernels at load time by CPU model. Debian 12's
 // OpenBLAS 0.3.21 does not know CPUs newer than Sapphire Rapids (e.g. Emerald Rapids) and falls
@@ -61,6 +64,11 @@ void tune_cpu_blas() {
   std::call_once(once, fix_openblas_kernels);
 }
 
+void Backend::gemm_bf16(bool, bool, int64_t, int64_t, int64_t, float, const uint16_t*, int64_t, const uint16_t*, int64_t, float,
+                        float*, int64_t) {
+  throw std::logic_error("this backend has no bf16 GEMM");
+}
+
 void* HostBackend::alloc_bytes(size_t bytes) {
   void* p = nullptr;
   // 64-byte alignment for AVX-512 loads.
@@ -72,6 +80,19 @@ void HostBackend::to_device(void* dst, const void* src, size_t bytes) { std::mem
 void HostBackend::to_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
 void HostBackend::copy(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
 void HostBackend::zero(void* dst, size_t bytes) { std::memset(dst, 0, bytes); }
+
+void HostBackend::gemm_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* A,
+                            int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  // The stored extent of each operand: (rows - 1) * ld + cols elements, rows and cols of the stored
+  // (untransposed) matrix.
+  auto widen = [](const uint16_t* p, int64_t rows, int64_t cols, int64_t ld) {
+    std::vector<float> f(rows > 0 ? size_t((rows - 1) * ld + cols) : 0);
+    decode_f32(DType::bf16, p, f.size(), f.data());
+    return f;
+  };
+  const std::vector<float> a = widen(A, ta ? k : m, ta ? m : k, lda), b = widen(B, tb ? n : k, tb ? k : n, ldb);
+  gemm(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, C, ldc);
+}
 
 std::unique_ptr<Backend> make_cpu_backend() {
   tune_cpu_blas();

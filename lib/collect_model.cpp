@@ -180,8 +180,10 @@ CollectModelStats collect_model(const CollectModelOptions& o) {
     throw UsageError("--hook: " + std::to_string(o.hooks.size()) +
                      " hooks need one output each: give -o a pattern with {hook}, e.g. -o acts.{hook}.sae");
 
-  auto be = make_backend(resolve_device(o.device));
-  Model model(o.model_dir, *be);
+  const Device dev = resolve_device(o.device);
+  check_compute_device(o.compute, dev);
+  auto be = make_backend(dev);
+  Model model(o.model_dir, *be, o.compute);
   const ModelConfig& cfg = model.config();
   std::vector<HookPoint> points;
   for (const auto& h : o.hooks) {
@@ -224,6 +226,7 @@ CollectModelStats collect_model(const CollectModelOptions& o) {
     head.provenance["bos_token_id"] = bos;
     head.provenance["tokenizer"] = tok->identity();
     head.provenance["device"] = device_name(be->device());
+    head.provenance["compute"] = compute_name(o.compute);
     h.writer = std::make_unique<StreamWriter>(h.out->file(), h.out->name(), head, o.writer);
   }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "dtype.h"
+#include "model.h"
 #include "stream.h"
 
 namespace sae {
@@ -28,6 +29,7 @@ struct CollectModelOptions {
   int64_t batch = 8;                  // sequences per forward pass
   bool exclude_bos = true;            // leave out the BOS rows
   std::string device = "cpu";         // cpu, cuda or auto
+  Compute compute = Compute::f32;     // bf16: bf16 weights and GEMM inputs (CUDA only; lib/model.h)
   // Where the streams go: "-" (stdout, one hook only), a file, or a pattern with "{hook}" that
   // names one file per hook (required for several hooks).
   std::string output = "-";

@@ -243,6 +243,8 @@ LmEvalReport lm_eval_text(const Sae& sae, const std::string& sae_dir, const LmEv
   if (o.context != 0 && o.context < 2)
     throw UsageError("--context must be at least 2 (the BOS token and one token of text), got " + std::to_string(o.context));
   if (o.eval.batch < 1) throw UsageError("--batch must be at least 1, got " + std::to_string(o.eval.batch));
+  const Device dev = resolve_device(o.device);
+  check_compute_device(o.compute, dev);
   LmEvalReport rep;
   rep.model_dir = o.model_dir;
   rep.sae_dir = sae_dir;
@@ -264,9 +266,10 @@ LmEvalReport lm_eval_text(const Sae& sae, const std::string& sae_dir, const LmEv
   }
   rep.splice_bos = o.splice_bos < 0 ? sae_kept_bos(sae) : o.splice_bos > 0;
 
-  auto be = make_backend(resolve_device(o.device));
+  auto be = make_backend(dev);
   rep.device = device_name(be->device());
-  Model model(o.model_dir, *be);
+  rep.compute = compute_name(o.compute);
+  Model model(o.model_dir, *be, o.compute);
   rep.hook = hook.name();
   auto tok = Tokenizer::load(o.model_dir);
   const int32_t bos = tok->bos_id() >= 0 ? tok->bos_id() : int32_t(model.config().bos_token_id);
@@ -364,6 +367,7 @@ ojson lm_eval_json(const LmEvalReport& r) {
     j["kl_div_keep_error"] = num(e.kl_keep_error);
   }
   j["device"] = r.device;
+  j["compute"] = r.compute;
   return j;
 }
 
@@ -388,8 +392,9 @@ std::string lm_eval_table(const LmEvalReport& r) {
     row("CE loss with error term", fmt(e.ce_keep_error) + " (" + fmt(e.ce_keep_error - e.ce_clean, "%+.1e") + " vs clean)");
     row("KL with error term", fmt(e.kl_keep_error, "%.2e"));
   }
-  row("time", fmt(r.seconds, "%.1f") + " s on " + r.device + " (" + fmt(double(e.tokens) / std::max(r.seconds, 1e-9), "%.0f") +
-                   " tokens/s, " + (std::isnan(e.ce_keep_error) ? "3" : "4") + " passes)");
+  row("time", fmt(r.seconds, "%.1f") + " s on " + r.device + ", " + r.compute + " compute (" +
+                   fmt(double(e.tokens) / std::max(r.seconds, 1e-9), "%.0f") + " tokens/s, " +
+                   (std::isnan(e.ce_keep_error) ? "3" : "4") + " passes)");
   return o;
 }
 

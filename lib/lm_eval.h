@@ -118,10 +118,12 @@ struct LmEvalTextOptions {
   int splice_bos = -1;     // -1: yes when the SAE's activations kept the BOS rows, else no
   LmEvalOptions eval;      // batch, keep_error, structural (splice_bos is set from the above)
   std::string device = "cpu";
+  Compute compute = Compute::f32;  // bf16: bf16 weights and GEMM inputs (CUDA only; lib/model.h)
 };
 
 struct LmEvalReport {
   std::string model_dir, sae_dir, hook, device;
+  std::string compute = "f32";  // the forward pass's compute type (compute_name)
   std::vector<std::string> inputs;
   int64_t context = 0;
   bool splice_bos = false;

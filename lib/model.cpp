@@ -1,12 +1,14 @@
-// The Model: weights on a backend, and the forward pass written once for both backends: every
-// projection is one GEMM over all batch*seq rows (Backend::gemm), the rest goes through
-// TransformerOps; activations live in buffers kept between calls.
+// The Model: weights on a backend, and the forward pass written once for both backends and both
+// compute types: every projection is one GEMM over all batch*seq rows (Backend::gemm, or
+// Backend::gemm_bf16 in bf16 compute), the rest goes through TransformerOps; activations live in
+// buffers kept between calls.
 #include "model.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "common.h"
+#include "dtype.h"
 #include "model_ops.h"
 #include "model_pool.h"
 #include "model_weights.h"
@@ -15,9 +17,11 @@ namespace sae {
 
 namespace {
 
-// A weight matrix as stored: [in, out] (GPT-2's Conv1D) or [out, in] (nn.Linear, trans).
+// A weight matrix as stored: [in, out] (GPT-2's Conv1D) or [out, in] (nn.Linear, trans); in f32
+// (w) or, in bf16 compute, in bf16 (wh). The bias is f32 either way.
 struct Linear {
   Buffer<float> w, b;
+  Buffer<uint16_t> wh;
   int64_t in = 0, out = 0;
   bool trans = false;
 };
@@ -36,6 +40,9 @@ struct Model::Weights {
     Linear qkv, o, up, down;  // up: GPT-2 c_fc [.., d_mlp], Llama gate|up [.., 2*d_mlp]
   };
   Buffer<float> wte, wpe, norm_f_w, norm_f_b;
+  // bf16 compute: the token table (also the tied head) and the untied head in bf16; wte and
+  // lm_head are then empty.
+  Buffer<uint16_t> wte_h, lm_head_h;
   Buffer<float> lm_head;  // untied head [vocab, d_model]; empty when tied to wte
   std::vector<Layer> layers;
 };
@@ -45,11 +52,12 @@ struct Model::Work {
   bool logits = false;
   Buffer<int32_t> tokens, targets;
   Buffer<float> resid, xn, qkv, attn, proj, mlp, act, head, nll, cos, sin;
+  Buffer<uint16_t> xh;  // bf16 compute: a projection's input rounded to bf16
 };
 
 Model::~Model() = default;
 
-Model::Model(const std::string& dir, Backend& be) : dir_(dir), be_(be) {
+Model::Model(const std::string& dir, Backend& be, Compute compute) : dir_(dir), be_(be), compute_(compute) {
   cfg_ = load_model_config(dir);
   WeightSource src(dir);
   ops_ = make_transformer_ops(be);
@@ -63,21 +71,39 @@ Model::Model(const std::string& dir, Backend& be) : dir_(dir), be_(be) {
     b.upload(v);
     return b;
   };
+  // A matrix: f32, or rounded to bf16 (f32_to_bf16, as the GEMM inputs are) in bf16 compute.
+  const bool bf16 = compute == Compute::bf16;
+  auto up_bf16 = [&](const std::vector<float>& v) {
+    std::vector<uint16_t> h(v.size());
+    encode_f32(DType::bf16, v.data(), v.size(), h.data());
+    Buffer<uint16_t> b(be, h.size());
+    b.upload(h);
+    return b;
+  };
   const bool gpt2 = c.arch == ModelArch::gpt2;
   const std::string pre = gpt2 ? "transformer." : "model.";
   auto rd = [&](const std::string& name, std::vector<int64_t> shape) { return src.read(pre, name, shape); };
 
-  w_->wte = up(rd(gpt2 ? "wte.weight" : "embed_tokens.weight", {V, D}));
+  {
+    std::vector<float> wte = rd(gpt2 ? "wte.weight" : "embed_tokens.weight", {V, D});
+    if (bf16) w_->wte_h = up_bf16(wte);
+    else w_->wte = up(wte);
+  }
   if (gpt2) w_->wpe = up(rd("wpe.weight", {c.max_positions, D}));
   w_->norm_f_w = up(rd(gpt2 ? "ln_f.weight" : "norm.weight", {D}));
   if (gpt2) w_->norm_f_b = up(rd("ln_f.bias", {D}));
-  if (!c.tied_head) w_->lm_head = up(src.read("", "lm_head.weight", {V, D}));
+  if (!c.tied_head) {
+    std::vector<float> head = src.read("", "lm_head.weight", {V, D});
+    if (bf16) w_->lm_head_h = up_bf16(head);
+    else w_->lm_head = up(head);
+  }
 
   for (int l = 0; l < c.n_layers; l++) {
     Weights::Layer L;
     const std::string p = (gpt2 ? "h." : "layers.") + std::to_string(l) + ".";
     auto lin = [&](Linear& m, std::vector<float> w, std::vector<float> b, int64_t in, int64_t out, bool trans) {
-      m.w = up(w);
+      if (bf16) m.wh = up_bf16(w);
+      else m.w = up(w);
       if (!b.empty()) m.b = up(b);
       m.in = in;
       m.out = out;
@@ -132,6 +158,10 @@ void Model::ensure_work(int64_t rows, int64_t seq, bool logits) {
     k.mlp = Buffer<float>(be_, rows * mlp_cols);
     if (c.arch == ModelArch::llama) k.act = Buffer<float>(be_, rows * c.d_mlp);
     k.nll = Buffer<float>(be_, rows);
+    if (compute_ == Compute::bf16) {
+      const int64_t widest = std::max({int64_t(c.d_model), int64_t(c.n_heads) * c.head_dim, int64_t(c.d_mlp)});
+      k.xh = Buffer<uint16_t>(be_, rows * widest);
+    }
     k.logits = false;
     k.head.reset();
   }
@@ -220,15 +250,22 @@ void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const For
     }
     return order(layer, kind) == end;
   };
+  // y[rows, out] = x[rows, in] W, in the model's compute type
+  const bool bf16 = compute_ == Compute::bf16;
+  auto product = [&](const Linear& m, const float* x, float* y) {
+    if (bf16) ops.project_bf16(be_, m.trans, rows, m.out, m.in, x, k.xh.data(), m.wh.data(), y);
+    else ops.project(be_, m.trans, rows, m.out, m.in, x, m.w.data(), y);
+  };
   // y[rows, out] = x[rows, in] W (+ b)
   auto project = [&](const Linear& m, const float* x, float* y) {
-    ops.project(be_, m.trans, rows, m.out, m.in, x, m.w.data(), y);
+    product(m, x, y);
     if (m.b.size()) ops.add_bias(y, m.b.data(), rows, m.out);
   };
 
   be_.to_device(k.tokens.data(), tokens, size_t(rows) * sizeof(int32_t));
-  ops.embed(k.tokens.data(), rows, seq, w_->wte.data(), c.arch == ModelArch::gpt2 ? w_->wpe.data() : nullptr, D,
-            k.resid.data());
+  const float* wpe = c.arch == ModelArch::gpt2 ? w_->wpe.data() : nullptr;
+  if (bf16) ops.embed_bf16(k.tokens.data(), rows, seq, w_->wte_h.data(), wpe, D, k.resid.data());
+  else ops.embed(k.tokens.data(), rows, seq, w_->wte.data(), wpe, D, k.resid.data());
   const bool gpt2 = c.arch == ModelArch::gpt2;
   for (int l = 0; l <= last; l++) {
     const Weights::Layer& L = w_->layers[size_t(l)];
@@ -247,7 +284,7 @@ void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const For
     if (gpt2) {
       ops.layernorm(k.resid.data(), L.norm2_w.data(), L.norm2_b.data(), k.xn.data(), rows, D, c.norm_eps);
       // c_fc product, then bias and activation in one pass.
-      ops.project(be_, false, rows, L.up.out, D, k.xn.data(), L.up.w.data(), k.mlp.data());
+      product(L.up, k.xn.data(), k.mlp.data());
       ops.bias_act(k.mlp.data(), L.up.b.data(), rows, L.up.out, c.act);
       project(L.down, k.mlp.data(), k.proj.data());
     } else {
@@ -266,9 +303,12 @@ void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const For
       ops.layernorm(k.resid.data(), w_->norm_f_w.data(), w_->norm_f_b.data(), k.xn.data(), rows, D, c.norm_eps);
     else
       ops.rmsnorm(k.resid.data(), w_->norm_f_w.data(), k.xn.data(), rows, D, c.norm_eps);
-    const float* wu = c.tied_head ? w_->wte.data() : w_->lm_head.data();
     const int64_t V = c.vocab;
-    ops.project(be_, true, rows, V, D, k.xn.data(), wu, k.head.data());
+    if (bf16)
+      ops.project_bf16(be_, true, rows, V, D, k.xn.data(), k.xh.data(), c.tied_head ? w_->wte_h.data() : w_->lm_head_h.data(),
+                       k.head.data());
+    else
+      ops.project(be_, true, rows, V, D, k.xn.data(), c.tied_head ? w_->wte.data() : w_->lm_head.data(), k.head.data());
     if (opt.want_nll || opt.want_log_probs) {
       std::vector<int32_t> tgt(size_t(rows), -1);
       for (int64_t b = 0; b < batch; b++)
@@ -289,6 +329,36 @@ void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const For
     }
   }
   be_.sync();
+}
+
+size_t Model::weight_bytes() const {
+  size_t n = 0;
+  auto add = [&](const auto& b) { n += b.size() * sizeof(*b.data()); };
+  for (const Buffer<float>* b : {&w_->wte, &w_->wpe, &w_->norm_f_w, &w_->norm_f_b, &w_->lm_head}) add(*b);
+  add(w_->wte_h);
+  add(w_->lm_head_h);
+  for (const auto& L : w_->layers) {
+    for (const Buffer<float>* b : {&L.norm1_w, &L.norm1_b, &L.norm2_w, &L.norm2_b}) add(*b);
+    for (const Linear* m : {&L.qkv, &L.o, &L.up, &L.down}) {
+      add(m->w);
+      add(m->b);
+      add(m->wh);
+    }
+  }
+  return n;
+}
+
+const char* compute_name(Compute c) { return c == Compute::bf16 ? "bf16" : "f32"; }
+
+Compute parse_compute(const std::string& s) {
+  if (s == "f32") return Compute::f32;
+  if (s == "bf16") return Compute::bf16;
+  throw UsageError("unknown compute type '" + s + "' (expected f32 or bf16)");
+}
+
+void check_compute_device(Compute c, Device d) {
+  if (c == Compute::bf16 && d != Device::cuda)
+    throw UsageError("--compute bf16 runs on the GPU only (--device cuda): the CPU computes in f32");
 }
 
 std::vector<double> kl_divergence_rows(const float* logp, const float* logq, int64_t rows, int64_t vocab) {

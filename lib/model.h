@@ -3,7 +3,8 @@
 // (OpenBLAS + OpenMP) or CUDA (cuBLAS + kernels) backend, with TransformerLens-style hook points.
 //
 // Loading: config.json, then model.safetensors or a sharded model.safetensors.index.json. Weights
-// may be stored as f32, f16 or bf16; they are converted to f32 and everything is computed in f32.
+// may be stored as f32, f16 or bf16; they are converted to f32, or rounded to bf16 for the
+// matrices in bf16 compute (see Compute below).
 // A config the code cannot run exactly is refused with an InputError naming the field; nothing is
 // ever approximated.
 //
@@ -120,6 +121,23 @@ struct ForwardResult {
   std::vector<float> nll;                    // [batch, seq-1], if asked
 };
 
+// What the pass computes in (docs/models.md, "Compute"):
+//   f32   every weight, activation and product in f32.
+//   bf16  the weight matrices (q/k/v, o, the MLP's, the head, and the token embedding, which is
+//         also the tied head) are held in bf16: half the memory. Every projection rounds its
+//         input activations to bf16 (round to nearest even, lib/dtype.h) and multiplies with f32
+//         accumulation (Backend::gemm_bf16); its output is f32. Norms, softmax, attention, RoPE,
+//         residual adds, biases, norm weights, GPT-2's position embeddings and the loss stay f32.
+// The CUDA backend runs bf16 with cuBLAS. On the CPU backend a bf16 Model is an emulation (the
+// same roundings; the exact bf16 products summed by OpenBLAS in f32) that the tests and the
+// self-test check the GPU's arithmetic against; the tools offer bf16 on CUDA only.
+enum class Compute { f32, bf16 };
+const char* compute_name(Compute c);
+// "f32" or "bf16"; anything else is a UsageError naming the value.
+Compute parse_compute(const std::string& s);
+// The tools' rule: bf16 needs the CUDA backend (UsageError on the CPU, which computes in f32).
+void check_compute_device(Compute c, Device d);
+
 class TransformerOps;  // per-backend element-wise ops (lib/model_ops.h)
 
 // A loaded model on one backend. forward() reuses preallocated buffers, so one Model serves one
@@ -127,8 +145,8 @@ class TransformerOps;  // per-backend element-wise ops (lib/model_ops.h)
 class Model {
  public:
   // Loads config.json and the weights from `dir` onto `be` (InputError naming the file and what
-  // is wrong for any defect).
-  Model(const std::string& dir, Backend& be);
+  // is wrong for any defect), the matrices in f32 or bf16 as `compute` says.
+  Model(const std::string& dir, Backend& be, Compute compute = Compute::f32);
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -136,6 +154,9 @@ class Model {
   const ModelConfig& config() const { return cfg_; }
   const std::string& dir() const { return dir_; }
   Backend& backend() { return be_; }
+  Compute compute() const { return compute_; }
+  // Bytes of weights held in the backend's memory (the GPU's on CUDA).
+  size_t weight_bytes() const;
 
   // Runs tokens [batch, seq] (row-major int32, BOS included by the caller). Sequences of
   // different lengths may be right-padded with any valid token: attention is causal, so padding
@@ -153,6 +174,7 @@ class Model {
   std::string dir_;
   Backend& be_;
   ModelConfig cfg_;
+  Compute compute_ = Compute::f32;
   std::unique_ptr<TransformerOps> ops_;
   std::unique_ptr<Weights> w_;
   std::unique_ptr<Work> work_;

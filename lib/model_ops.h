@@ -1,8 +1,8 @@
 // The transformer's non-GEMM operations behind one interface, with a CPU implementation
 // (OpenMP loops, lib/model_ops_cpu.cpp) and a CUDA one (kernels, lib/cuda/transformer.cu). Both
 // take their per-element arithmetic from lib/kernels/transformer_kernels.h. Products go through
-// Backend::gemm. All pointers are in the backend's memory; matrices are row-major, one row per
-// token (row = b * seq + t).
+// Backend::gemm (f32 compute) or Backend::gemm_bf16 (bf16 compute). All pointers are in the
+// backend's memory; matrices are row-major, one row per token (row = b * seq + t).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -21,9 +21,21 @@ class TransformerOps {
                        float* y) {
     be.gemm(false, trans_w, rows, out, in, 1.0f, x, in, w, trans_w ? in : out, 0.0f, y, out);
   }
+  // bf16 compute: y = bf16(x) W with W in bf16 (laid out as in project) and f32 accumulation
+  // (Backend::gemm_bf16); xb is scratch for rows * in bf16 values.
+  virtual void project_bf16(Backend& be, bool trans_w, int64_t rows, int64_t out, int64_t in, const float* x,
+                            uint16_t* xb, const uint16_t* w, float* y) {
+    to_bf16(x, xb, rows * in);
+    be.gemm_bf16(false, trans_w, rows, out, in, 1.0f, xb, in, w, trans_w ? in : out, 0.0f, y, out);
+  }
+  // y[i] = x[i] rounded to bf16, to nearest even (f32_to_bf16 of lib/dtype.h).
+  virtual void to_bf16(const float* x, uint16_t* y, int64_t n) = 0;
   // out[r] = wte[tokens[r]] (+ wpe[r % seq] when wpe is given), rows = batch * seq.
   virtual void embed(const int32_t* tokens, int64_t rows, int64_t seq, const float* wte, const float* wpe, int64_t d,
                      float* out) = 0;
+  // The same with the token table in bf16 (bf16 compute), widened exactly to f32.
+  virtual void embed_bf16(const int32_t* tokens, int64_t rows, int64_t seq, const uint16_t* wte, const float* wpe,
+                          int64_t d, float* out) = 0;
   virtual void layernorm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t d,
                          float eps) = 0;
   virtual void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps) = 0;

@@ -61,16 +61,16 @@ class CpuTransformerOps final : public TransformerOps {
 
   void embed(const int32_t* tokens, int64_t rows, int64_t seq, const float* wte, const float* wpe, int64_t d,
              float* out) override {
-    for_rows(rows, [&](int64_t r) {
-      const float* e = wte + int64_t(tokens[r]) * d;
-      float* o = out + r * d;
-      if (wpe) {
-        const float* p = wpe + (r % seq) * d;
-#pragma omp simd
-        for (int64_t i = 0; i < d; i++) o[i] = e[i] + p[i];
-      } else {
-        std::memcpy(o, e, size_t(d) * sizeof(float));
-      }
+    embed_rows(tokens, rows, seq, wte, wpe, d, out);
+  }
+  void embed_bf16(const int32_t* tokens, int64_t rows, int64_t seq, const uint16_t* wte, const float* wpe, int64_t d,
+                  float* out) override {
+    embed_rows(tokens, rows, seq, wte, wpe, d, out);
+  }
+
+  void to_bf16(const float* x, uint16_t* y, int64_t n) override {
+    WorkerPool::global().run(n, [&](int64_t b, int64_t e, int) {
+      for (int64_t i = b; i < e; i++) y[i] = f32_to_bf16(x[i]);
     });
   }
 
@@ -249,6 +249,24 @@ class CpuTransformerOps final : public TransformerOps {
   }
 
  private:
+  // out[r] = widen(wte[tokens[r]]) (+ wpe[r % seq]) for an f32 or bf16 token table.
+  template <class T>
+  static void embed_rows(const int32_t* tokens, int64_t rows, int64_t seq, const T* wte, const float* wpe, int64_t d,
+                         float* out) {
+    for_rows(rows, [&](int64_t r) {
+      const T* e = wte + int64_t(tokens[r]) * d;
+      float* o = out + r * d;
+      if (wpe) {
+        const float* p = wpe + (r % seq) * d;
+#pragma omp simd
+        for (int64_t i = 0; i < d; i++) o[i] = tk::widen(e[i]) + p[i];
+      } else {
+#pragma omp simd
+        for (int64_t i = 0; i < d; i++) o[i] = tk::widen(e[i]);
+      }
+    });
+  }
+
   template <class F>
   static void rows_apply(float* x, const float* b, int64_t rows, int64_t cols, F f) {
     for_rows(rows, [&](int64_t r) {

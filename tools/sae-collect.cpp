@@ -53,7 +53,10 @@ po::options_description model_options() {
      "leave out the rows of the BOS token that starts each sequence (--exclude-bos false keeps them)")
     ("invalid-utf8", po::value<std::string>()->default_value("error"),
      "text that is not valid UTF-8: error (refuse it, naming file, line and byte offset) or replace "
-     "(read each invalid sequence as U+FFFD)");
+     "(read each invalid sequence as U+FFFD)")
+    ("compute", po::value<std::string>()->default_value("f32"),
+     "arithmetic of the forward pass: f32, or bf16 (GPU only: weight matrices held in bf16, products of "
+     "bf16-rounded activations accumulated in f32; docs/models.md)");
   sae::cli::add_device_option(g);
   return g;
 }
@@ -95,6 +98,11 @@ int run_model(const po::variables_map& vm) {
   o.batch = vm["batch"].as<int64_t>();
   o.exclude_bos = vm["exclude-bos"].as<bool>();
   o.device = sae::cli::device_option(vm);
+  try {
+    o.compute = sae::parse_compute(vm["compute"].as<std::string>());
+  } catch (const sae::UsageError& e) {
+    throw sae::UsageError(std::string("--compute: ") + e.what());
+  }
   o.output = vm["output"].as<std::string>();
   try {
     o.dtype = sae::parse_dtype(vm["dtype"].as<std::string>());

@@ -44,7 +44,10 @@ po::options_description model_options() {
      "read JSONL, one object per line, the text in this field (default: plain text)")
     ("lines", po::bool_switch(), "plain text: one document per line (default: documents separated by blank lines)")
     ("invalid-utf8", po::value<std::string>()->default_value("error"),
-     "text that is not valid UTF-8: error or replace (each invalid sequence read as U+FFFD)");
+     "text that is not valid UTF-8: error or replace (each invalid sequence read as U+FFFD)")
+    ("compute", po::value<std::string>()->default_value("f32"),
+     "arithmetic of the forward passes: f32, or bf16 (GPU only: weight matrices held in bf16, products of "
+     "bf16-rounded activations accumulated in f32; docs/models.md)");
   cli::add_device_option(g);
   return g;
 }
@@ -71,6 +74,11 @@ LmEvalTextOptions lm_options(const po::variables_map& vm) {
   if (inv != "error" && inv != "replace") throw UsageError("--invalid-utf8 must be error or replace, not '" + inv + "'");
   o.replace_invalid_utf8 = inv == "replace";
   o.device = cli::device_option(vm);
+  try {
+    o.compute = parse_compute(vm["compute"].as<std::string>());
+  } catch (const UsageError& e) {
+    throw UsageError(std::string("--compute: ") + e.what());
+  }
   return o;
 }
 

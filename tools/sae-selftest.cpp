@@ -1,19 +1,33 @@
 // sae-selftest: runs every SAE training op, a training step of every architecture and a few
-// optimiser steps through the trainer on two op sets and compares the results:
+// optimiser steps through the trainer on two op sets, then the pieces of the transformer's bf16
+// compute and the forward pass of two small random models in f32 and bf16 compute (on the CPU, bf16
+// is the emulation of lib/model.h) on two backends, and compares the results:
 //   --device cuda   the CUDA op set against the CPU op set (the GPU self-test, `make gpu-selftest`)
-//   --device cpu    the CPU op set against the plain single-threaded reference
+//   --device cpu    the CPU op set against the plain single-threaded reference (for the forward
+//                   pass: OpenBLAS products against the reference's float64 sums, the same
+//                   transformer ops on both sides)
 // on random inputs, with stated tolerances. Prints one line per check and exits 0 when all pass,
 // 2 when any fails (the build computes something wrong), 1 when the device is not available.
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <functional>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "arch.h"
 #include "backend.h"
 #include "cli.h"
+#include "dtype.h"
+#include "model.h"
+#include "model_ops.h"
+#include "model_random.h"
 #include "rng.h"
 #include "sae_ops.h"
 #include "trainer.h"
@@ -22,6 +36,7 @@ namespace {
 
 using namespace sae;
 namespace po = cli::po;
+namespace fs = std::filesystem;
 
 // Tolerances, relative to the largest magnitude of the reference output (so a check means "agrees
 // to this many significant digits of the tensor's scale"):
@@ -34,6 +49,37 @@ namespace po = cli::po;
 //    both sides get the same float inputs.
 constexpr double kTolDot = 1e-5;
 constexpr double kTolElem = 1e-6;
+// The forward pass, relative to each tensor's largest magnitude (the NLL: absolute, see forward()):
+//  - f32, kTolForward = 1e-4: the agreement the model tests ask of an f32 pass against a float64
+//    reference; two f32 passes that sum in different orders agree to ~1e-6.
+//  - bf16, kTolForwardBf16 = 1e-2: both sides round the same weights and, up to f32 rounding, the
+//    same activations, and bf16 products are exact, so the sums' order is the only difference;
+//    but an activation that lies within f32 rounding of a bf16 rounding boundary rounds to
+//    different bf16 values on the two sides (one bf16 step, 2^-8 of it), and from there the
+//    passes differ by bf16-sized amounts in later layers. Measured on the CPU (OpenBLAS against
+//    the reference's float64 sums, the same kind of difference as GPU against CPU) over 60
+//    passes (seeds 1-30, both models): median 6e-5 (hooks) and 2e-4 (logits), worst 4.8e-3.
+//    The tight checks of the bf16 arithmetic are therefore the per-op ones (gemm_bf16, to_bf16,
+//    embed_bf16, project_bf16 on identical inputs: kTolDot, or bit for bit); this end-to-end check
+//    catches wiring mistakes.
+constexpr double kTolForward = 1e-4;
+constexpr double kTolForwardBf16 = 1e-2;
+
+// A temporary directory (under $TMPDIR, else /tmp), removed with its contents.
+struct ScratchDir {
+  std::string path;
+  ScratchDir() {
+    std::string tmpl = (fs::temp_directory_path() / "sae-selftest-XXXXXX").string();
+    if (!mkdtemp(tmpl.data())) throw std::runtime_error("cannot create a directory " + tmpl + ": " + std::strerror(errno));
+    path = tmpl;
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+};
 
 struct Report {
   int passed = 0, failed = 0;
@@ -379,6 +425,113 @@ struct Harness {
       rep.line(name + ": 3 trainer steps, exported weights (err/tol)", e, 1.0, e <= 1.0);
     }
   }
+
+  // The pieces of bf16 compute, on the same inputs on both sides: gemm_bf16 (exact products of
+  // bf16 values, f32 sums: agreement to summation order, kTolDot), the rounding of activations
+  // and the bf16 embedding (bit for bit), and a projection (rounding, then product).
+  void bf16_ops() {
+    auto tref = make_transformer_ops(ref.backend()), tdut = make_transformer_ops(dut.backend());
+    auto bf16 = [](const std::vector<float>& v) {
+      std::vector<uint16_t> h(v.size());
+      for (size_t i = 0; i < v.size(); i++) h[i] = f32_to_bf16(v[i]);
+      return h;
+    };
+    for (int ta = 0; ta < 2; ta++)
+      for (int tb = 0; tb < 2; tb++) {
+        const int64_t m = 37, nn = 53, kk = 71;
+        Twin<uint16_t> A(ref, dut, bf16(randn(size_t(m * kk)))), Bm(ref, dut, bf16(randn(size_t(kk * nn))));
+        Twin<float> C(ref, dut, randn(size_t(m * nn)));
+        const int64_t lda = ta ? m : kk, ldb = tb ? kk : nn;
+        ref.backend().gemm_bf16(ta, tb, m, nn, kk, 0.7f, A.pa(), lda, Bm.pa(), ldb, 0.3f, C.pa(), nn);
+        dut.backend().gemm_bf16(ta, tb, m, nn, kk, 0.7f, A.pb(), lda, Bm.pb(), ldb, 0.3f, C.pb(), nn);
+        cmp(std::string("gemm_bf16 ") + (ta ? "T" : "N") + (tb ? "T" : "N"), C, size_t(m * nn), kTolDot);
+      }
+    const int64_t rows = 45, in = 48, out = 80, vocab = 97;
+    std::vector<float> hx = randn(size_t(rows * in));
+    hx[0] = 1.0f + 1.0f / 256;  // ties, to even
+    hx[1] = 1.0f + 3.0f / 256;
+    hx[2] = -0.0f;
+    hx[3] = INFINITY;
+    hx[4] = NAN;
+    Twin<float> x(ref, dut, hx);
+    Twin<uint16_t> xb(ref, dut, size_t(rows * in));
+    tref->to_bf16(x.pa(), xb.pa(), rows * in);
+    tdut->to_bf16(x.pb(), xb.pb(), rows * in);
+    std::vector<uint16_t> ba(size_t(rows * in)), bb(size_t(rows * in));
+    xb.a.download(ba.data(), ba.size());
+    xb.b.download(bb.data(), bb.size());
+    const bool same = ba == bb && ba == bf16(hx);
+    rep.line("to_bf16 (bits, ties and specials included)", same ? 0.0 : 1.0, 0.0, same);
+    std::vector<int32_t> htok(static_cast<size_t>(rows));
+    for (auto& t : htok) t = int32_t(rng.next_u64() % uint64_t(vocab));
+    Twin<int32_t> tok(ref, dut, htok);
+    Twin<uint16_t> wte(ref, dut, bf16(randn(size_t(vocab * in))));
+    Twin<float> wpe(ref, dut, randn(size_t(15 * in))), emb(ref, dut, size_t(rows * in));
+    for (int pos = 0; pos < 2; pos++) {
+      tref->embed_bf16(tok.pa(), rows, 15, wte.pa(), pos ? wpe.pa() : nullptr, in, emb.pa());
+      tdut->embed_bf16(tok.pb(), rows, 15, wte.pb(), pos ? wpe.pb() : nullptr, in, emb.pb());
+      cmp(pos ? "embed_bf16 (with positions)" : "embed_bf16", emb, size_t(rows * in), 0.0);
+    }
+    Twin<float> xr(ref, dut, randn(size_t(rows * in))), y(ref, dut, size_t(rows * out));
+    for (int trans = 0; trans < 2; trans++) {
+      Twin<uint16_t> w(ref, dut, bf16(randn(size_t(in * out), 0.2)));
+      tref->project_bf16(ref.backend(), trans, rows, out, in, xr.pa(), xb.pa(), w.pa(), y.pa());
+      tdut->project_bf16(dut.backend(), trans, rows, out, in, xr.pb(), xb.pb(), w.pb(), y.pb());
+      cmp(trans ? "project_bf16 (weights [out, in])" : "project_bf16 (weights [in, out])", y, size_t(rows * out), kTolDot);
+    }
+  }
+
+  // The transformer forward pass of two small random models (a GPT-2 with a tied head; a Qwen2,
+  // of the Llama family, with grouped-query attention, RoPE, q/k/v biases and an untied head),
+  // written to a temporary directory: every hook, the logits and the NLL of the device under test
+  // against the reference side, in f32 and in bf16 compute (on the CPU, the bf16 emulation).
+  void forward() {
+    const nlohmann::json gpt2 = {{"model_type", "gpt2"}, {"architectures", {"GPT2LMHeadModel"}}, {"n_layer", 2},
+                                 {"n_embd", 48}, {"n_head", 4}, {"n_positions", 32}, {"vocab_size", 97},
+                                 {"activation_function", "gelu_new"}, {"layer_norm_epsilon", 1e-5}};
+    const nlohmann::json qwen2 = {{"model_type", "qwen2"}, {"architectures", {"Qwen2ForCausalLM"}}, {"hidden_size", 48},
+                                  {"intermediate_size", 80}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                                  {"num_key_value_heads", 2}, {"vocab_size", 97}, {"max_position_embeddings", 64},
+                                  {"rms_norm_eps", 1e-6}, {"hidden_act", "silu"}, {"tie_word_embeddings", false}};
+    ScratchDir dir;
+    for (const auto& [name, cfg] : {std::make_pair(std::string("gpt2"), gpt2), std::make_pair(std::string("qwen2"), qwen2)}) {
+      const std::string path = dir.path + "/" + name;
+      fs::create_directory(path);
+      write_random_model(path, cfg, uint32_t(rng.next_u64()));
+      const int64_t batch = 3, seq = 20;
+      std::vector<int32_t> tokens(size_t(batch * seq));
+      for (auto& t : tokens) t = int32_t(rng.next_u64() % 97);
+      for (Compute c : {Compute::f32, Compute::bf16}) {
+        Model a(path, ref.backend(), c), b(path, dut.backend(), c);
+        ForwardOptions o;
+        for (int l = 0; l < a.config().n_layers; l++)
+          for (int k = 0; k < 5; k++) o.capture.push_back({l, HookKind(k)});
+        o.want_logits = true;
+        o.want_nll = true;
+        const ForwardResult ra = a.forward(tokens.data(), batch, seq, o), rb = b.forward(tokens.data(), batch, seq, o);
+        const bool bf16 = c == Compute::bf16;
+        const double tol = bf16 ? kTolForwardBf16 : kTolForward;
+        const std::string what = "forward " + name + " " + compute_name(c) + ": ";
+        double hooks = 0;
+        for (size_t i = 0; i < o.capture.size(); i++) hooks = std::max(hooks, rel_err(ra.captured[i], rb.captured[i]));
+        rep.line(what + "every hook", hooks, tol, hooks <= tol);
+        const double lg = rel_err(ra.logits, rb.logits);
+        rep.line(what + "logits", lg, tol, lg <= tol);
+        double nll = ra.nll.size() == rb.nll.size() && !ra.nll.empty() ? 0 : INFINITY;
+        for (size_t i = 0; i < ra.nll.size() && i < rb.nll.size(); i++) {
+          const double e = std::abs(double(ra.nll[i]) - double(rb.nll[i]));
+          nll = std::max(nll, e == e ? e : INFINITY);
+        }
+        // An NLL is lse(logits) - logit[target]: it moves by at most twice the largest change of a
+        // logit, so in bf16 its tolerance is the logits' (relative) one carried through: twice
+        // kTolForwardBf16 times the largest logit magnitude. In f32 it is kTolForward, absolute.
+        double scale = 0;
+        for (float v : ra.logits) scale = std::max(scale, double(std::abs(v)));
+        const double nll_tol = bf16 ? 2 * kTolForwardBf16 * scale : kTolForward;
+        rep.line(what + "NLL (absolute)", nll, nll_tol, nll <= nll_tol);
+      }
+    }
+  }
 };
 
 int body(int argc, char** argv) {
@@ -387,10 +540,11 @@ int body(int argc, char** argv) {
       "verbose,v", po::bool_switch(), "print every check, not only failures");
   cli::add_device_option(desc);
   auto vm = cli::parse(argc, argv, desc, "[--device cuda|cpu] [options]",
-                       "Compare the SAE training ops and a training step of every architecture across backends on\n"
-                       "random data: --device cuda checks the CUDA op set against the CPU one (needs a GPU);\n"
-                       "--device cpu checks the CPU op set against the plain reference. Exit 0: all agree within\n"
-                       "the stated tolerances; 2: a check failed; 1: the device is not available.");
+                       "Compare the SAE training ops, a training step of every architecture and the transformer forward\n"
+                       "pass (f32 and bf16 compute) across backends on random data: --device cuda checks the CUDA\n"
+                       "backend against the CPU one (needs a GPU); --device cpu checks the CPU backend against the\n"
+                       "plain reference. Exit 0: all agree within the stated tolerances; 2: a check failed; 1: the\n"
+                       "device is not available.");
   Device dev = resolve_device(cli::device_option(vm));
   std::unique_ptr<SaeOps> dut = make_ops(dev);
   std::unique_ptr<SaeOps> ref = dev == Device::cuda ? make_cpu_ops() : make_reference_ops();
@@ -401,6 +555,8 @@ int body(int argc, char** argv) {
   Harness h(*ref, *dut, rep, vm["seed"].as<uint64_t>());
   h.ops();
   h.steps();
+  h.bf16_ops();
+  h.forward();
   printf("%d checks: %d passed, %d failed\n", rep.passed + rep.failed, rep.passed, rep.failed);
   return rep.failed ? kExitInternal : 0;
 }

@@ -1,4 +1,4 @@
-// CUDA backend: device memory, copies, and cuBLAS sgemm in row-major terms.
+// CUDA backend: device memory, copies, and cuBLAS sgemm (and bf16 GemmEx) in row-major terms.
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -39,6 +39,14 @@ class CudaBackend final : public Backend {
     // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
     SAE_CUBLAS_CHECK(cublasSgemm(handle_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, int(n),
                                  int(m), int(k), &alpha, B, int(ldb), A, int(lda), &beta, C, int(ldc)));
+  }
+  void gemm_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* A, int64_t lda,
+                 const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) override {
+    // bf16 inputs, f32 output, f32 accumulation (CUBLAS_COMPUTE_32F; never a reduced-precision
+    // compute type), operands swapped for row-major as in gemm.
+    SAE_CUBLAS_CHECK(cublasGemmEx(handle_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(m),
+                                  int(k), &alpha, B, CUDA_R_16BF, int(ldb), A, CUDA_R_16BF, int(lda), &beta, C,
+                                  CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
   void sync() override { SAE_CUDA_CHECK(cudaDeviceSynchronize()); }
 

@@ -50,14 +50,21 @@ __device__ float block_max(float v, float* scratch) {
   return v;
 }
 
-__global__ void embed_kernel(const int32_t* tokens, int64_t rows, int64_t seq, const float* wte, const float* wpe,
-                             int64_t d, float* out) {
+// T: float (f32 compute) or uint16_t (a bf16 table, bf16 compute).
+template <class T>
+__global__ void embed_kernel(const int32_t* tokens, int64_t rows, int64_t seq, const T* wte, const float* wpe, int64_t d,
+                             float* out) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * d; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / d, c = i % d;
-    float v = wte[int64_t(tokens[r]) * d + c];
+    float v = tk::widen(wte[int64_t(tokens[r]) * d + c]);
     if (wpe) v += wpe[(r % seq) * d + c];
     out[i] = v;
   }
+}
+
+__global__ void to_bf16_kernel(const float* x, uint16_t* y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = f32_to_bf16(x[i]);
 }
 
 __global__ void layernorm_kernel(const float* x, const float* w, const float* b, float* y, int64_t d, float eps) {
@@ -167,8 +174,17 @@ class CudaTransformerOps final : public TransformerOps {
  public:
   void embed(const int32_t* tokens, int64_t rows, int64_t seq, const float* wte, const float* wpe, int64_t d,
              float* out) override {
-    embed_kernel<<<blocks_for(rows * d), kThreads>>>(tokens, rows, seq, wte, wpe, d, out);
+    embed_kernel<float><<<blocks_for(rows * d), kThreads>>>(tokens, rows, seq, wte, wpe, d, out);
     check_launch("embed");
+  }
+  void embed_bf16(const int32_t* tokens, int64_t rows, int64_t seq, const uint16_t* wte, const float* wpe, int64_t d,
+                  float* out) override {
+    embed_kernel<uint16_t><<<blocks_for(rows * d), kThreads>>>(tokens, rows, seq, wte, wpe, d, out);
+    check_launch("embed_bf16");
+  }
+  void to_bf16(const float* x, uint16_t* y, int64_t n) override {
+    to_bf16_kernel<<<blocks_for(n), kThreads>>>(x, y, n);
+    check_launch("to_bf16");
   }
   void layernorm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t d, float eps) override {
     layernorm_kernel<<<unsigned(rows), kThreads>>>(x, w, b, y, d, eps);

@@ -137,4 +137,11 @@ SAE_HD void rope_pair(float* x0, float* x1, float c, float s) {
 // Softmax weight of a score given the row maximum (the caller divides by the sum).
 SAE_HD float softmax_weight(float score, float max) { return exp_f32(score - max); }
 
+// bf16 compute (lib/model.h, Compute::bf16). GEMM inputs are rounded to bf16 by lib/dtype.h's
+// f32_to_bf16 (round to nearest even) on both backends; weights are rounded by the same function
+// on the host before they are uploaded. An embedding row is read from an f32 or a bf16 table
+// through widen (exact), then added to the position's embedding in f32.
+SAE_HD float widen(float x) { return x; }
+SAE_HD float widen(uint16_t h) { return bf16_to_f32(h); }
+
 }  // namespace sae::tk

@@ -70,7 +70,7 @@ check_case0() {
   assert_success
   for opt in "--model arg" "--hook arg" "--text arg" "--jsonl-field arg" "--lines" "--batch arg (=8)" \
              "--exclude-bos [=arg(=true)] (=true)" "--invalid-utf8 arg (=error)" "--device arg" \
-             "-o [ --output ] arg (=-)" "--dtype arg (=f32)" "--context arg (=0)"; do
+             "-o [ --output ] arg (=-)" "--dtype arg (=f32)" "--context arg (=0)" "--compute arg (=f32)"; do
     assert_output --partial -- "$opt"
   done
   assert_output --partial "tokens per sequence with BOS included, default 128 here"
@@ -180,4 +180,25 @@ check_case0() {
     > sharded/model.safetensors.index.json
   check "sharded/model.safetensors.index.json: shard 'model-00002-of-00002.safetensors' is missing (it holds tensor 'model.norm.weight')" \
     --model sharded --hook blocks.0.hook_resid_pre --text in.txt
+}
+
+@test "--compute: bf16 is refused on the CPU in one line before the model is read; bad values too" {
+  run sae-collect --model nope --hook blocks.0.hook_resid_pre --compute bf16 --device cpu -o out.sae
+  assert_failure 1
+  assert_line --index 0 "sae-collect: --compute bf16 runs on the GPU only (--device cuda): the CPU computes in f32"
+  run sae-collect --model nope --hook blocks.0.hook_resid_pre --compute f16 --device cpu -o out.sae
+  assert_failure 1
+  assert_line --index 0 "sae-collect: --compute: unknown compute type 'f16' (expected f32 or bf16)"
+  run sae-collect --toy --compute bf16 -o out.sae
+  assert_failure 1
+  assert_line --index 0 "sae-collect: --compute is an option of the model source: add --model DIR"
+  [ ! -e out.sae ]
+}
+
+@test "the stream's provenance records the compute type" {
+  need_shared
+  printf 'Once upon a time\n' | sae-collect --model "$(stories)" --hook blocks.0.hook_resid_pre --device cpu -o out.sae
+  run sae-info --header out.sae
+  assert_success
+  assert_output --partial " compute=f32 "
 }

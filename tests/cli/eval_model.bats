@@ -36,7 +36,7 @@ JSON
   assert_success
   for opt in "--model arg" "--text arg" "--hook arg " "--context arg (=0)" "--batch arg (=8)" \
              "--max-tokens arg (=0)" "--keep-error" "--splice-bos arg (=auto)" "--jsonl-field arg " \
-             "--lines" "--invalid-utf8 arg (=error)" "--device arg"; do
+             "--lines" "--invalid-utf8 arg (=error)" "--device arg" "--compute arg (=f32)"; do
     assert_output --partial -- "$opt"
   done
 }
@@ -52,6 +52,16 @@ JSON
   run sae-eval --sae h --model m --text x --splice-bos maybe
   assert_failure 1
   assert_line --index 0 "sae-eval: --splice-bos must be true, false or auto, not 'maybe'"
+  run sae-eval --sae h --compute bf16
+  assert_failure 1
+  assert_line --index 0 "sae-eval: --compute is an option of the LM-loss evaluation: add --model DIR"
+  # bf16 is for the GPU: refused in one line before the model is read
+  run sae-eval --sae h --model m --text x --compute bf16 --device cpu
+  assert_failure 1
+  assert_line --index 0 "sae-eval: --compute bf16 runs on the GPU only (--device cuda): the CPU computes in f32"
+  run sae-eval --sae h --model m --text x --compute fp8
+  assert_failure 1
+  assert_line --index 0 "sae-eval: --compute: unknown compute type 'fp8' (expected f32 or bf16)"
 }
 
 @test "identity SAE: spliced loss equals the clean loss exactly, CE recovered 1, KL 0, error term too" {
@@ -77,6 +87,7 @@ JSON
   [ "$(num r.json .reconstruction.fvu)" = 0 ]
   [ "$(num r.json .lm_loss.splice_bos)" = false ]
   [ "$(num r.json .lm_loss.context)" = 128 ]
+  [ "$(num r.json .lm_loss.compute)" = f32 ]
 }
 
 @test "a stream given with --model gives the structural metrics; --max-tokens, --splice-bos, --context" {

@@ -1,5 +1,5 @@
 // Helpers shared by the model tests: the ../shared location, scratch directories, random model
-// fixtures written with SafeTensorsWriter, and a naive double-precision forward pass that reads
+// fixtures (lib/model_random.h), and a naive double-precision forward pass that reads
 // Hugging Face tensor names directly (no code shared with lib/model*.cpp beyond the config and
 // rope_inv_freq, which have their own tests). The naive pass is itself checked against the
 // reference outputs in ../shared, then used as the reference for the fixtures.
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "model.h"
+#include "model_random.h"
 #include "safetensors.h"
 
 namespace model_test {
@@ -71,93 +72,11 @@ double scaled_err(const A& a, const B& ref) {
   return den > 0 ? num / den : num;
 }
 
-// Tensors by Hugging Face name, with shapes, for writing fixtures.
-struct Tensors {
-  std::map<std::string, std::vector<float>> data;
-  std::map<std::string, std::vector<int64_t>> shape;
-  std::vector<std::string> order;
-  void add(const std::string& n, std::vector<int64_t> s, std::vector<float> v) {
-    if (!data.count(n)) order.push_back(n);
-    data[n] = std::move(v);
-    shape[n] = std::move(s);
-  }
-  const std::vector<float>& get(const std::string& n) const {
-    auto it = data.find(n);
-    if (it == data.end()) throw std::runtime_error("fixture has no tensor " + n);
-    return it->second;
-  }
-  void write(const std::string& path, DType dt = DType::f32, const std::vector<std::string>* only = nullptr) const {
-    SafeTensorsWriter w;
-    w.set_metadata("format", "pt");
-    for (const auto& n : only ? *only : order) w.add(n, shape.at(n), data.at(n).data(), dt);
-    w.write(path);
-  }
-};
-
-inline std::vector<float> randn(std::mt19937& g, size_t n, float scale, float mean = 0.0f) {
-  std::normal_distribution<float> d(mean, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
-
-// Random weights for a config (GPT-2 names with `prefix`, Llama names with "model.").
+// Fixture tensors by Hugging Face name and random fixture weights: lib/model_random.h (the GPU
+// self-test writes its models with them too).
+using Tensors = ModelTensors;
 inline Tensors random_weights(const ModelConfig& c, uint32_t seed, const std::string& gpt2_prefix = "transformer.") {
-  std::mt19937 g(seed);
-  Tensors t;
-  const int64_t D = c.d_model, I = c.d_mlp, V = c.vocab, A = int64_t(c.n_heads) * c.head_dim,
-                KV = int64_t(c.n_kv_heads) * c.head_dim;
-  const float ws = 0.3f;
-  if (c.arch == ModelArch::gpt2) {
-    const std::string p = gpt2_prefix;
-    t.add(p + "wte.weight", {V, D}, randn(g, sz(V * D), 0.5f));
-    t.add(p + "wpe.weight", {c.max_positions, D}, randn(g, sz(c.max_positions * D), 0.2f));
-    for (int l = 0; l < c.n_layers; l++) {
-      std::string h = p + "h." + std::to_string(l) + ".";
-      t.add(h + "ln_1.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
-      t.add(h + "ln_1.bias", {D}, randn(g, sz(D), 0.1f));
-      t.add(h + "attn.c_attn.weight", {D, 3 * D}, randn(g, sz(3 * D * D), ws));
-      t.add(h + "attn.c_attn.bias", {3 * D}, randn(g, sz(3 * D), 0.1f));
-      t.add(h + "attn.c_proj.weight", {D, D}, randn(g, sz(D * D), ws));
-      t.add(h + "attn.c_proj.bias", {D}, randn(g, sz(D), 0.1f));
-      t.add(h + "ln_2.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
-      t.add(h + "ln_2.bias", {D}, randn(g, sz(D), 0.1f));
-      t.add(h + "mlp.c_fc.weight", {D, I}, randn(g, sz(D * I), ws));
-      t.add(h + "mlp.c_fc.bias", {I}, randn(g, sz(I), 0.1f));
-      t.add(h + "mlp.c_proj.weight", {I, D}, randn(g, sz(I * D), ws));
-      t.add(h + "mlp.c_proj.bias", {D}, randn(g, sz(D), 0.1f));
-    }
-    t.add(p + "ln_f.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
-    t.add(p + "ln_f.bias", {D}, randn(g, sz(D), 0.1f));
-  } else {
-    t.add("model.embed_tokens.weight", {V, D}, randn(g, sz(V * D), 0.5f));
-    for (int l = 0; l < c.n_layers; l++) {
-      std::string h = "model.layers." + std::to_string(l) + ".";
-      t.add(h + "input_layernorm.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
-      t.add(h + "self_attn.q_proj.weight", {A, D}, randn(g, sz(A * D), ws));
-      t.add(h + "self_attn.k_proj.weight", {KV, D}, randn(g, sz(KV * D), ws));
-      t.add(h + "self_attn.v_proj.weight", {KV, D}, randn(g, sz(KV * D), ws));
-      if (c.qkv_bias) {
-        t.add(h + "self_attn.q_proj.bias", {A}, randn(g, sz(A), 0.3f));
-        t.add(h + "self_attn.k_proj.bias", {KV}, randn(g, sz(KV), 0.3f));
-        t.add(h + "self_attn.v_proj.bias", {KV}, randn(g, sz(KV), 0.3f));
-      }
-      t.add(h + "self_attn.o_proj.weight", {D, A}, randn(g, sz(D * A), ws));
-      if (c.o_bias) t.add(h + "self_attn.o_proj.bias", {D}, randn(g, sz(D), 0.3f));
-      t.add(h + "post_attention_layernorm.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
-      t.add(h + "mlp.gate_proj.weight", {I, D}, randn(g, sz(I * D), ws));
-      t.add(h + "mlp.up_proj.weight", {I, D}, randn(g, sz(I * D), ws));
-      t.add(h + "mlp.down_proj.weight", {D, I}, randn(g, sz(D * I), ws));
-      if (c.mlp_bias) {
-        t.add(h + "mlp.gate_proj.bias", {I}, randn(g, sz(I), 0.3f));
-        t.add(h + "mlp.up_proj.bias", {I}, randn(g, sz(I), 0.3f));
-        t.add(h + "mlp.down_proj.bias", {D}, randn(g, sz(D), 0.3f));
-      }
-    }
-    t.add("model.norm.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
-  }
-  if (!c.tied_head) t.add("lm_head.weight", {V, D}, randn(g, sz(V * D), 0.5f));
-  return t;
+  return random_model_tensors(c, seed, gpt2_prefix);
 }
 
 struct NaiveOut {
