@@ -495,11 +495,11 @@ void check_nonfinite(const StreamHeader& h, NonFinite policy, Decoded& d) {
     const size_t w = size_t(h.d);
     std::vector<float> row(b.is_stored() ? w : 0);
     for (int64_t r = 0; r < b.rows; r++) {
-      const float* x = b.x.data() + size_t(r) * w;
-      if (b.is_stored()) {
+      const float* x = row.data();
+      if (b.is_stored())
         b.rows_f32(h.d, r, 1, row.data());
-        x = row.data();
-      }
+      else
+        x = b.x.data() + size_t(r) * w;
       uint32_t any = 0;
       for (size_t j = 0; j < w; j++) any |= uint32_t((f32_bits(x[j]) & 0x7f800000u) == 0x7f800000u);
       bad[size_t(r)] = uint8_t(any);
