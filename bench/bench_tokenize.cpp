@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "files.h"
 #include "tokenizer_internal.h"
 
 using Clock = std::chrono::steady_clock;
@@ -134,7 +135,7 @@ int main() {
   report("pre-tokenizer regex only (PCRE2 JIT)", split, text.size(), 0);
 
   // The merge tables, both ways, from tokenizer.json.
-  sae::tok::json j = sae::tok::read_json(shared + "/models/gpt2-random/tokenizer.json");
+  sae::tok::json j = sae::read_json_file(shared + "/models/gpt2-random/tokenizer.json");
   const auto& vocab = j["model"]["vocab"];
   sae::tok::BpeMerges merges;
   std::map<std::pair<std::string, std::string>, int> ranks;

@@ -244,7 +244,7 @@ ModelConfig load_model_config(const std::string& dir) {
   const std::string path = (std::filesystem::path(dir) / "config.json").string();
   if (!std::filesystem::is_directory(dir)) throw InputError(dir + ": not a model directory (no such directory)");
   if (!std::filesystem::exists(path)) throw InputError(path + ": missing (a model directory needs config.json)");
-  return parse_model_config(read_model_json(path), path);
+  return parse_model_config(read_json_file(path), path);
 }
 
 float ModelConfig::attn_scale(int layer) const {

@@ -1,10 +1,6 @@
 // Locating and reading the weights of a model directory (single file or sharded index).
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "common.h"
 #include "model_weights.h"
@@ -14,23 +10,11 @@ namespace sae {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-json read_model_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw InputError(path + ": cannot open (" + std::strerror(errno) + ")");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  try {
-    return json::parse(ss.str());
-  } catch (const std::exception& e) {
-    throw InputError(path + ": invalid JSON (" + e.what() + ")");
-  }
-}
-
 WeightSource::WeightSource(const std::string& dir) : dir_(dir) {
   const fs::path single = fs::path(dir) / "model.safetensors";
   const fs::path index = fs::path(dir) / "model.safetensors.index.json";
   if (fs::exists(index)) {
-    const json j = read_model_json(index.string());
+    const json j = read_json_file(index.string());
     if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
       throw InputError(index.string() + ": no \"weight_map\" object (not a safetensors shard index)");
     std::map<std::string, const SafeTensors*> opened;

@@ -1,7 +1,7 @@
-// Reading a Hugging Face model directory's files: its JSON files, and its tensors from
-// model.safetensors or the shards listed by model.safetensors.index.json, found by name with or
-// without the architecture's prefix ("transformer." for GPT-2, "model." for the Llama family),
-// converted to f32.
+// Reading a Hugging Face model directory's files: its JSON files (read_json_file, lib/files.h),
+// and its tensors from model.safetensors or the shards listed by model.safetensors.index.json,
+// found by name with or without the architecture's prefix ("transformer." for GPT-2, "model." for
+// the Llama family), converted to f32.
 #pragma once
 #include <map>
 #include <memory>
@@ -9,12 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "files.h"
 #include "safetensors.h"
 
 namespace sae {
-
-// A JSON file that the caller has found to exist; invalid JSON is an InputError naming the file.
-nlohmann::json read_model_json(const std::string& path);
 
 class WeightSource {
  public:

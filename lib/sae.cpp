@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "common.h"
+#include "files.h"
 #include "safetensors.h"
 
 namespace sae {
@@ -24,16 +25,6 @@ constexpr const char* kSaeLensVersionWritten = "6.0.0";
 
 // SAELens's layer_norm input normalisation divides by (std + eps) with this eps.
 constexpr double kLayerNormEps = 1e-5;
-
-json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw InputError(path + ": cannot open");
-  try {
-    return json::parse(in);
-  } catch (const std::exception& e) {
-    throw InputError(path + ": invalid JSON (" + std::string(e.what()) + ")");
-  }
-}
 
 bool version_before_6(const std::string& v) {
   // "5.9.1", "6.0.0-rc.0", "6.12.1": the leading integer decides (SAELens compares against

@@ -5,32 +5,13 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
+#include "files.h"
 #include "tokenizer_internal.h"
 
 namespace sae {
 
 namespace tok {
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw InputError(path + ": cannot open (" + std::strerror(errno) + ")");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) throw InputError(path + ": read error");
-  return ss.str();
-}
-
-json read_json(const std::string& path) {
-  std::string bytes = read_file(path);
-  try {
-    return json::parse(bytes);
-  } catch (const json::exception& e) {
-    throw InputError(path + ": not valid JSON (" + e.what() + ")");
-  }
-}
 
 std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
   std::string out;
@@ -126,7 +107,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& model_dir) {
   const std::string d = model_dir;
   auto optional_json = [&](const std::string& name) {
     std::string p = d + "/" + name;
-    return is_file(p) ? tok::read_json(p) : tok::json::object();
+    return is_file(p) ? read_json_file(p) : tok::json::object();
   };
   tok::json cfg = optional_json("tokenizer_config.json");
   tok::json map = optional_json("special_tokens_map.json");

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <climits>
 
+#include "files.h"
 #include "tokenizer_internal.h"
 #include "utf8.h"
 
@@ -1031,13 +1032,8 @@ std::unique_ptr<TokenizerBase> make_hf_tokenizer_from_json(const json& j, const 
 }
 
 std::unique_ptr<TokenizerBase> make_hf_tokenizer(const std::string& path) {
-  std::string bytes = read_file(path);
-  json j;
-  try {
-    j = json::parse(bytes);
-  } catch (const json::exception& e) {
-    throw InputError(path + ": not valid JSON (" + e.what() + ")");
-  }
+  const std::string bytes = read_file(path);
+  const json j = parse_json(bytes, path);
   auto t = make_hf_tokenizer_from_json(j, path);
   t->set_identity("hf-bpe", path, bytes);
   return t;
@@ -1047,7 +1043,7 @@ std::unique_ptr<TokenizerBase> make_gpt2_files_tokenizer(const std::string& voca
                                                          const std::string& merges_path,
                                                          const json& cfg) {
   // The tokenizer.json that HF's GPT2TokenizerFast builds from these two files.
-  json vocab = read_json(vocab_path);
+  json vocab = read_json_file(vocab_path);
   if (!vocab.is_object()) throw InputError(vocab_path + ": not a JSON object of token ids");
   std::string merges_text = read_file(merges_path);
   json merges = json::array();

@@ -17,11 +17,6 @@ namespace sae::tok {
 
 using json = nlohmann::json;
 
-// Whole file as bytes; InputError naming the file when it cannot be read.
-std::string read_file(const std::string& path);
-// Parsed JSON file; InputError "FILE: not valid JSON (...)".
-json read_json(const std::string& path);
-
 // Lower-case hex SHA-256 (FIPS 180-4), for Tokenizer::identity().
 std::string sha256_hex(std::string_view data);
 

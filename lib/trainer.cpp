@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "common.h"
+#include "files.h"
 #include "safetensors.h"
 
 namespace sae {
@@ -869,14 +870,9 @@ void Trainer::write_checkpoint(const std::string& dir) {
 std::unique_ptr<Trainer> Trainer::resume(const std::string& dir, SaeOps& ops,
                                          const std::function<void(TrainOptions&)>& override) {
   std::string path = dir + "/trainer.json";
-  std::ifstream in(path);
-  if (!in) throw InputError(dir + ": not a sae-train checkpoint (no trainer.json)");
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const std::exception& e) {
-    throw InputError(path + ": invalid JSON (" + std::string(e.what()) + ")");
-  }
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) throw InputError(dir + ": not a sae-train checkpoint (no trainer.json)");
+  const json j = read_json_file(path);
   try {
     if (j.at("format").get<std::string>() != kCheckpointFormat || j.at("version").get<int>() != kCheckpointVersion)
       throw InputError(path + ": not a sae-train checkpoint of version " + std::to_string(kCheckpointVersion));

@@ -428,7 +428,7 @@ TEST(TokenizerBpe, MalformedFilesNameTheProblem) {
     Tokenizer::load(d.path());
     FAIL();
   } catch (const InputError& e) {
-    EXPECT_EQ(std::string(e.what()).rfind(d.file("tokenizer.json") + ": not valid JSON (", 0), 0u) << e.what();
+    EXPECT_EQ(std::string(e.what()).rfind(d.file("tokenizer.json") + ": invalid JSON (", 0), 0u) << e.what();
   }
   json j = llama3_style();
   j["model"]["merges"].push_back(json::array({"h", "zz"}));
