@@ -36,6 +36,20 @@ std::vector<int32_t> encode_document(const Tokenizer& tok, const TextDocument& d
   }
 }
 
+void append_windows(const std::vector<int32_t>& ids, int64_t doc, int32_t bos, int64_t context,
+                    std::vector<TextWindow>& out) {
+  if (context < 2) throw UsageError("--context must be at least 2 (the BOS token and one token of text), got " + std::to_string(context));
+  const int64_t body = context - 1, n = int64_t(ids.size());
+  for (int64_t s = 0; s < n; s += body) {
+    TextWindow w;
+    w.doc = doc;
+    w.tokens.reserve(size_t(std::min(n - s, body) + 1));
+    w.tokens.push_back(bos);
+    w.tokens.insert(w.tokens.end(), ids.begin() + s, ids.begin() + std::min(n, s + body));
+    out.push_back(std::move(w));
+  }
+}
+
 TextDocumentReader::TextDocumentReader(std::vector<std::string> inputs, std::string jsonl_field, bool lines,
                                        bool replace_invalid_utf8)
     : inputs_(std::move(inputs)), field_(std::move(jsonl_field)), lines_(lines), replace_(replace_invalid_utf8) {
@@ -149,11 +163,6 @@ std::string collect_output_path(const std::string& pattern, const std::string& h
 
 namespace {
 
-struct Window {
-  std::vector<int32_t> tokens;  // BOS first
-  int64_t doc = 0;
-};
-
 // One hook's output: the file, the stream, and the rows gathered for the next stream batch.
 struct HookOutput {
   HookPoint hook;
@@ -236,7 +245,7 @@ CollectModelStats collect_model(const CollectModelOptions& o) {
     h.writer->write(std::move(h.pending));
     h.pending = Batch();
   };
-  std::vector<Window> pending;
+  std::vector<TextWindow> pending;
   ForwardOptions fo;
   fo.capture = points;
   ForwardResult r;  // reused: its buffers keep their memory from batch to batch
@@ -258,7 +267,7 @@ CollectModelStats collect_model(const CollectModelOptions& o) {
       HookOutput& h = outs[k];
       const std::vector<float>& acts = r.captured[k];
       for (int64_t b = 0; b < B; b++) {
-        const Window& w = pending[size_t(b)];
+        const TextWindow& w = pending[size_t(b)];
         for (int64_t p = first; p < int64_t(w.tokens.size()); p++) {
           const float* row = acts.data() + (b * T + p) * D;
           h.pending.x.insert(h.pending.x.end(), row, row + D);
@@ -279,7 +288,7 @@ CollectModelStats collect_model(const CollectModelOptions& o) {
   cli::Progress progress;
   TextDocumentReader reader(o.inputs, o.jsonl_field, o.lines, o.replace_invalid_utf8);
   TextDocument doc;
-  const int64_t body = o.context - 1;  // text tokens per window
+  std::vector<TextWindow> doc_windows;  // one document's, handed to `pending` a batch at a time
   for (int64_t doc_id = 0;; doc_id++) {
     auto t0 = Clock::now();
     if (!reader.next(doc)) break;
@@ -291,12 +300,9 @@ CollectModelStats collect_model(const CollectModelOptions& o) {
       continue;
     }
     st.tokens += int64_t(ids.size());
-    for (int64_t s = 0; s < int64_t(ids.size()); s += body) {
-      Window w;
-      w.doc = doc_id;
-      w.tokens.reserve(size_t(o.context));
-      w.tokens.push_back(bos);
-      w.tokens.insert(w.tokens.end(), ids.begin() + s, ids.begin() + std::min<int64_t>(int64_t(ids.size()), s + body));
+    doc_windows.clear();
+    append_windows(ids, doc_id, bos, o.context, doc_windows);
+    for (auto& w : doc_windows) {
       pending.push_back(std::move(w));
       if (int64_t(pending.size()) == o.batch) run_batch();
     }

@@ -64,6 +64,17 @@ class Tokenizer;
 // and first line.
 std::vector<int32_t> encode_document(const Tokenizer& tok, const TextDocument& doc);
 
+// One sequence for the model: BOS, then up to context-1 text tokens of document `doc`.
+struct TextWindow {
+  std::vector<int32_t> tokens;
+  int64_t doc = 0;
+};
+
+// Appends the windows of one document's tokens (without BOS) to `out`, as sae-collect cuts them:
+// consecutive runs of context-1 tokens, the last one shorter, each with `bos` prepended.
+void append_windows(const std::vector<int32_t>& ids, int64_t doc, int32_t bos, int64_t context,
+                    std::vector<TextWindow>& out);
+
 // Reads documents one at a time from text files, in order (the format is CollectModelOptions').
 // Invalid UTF-8 is an InputError naming the file, the line and the byte offset, or is replaced.
 class TextDocumentReader {

@@ -14,20 +14,6 @@ namespace sae {
 
 using ojson = nlohmann::ordered_json;
 
-void append_windows(const std::vector<int32_t>& ids, int64_t doc, int32_t bos, int64_t context,
-                    std::vector<TextWindow>& out) {
-  if (context < 2) throw UsageError("--context must be at least 2 (the BOS token and one token of text), got " + std::to_string(context));
-  const int64_t body = context - 1, n = int64_t(ids.size());
-  for (int64_t s = 0; s < n; s += body) {
-    TextWindow w;
-    w.doc = doc;
-    w.tokens.reserve(size_t(std::min(n - s, body) + 1));
-    w.tokens.push_back(bos);
-    w.tokens.insert(w.tokens.end(), ids.begin() + s, ids.begin() + std::min(n, s + body));
-    out.push_back(std::move(w));
-  }
-}
-
 HookPoint lm_eval_hook(const Sae& sae, const std::string& sae_dir, const ModelConfig& cfg,
                        const std::string& model_dir, const std::string& hook_override, std::string* note) {
   std::string name = sae.hook;

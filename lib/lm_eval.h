@@ -26,22 +26,12 @@
 #include <string>
 #include <vector>
 
+#include "collect_model.h"  // TextWindow, append_windows: text is windowed as sae-collect does it
 #include "metrics.h"
 #include "model.h"
 #include "sae.h"
 
 namespace sae {
-
-// One sequence for the model: BOS, then up to context-1 text tokens of document `doc`.
-struct TextWindow {
-  std::vector<int32_t> tokens;
-  int64_t doc = 0;
-};
-
-// Appends the windows of one document's tokens (without BOS) to `out`, as sae-collect cuts them:
-// consecutive runs of context-1 tokens, the last one shorter, each with `bos` prepended.
-void append_windows(const std::vector<int32_t>& ids, int64_t doc, int32_t bos, int64_t context,
-                    std::vector<TextWindow>& out);
 
 // The hook the SAE is evaluated at on this model: `hook_override` when given (a note saying so
 // goes to *note when the SAE records a different hook), else the SAE's own hook. InputError naming
