@@ -849,6 +849,16 @@ ByteBuffer& ByteBuffer::operator=(const ByteBuffer& o) {
   return *this;
 }
 
+ByteBuffer& ByteBuffer::operator=(ByteBuffer&& o) noexcept {
+  if (this != &o) {
+    p_ = std::move(o.p_);
+    size_ = o.size_;
+    cap_ = o.cap_;
+    o.size_ = o.cap_ = 0;
+  }
+  return *this;
+}
+
 void ByteBuffer::resize_discard(size_t n) {
   if (n > cap_) {
     p_.reset(new uint8_t[n]);

@@ -8,6 +8,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dtype.h"
@@ -38,8 +39,9 @@ class ByteBuffer {
   ByteBuffer() = default;
   ByteBuffer(const ByteBuffer& o) { *this = o; }
   ByteBuffer& operator=(const ByteBuffer& o);
-  ByteBuffer(ByteBuffer&&) noexcept = default;
-  ByteBuffer& operator=(ByteBuffer&&) noexcept = default;
+  // A moved-from buffer is empty (and reusable).
+  ByteBuffer(ByteBuffer&& o) noexcept { *this = std::move(o); }
+  ByteBuffer& operator=(ByteBuffer&& o) noexcept;
   // Size n; the contents are unspecified (old bytes are not kept when it grows).
   void resize_discard(size_t n);
   // Keeps the first n bytes (n <= size()).

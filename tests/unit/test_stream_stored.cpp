@@ -143,3 +143,40 @@ TEST(StreamStored, ReusedBatchSwitchesModesCleanly) {
   EXPECT_FALSE(b.is_stored());
   EXPECT_EQ(b.rows, 0);
 }
+
+// A batch moved away from (its buffer taken) goes back to the reader, whose recycled buffers it
+// then joins: it must be empty and usable, not a buffer that claims capacity it no longer has.
+TEST(StreamStored, MovedFromBatchesAreReused) {
+  const int64_t d = 12;
+  StreamHeader h = header("activations", d, DType::bf16);
+  std::vector<Batch> in;
+  for (int i = 0; i < 6; i++) in.push_back(dense_batch(5 + i, d, uint32_t(40 + i)));
+  const std::string s = write_stream(h, in);
+  const auto want = read_all(s, false, false);
+  for (bool prefetch : {false, true}) {
+    ReaderOptions o;
+    o.keep_stored = true;
+    o.prefetch = prefetch;
+    StreamReader r(s.data(), s.size(), "<memory>", o);
+    std::vector<Batch> kept;
+    Batch b;
+    size_t i = 0;
+    while (r.next(b)) {
+      ASSERT_LT(i, want.size());
+      std::vector<float> got(size_t(b.rows * d));
+      b.rows_f32(d, 0, b.rows, got.data());
+      EXPECT_TRUE(same_bits(got.data(), want[i].x.data(), got.size())) << "batch " << i;
+      kept.push_back(std::move(b));  // b is now moved-from, and next() hands it to the reader
+      i++;
+    }
+    EXPECT_EQ(i, want.size());
+  }
+  ByteBuffer a;
+  a.resize_discard(64);
+  ByteBuffer c = std::move(a);
+  EXPECT_EQ(a.size(), 0u);
+  a.resize_discard(16);  // must allocate again
+  ASSERT_NE(a.data(), nullptr);
+  memset(a.data(), 7, 16);
+  EXPECT_EQ(c.size(), 64u);
+}
