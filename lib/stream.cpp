@@ -874,7 +874,8 @@ void ByteBuffer::truncate(size_t n) {
 
 void Batch::rows_f32(int64_t d, int64_t r0, int64_t n, float* dst) const {
   if (n <= 0) return;
-  if (r0 < 0 || r0 + n > rows) throw std::logic_error("Batch::rows_f32: rows out of range");
+  if (r0 < 0 || r0 + n > rows || size_t((r0 + n) * d) > (is_stored() ? stored.values : x.size()))
+    throw std::logic_error("Batch::rows_f32: rows out of range (or the wrong d)");
   if (!is_stored()) {
     memcpy(dst, x.data() + size_t(r0 * d), size_t(n * d) * 4);
     return;
@@ -883,7 +884,8 @@ void Batch::rows_f32(int64_t d, int64_t r0, int64_t n, float* dst) const {
 }
 
 void Batch::row_stored_bytes(int64_t d, int64_t r, uint8_t* dst) const {
-  if (!is_stored() || r < 0 || r >= rows) throw std::logic_error("Batch::row_stored_bytes: no such stored row");
+  if (!is_stored() || r < 0 || r >= rows || size_t((r + 1) * d) > stored.values)
+    throw std::logic_error("Batch::row_stored_bytes: no such stored row (or the wrong d)");
   const size_t es = dtype_size(stored.dtype), i0 = size_t(r * d);
   const uint8_t* src = stored.data();
   if (!stored.shuffled) {

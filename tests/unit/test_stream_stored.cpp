@@ -62,6 +62,9 @@ TEST(StreamStored, HandsOutExactlyWhatDecodingGives) {
           std::vector<float> part(size_t(5 * d));
           b.rows_f32(d, 3, 5, part.data());
           EXPECT_TRUE(same_bits(part.data(), a.x.data() + 3 * d, part.size()));
+          // Rows past the end, or a d that does not fit the payload, are the caller's bug.
+          EXPECT_THROW(b.rows_f32(d, b.rows - 1, 2, part.data()), std::logic_error);
+          EXPECT_THROW(b.rows_f32(d + 1, 0, b.rows, got.data()), std::logic_error);
           // The same call on a decoded batch copies from x.
           a.rows_f32(d, 3, 5, part.data());
           EXPECT_TRUE(same_bits(part.data(), a.x.data() + 3 * d, part.size()));
