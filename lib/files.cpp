@@ -1,9 +1,13 @@
 #include "files.h"
 
+#include <stdlib.h>
+
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 
 #include "common.h"
 
@@ -27,5 +31,17 @@ nlohmann::json parse_json(const std::string& text, const std::string& path) {
 }
 
 nlohmann::json read_json_file(const std::string& path) { return parse_json(read_file(path), path); }
+
+TempDir::TempDir(const std::string& prefix) {
+  std::string tmpl = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
+  if (!mkdtemp(tmpl.data()))
+    throw std::runtime_error("cannot create a directory " + tmpl + ": " + std::strerror(errno));
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
 
 }  // namespace sae

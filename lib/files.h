@@ -12,4 +12,19 @@ nlohmann::json read_json_file(const std::string& path);
 // JSON text already read from `path` (for callers that also need the bytes).
 nlohmann::json parse_json(const std::string& text, const std::string& path);
 
+// A fresh directory under the system's temporary directory ($TMPDIR, else /tmp), named
+// PREFIX-XXXXXX, removed with everything in it when the object dies.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "saetools");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
 }  // namespace sae

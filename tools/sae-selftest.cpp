@@ -9,11 +9,8 @@
 // on random inputs, with stated tolerances. Prints one line per check and exits 0 when all pass,
 // 2 when any fails (the build computes something wrong), 1 when the device is not available.
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -25,6 +22,7 @@
 #include "backend.h"
 #include "cli.h"
 #include "dtype.h"
+#include "files.h"
 #include "model.h"
 #include "model_ops.h"
 #include "model_random.h"
@@ -64,22 +62,6 @@ constexpr double kTolElem = 1e-6;
 //    catches wiring mistakes.
 constexpr double kTolForward = 1e-4;
 constexpr double kTolForwardBf16 = 1e-2;
-
-// A temporary directory (under $TMPDIR, else /tmp), removed with its contents.
-struct ScratchDir {
-  std::string path;
-  ScratchDir() {
-    std::string tmpl = (fs::temp_directory_path() / "sae-selftest-XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) throw std::runtime_error("cannot create a directory " + tmpl + ": " + std::strerror(errno));
-    path = tmpl;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-};
 
 struct Report {
   int passed = 0, failed = 0;
@@ -493,9 +475,9 @@ struct Harness {
                                   {"intermediate_size", 80}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
                                   {"num_key_value_heads", 2}, {"vocab_size", 97}, {"max_position_embeddings", 64},
                                   {"rms_norm_eps", 1e-6}, {"hidden_act", "silu"}, {"tie_word_embeddings", false}};
-    ScratchDir dir;
+    TempDir dir("sae-selftest");
     for (const auto& [name, cfg] : {std::make_pair(std::string("gpt2"), gpt2), std::make_pair(std::string("qwen2"), qwen2)}) {
-      const std::string path = dir.path + "/" + name;
+      const std::string path = dir / name;
       fs::create_directory(path);
       write_random_model(path, cfg, uint32_t(rng.next_u64()));
       const int64_t batch = 3, seq = 20;

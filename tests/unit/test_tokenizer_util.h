@@ -10,34 +10,23 @@
 #include <sstream>
 #include <string>
 
+#include "files.h"
 #include "tokenizer_internal.h"
 
 namespace tokenizer_test {
 
 using json = nlohmann::json;
 
-// A fresh directory, removed with everything in it when the object dies.
-class TempDir {
+// A fresh directory (lib/files.h's TempDir) with helpers to fill it.
+class TempDir : public sae::TempDir {
  public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "sae-tok-test-XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
+  TempDir() : sae::TempDir("sae-tok-test") {}
+  std::string file(const std::string& name) const { return *this / name; }
   void write(const std::string& name, const std::string& contents) const {
     std::ofstream f(file(name), std::ios::binary);
     f << contents;
   }
   void write_json(const std::string& name, const json& j) const { write(name, j.dump()); }
-
- private:
-  std::string path_;
 };
 
 // ../shared (or $SAE_SHARED), or "" when absent.
