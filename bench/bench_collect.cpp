@@ -21,10 +21,10 @@
 #include <string>
 #include <vector>
 
-#include "backend.h"
-#include "collect_model.h"
-#include "model.h"
-#include "safetensors.h"
+#include "backend/backend.h"
+#include "data/collect_model.h"
+#include "model/model.h"
+#include "stream/safetensors.h"
 
 using namespace sae;
 namespace fs = std::filesystem;

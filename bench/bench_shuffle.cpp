@@ -11,8 +11,8 @@
 #include <filesystem>
 #include <thread>
 
-#include "cli.h"
-#include "shuffle.h"
+#include "base/cli.h"
+#include "data/shuffle.h"
 
 namespace fs = std::filesystem;
 using namespace sae;

@@ -24,7 +24,7 @@
 #include <thread>
 #include <vector>
 
-#include "stream.h"
+#include "stream/stream.h"
 
 using namespace sae;
 using Clock = std::chrono::steady_clock;

@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "files.h"
-#include "tokenizer_internal.h"
+#include "base/files.h"
+#include "tokenizer/internal.h"
 
 using Clock = std::chrono::steady_clock;
 

@@ -20,11 +20,11 @@
 #include <string>
 #include <vector>
 
-#include "arch.h"
-#include "rng.h"
-#include "sae_ops.h"
-#include "toy.h"
-#include "trainer.h"
+#include "base/rng.h"
+#include "data/toy.h"
+#include "sae/arch.h"
+#include "sae/ops.h"
+#include "sae/trainer.h"
 
 using namespace sae;
 

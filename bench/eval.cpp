@@ -17,9 +17,9 @@
 #include <random>
 #include <vector>
 
-#include "backend.h"
-#include "metrics.h"
-#include "sae.h"
+#include "backend/backend.h"
+#include "eval/metrics.h"
+#include "sae/sae.h"
 
 using namespace sae;
 namespace {
@@ -68,6 +68,7 @@ double best_of(int reps, F f) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  tune_cpu_blas();  // the measured sgemm below calls OpenBLAS directly: the same kernels as the tools
   const int64_t rows = argc > 1 ? atoll(argv[1]) : 8192;
   const int64_t d_in = argc > 2 ? atoll(argv[2]) : 512;
   const int64_t d_sae = argc > 3 ? atoll(argv[3]) : 8192;

@@ -13,8 +13,8 @@
 #include <random>
 #include <vector>
 
-#include "stream.h"
-#include "toy.h"
+#include "data/toy.h"
+#include "stream/stream.h"
 
 using namespace sae;
 using clk = std::chrono::steady_clock;

@@ -4,10 +4,10 @@
 // below; the output options are shared.
 #include <string>
 
-#include "cli.h"
-#include "collect_model.h"
-#include "stream.h"
-#include "toy.h"
+#include "base/cli.h"
+#include "data/collect_model.h"
+#include "data/toy.h"
+#include "stream/stream.h"
 
 namespace po = sae::cli::po;
 

@@ -1,9 +1,9 @@
 // sae-convert: rewrite any SAE directory load_sae reads (saetools, SAELens 6.x or legacy,
 // EleutherAI sparsify) in the SAELens 6 layout saetools writes, optionally in f16/bf16.
 // docs/sae-format.md describes the formats and the mapping.
-#include "cli.h"
-#include "dtype.h"
-#include "sae.h"
+#include "base/cli.h"
+#include "base/dtype.h"
+#include "sae/sae.h"
 
 using namespace sae;
 

@@ -7,13 +7,13 @@
 #include <cstdio>
 #include <iostream>
 
-#include "backend.h"
-#include "cli.h"
-#include "lm_eval.h"
-#include "metrics.h"
-#include "sae.h"
-#include "safetensors.h"
-#include "stream.h"
+#include "backend/backend.h"
+#include "base/cli.h"
+#include "eval/lm_eval.h"
+#include "eval/metrics.h"
+#include "sae/sae.h"
+#include "stream/safetensors.h"
+#include "stream/stream.h"
 
 using namespace sae;
 namespace po = cli::po;

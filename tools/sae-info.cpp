@@ -2,9 +2,9 @@
 #include <cerrno>
 #include <cstring>
 
-#include "cli.h"
-#include "stream.h"
-#include "stream_info.h"
+#include "base/cli.h"
+#include "stream/info.h"
+#include "stream/stream.h"
 
 namespace po = sae::cli::po;
 

@@ -6,9 +6,9 @@
 #include <memory>
 #include <thread>
 
-#include "cli.h"
-#include "npy_convert.h"
-#include "stream.h"
+#include "base/cli.h"
+#include "stream/npy_convert.h"
+#include "stream/stream.h"
 
 namespace po = sae::cli::po;
 

@@ -18,17 +18,17 @@
 #include <string>
 #include <vector>
 
-#include "arch.h"
-#include "backend.h"
-#include "cli.h"
-#include "dtype.h"
-#include "files.h"
-#include "model.h"
-#include "model_ops.h"
-#include "model_random.h"
-#include "rng.h"
-#include "sae_ops.h"
-#include "trainer.h"
+#include "backend/backend.h"
+#include "base/cli.h"
+#include "base/dtype.h"
+#include "base/files.h"
+#include "base/rng.h"
+#include "model/model.h"
+#include "model/ops.h"
+#include "model/random.h"
+#include "sae/arch.h"
+#include "sae/ops.h"
+#include "sae/trainer.h"
 
 namespace {
 

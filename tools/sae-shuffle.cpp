@@ -5,8 +5,8 @@
 
 #include <cstdlib>
 
-#include "cli.h"
-#include "shuffle.h"
+#include "base/cli.h"
+#include "data/shuffle.h"
 
 int main(int argc, char** argv) {
   // Large buffers are mapped and unmapped, never kept on the heap: with glibc's default the

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "cli.h"
-#include "tokenizer.h"
+#include "base/cli.h"
+#include "tokenizer/tokenizer.h"
 
 namespace {
 

@@ -6,11 +6,11 @@
 #include <cmath>
 #include <iostream>
 
-#include "arch.h"
-#include "backend.h"
-#include "cli.h"
-#include "sae_ops.h"
-#include "trainer.h"
+#include "backend/backend.h"
+#include "base/cli.h"
+#include "sae/arch.h"
+#include "sae/ops.h"
+#include "sae/trainer.h"
 
 namespace {
 

@@ -67,7 +67,8 @@ class HostBackend : public Backend {
 
 std::unique_ptr<Backend> make_backend(Device d);
 // Makes OpenBLAS use the kernels this CPU supports when its own detection fell back to a legacy
-// set (see backend_cpu.cpp). Called once by cli::run for every tool, and by make_cpu_backend.
+// set (see backend_cpu.cpp). Once per process (later calls return at once): make_cpu_backend calls
+// it, and so does every direct OpenBLAS call that bypasses a Backend (sae/sae.cpp), before the call.
 void tune_cpu_blas();
 std::unique_ptr<Backend> make_cpu_backend();
 std::unique_ptr<Backend> make_cuda_backend();  // throws InputError when unavailable

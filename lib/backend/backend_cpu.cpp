@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "backend.h"
-#include "common.h"
-#include "dtype.h"
+#include "backend/backend.h"
+#include "base/dtype.h"
+#include "base/errors.h"
 
 // OpenBLAS built with DYNAMIC_ARCH picks its kernels at load time by CPU model. Debian 12's
 // OpenBLAS 0.3.21 does not know CPUs newer than Sapphire Rapids (e.g. Emerald Rapids) and falls

@@ -3,8 +3,8 @@
 #include <memory>
 #include <string>
 
-#include "backend.h"
-#include "cuda/cuda_check.h"
+#include "backend/backend.h"
+#include "backend/cuda_check.h"
 
 namespace sae {
 

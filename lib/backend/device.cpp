@@ -1,5 +1,5 @@
-#include "backend.h"
-#include "common.h"
+#include "backend/backend.h"
+#include "base/errors.h"
 
 namespace sae {
 

@@ -1,6 +1,4 @@
-#include "cli.h"
-
-#include "backend.h"
+#include "base/cli.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -100,7 +98,6 @@ void say(const std::string& msg) {
 int run(const char* tool, int argc, char** argv, const std::function<int(int, char**)>& body) {
   g_tool = tool;
   install_signals();
-  tune_cpu_blas();  // before any BLAS call, including the ones that bypass a Backend
   int rc;
   try {
     rc = body(argc, argv);

@@ -5,7 +5,8 @@
 #include <cstring>
 #include <string>
 
-#include "common.h"
+#include "base/errors.h"
+#include "base/host_device.h"
 
 namespace sae {
 

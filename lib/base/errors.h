@@ -1,14 +1,7 @@
-// Shared basics: error classes that map to exit codes, and the host/device marker that lets one
-// function body be compiled for the CPU (g++) and for the GPU (nvcc).
+// Error classes that map to exit codes, shared by every tool.
 #pragma once
 #include <stdexcept>
 #include <string>
-
-#if defined(__CUDACC__)
-#define SAE_HD __host__ __device__ __forceinline__
-#else
-#define SAE_HD inline
-#endif
 
 namespace sae {
 

@@ -1,4 +1,4 @@
-#include "files.h"
+#include "base/files.h"
 
 #include <stdlib.h>
 
@@ -9,7 +9,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "common.h"
+#include "base/errors.h"
 
 namespace sae {
 

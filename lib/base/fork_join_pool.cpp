@@ -3,7 +3,7 @@
 // up Dekker-style: a waiter announces itself (sleepers++) before it re-checks the condition
 // under the mutex, and a waker publishes its change before it looks for sleepers, so with
 // sequentially consistent atomics one of the two always sees the other.
-#include "model_pool.h"
+#include "base/fork_join_pool.h"
 
 #include <omp.h>
 

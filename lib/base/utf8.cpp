@@ -1,5 +1,5 @@
 // UTF-8 validation and lossy repair (see utf8.h).
-#include "utf8.h"
+#include "base/utf8.h"
 
 #include <cstdio>
 

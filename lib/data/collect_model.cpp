@@ -1,6 +1,6 @@
 // sae-collect --model: documents -> tokens -> windows -> batched forward passes -> one activation
 // stream per hook.
-#include "collect_model.h"
+#include "data/collect_model.h"
 
 #include <algorithm>
 #include <chrono>
@@ -11,11 +11,11 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "backend.h"
-#include "cli.h"
-#include "model.h"
-#include "tokenizer.h"
-#include "utf8.h"
+#include "backend/backend.h"
+#include "base/cli.h"
+#include "base/utf8.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
 
 namespace sae {
 

@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "dtype.h"
-#include "model.h"
-#include "stream.h"
+#include "base/dtype.h"
+#include "model/model.h"
+#include "stream/stream.h"
 
 namespace sae {
 

@@ -1,4 +1,4 @@
-#include "shuffle.h"
+#include "data/shuffle.h"
 
 #define ZSTD_STATIC_LINKING_ONLY  // ZSTD_estimateCCtxSize_usingCParams (exported by libzstd)
 #include <zstd.h>
@@ -18,8 +18,8 @@
 #include <memory>
 #include <thread>
 
-#include "cli.h"
-#include "rng.h"
+#include "base/cli.h"
+#include "base/rng.h"
 
 namespace sae {
 

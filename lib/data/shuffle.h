@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "stream.h"
+#include "stream/stream.h"
 
 namespace sae {
 

@@ -1,4 +1,4 @@
-#include "toy.h"
+#include "data/toy.h"
 
 #include <omp.h>
 
@@ -10,8 +10,8 @@
 #include <memory>
 #include <sstream>
 
-#include "cli.h"
-#include "common.h"
+#include "base/cli.h"
+#include "base/errors.h"
 
 namespace sae::toy {
 

@@ -13,10 +13,10 @@
 
 #include <boost/program_options.hpp>
 
-#include "dtype.h"
-#include "rng.h"
-#include "sae.h"
-#include "stream.h"
+#include "base/dtype.h"
+#include "base/rng.h"
+#include "sae/sae.h"
+#include "stream/stream.h"
 
 namespace sae::toy {
 

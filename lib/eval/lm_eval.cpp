@@ -1,14 +1,14 @@
 // LM-loss metrics with the SAE spliced into the model (lm_eval.h, docs/lm-eval.md).
-#include "lm_eval.h"
+#include "eval/lm_eval.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 
-#include "cli.h"
-#include "collect_model.h"
-#include "tokenizer.h"
+#include "base/cli.h"
+#include "data/collect_model.h"
+#include "tokenizer/tokenizer.h"
 
 namespace sae {
 

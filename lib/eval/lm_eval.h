@@ -26,10 +26,10 @@
 #include <string>
 #include <vector>
 
-#include "collect_model.h"  // TextWindow, append_windows: text is windowed as sae-collect does it
-#include "metrics.h"
-#include "model.h"
-#include "sae.h"
+#include "data/collect_model.h"  // TextWindow, append_windows: text is windowed as sae-collect does it
+#include "eval/metrics.h"
+#include "model/model.h"
+#include "sae/sae.h"
 
 namespace sae {
 

@@ -1,4 +1,4 @@
-#include "metrics.h"
+#include "eval/metrics.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,8 +6,8 @@
 #include <limits>
 #include <sstream>
 
-#include "common.h"
-#include "svg.h"
+#include "base/errors.h"
+#include "base/svg.h"
 
 namespace sae {
 

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "backend.h"
-#include "sae.h"
+#include "backend/backend.h"
+#include "sae/sae.h"
 
 namespace sae {
 

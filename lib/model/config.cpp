@@ -3,9 +3,9 @@
 #include <cmath>
 #include <filesystem>
 
-#include "common.h"
-#include "model.h"
-#include "model_weights.h"
+#include "base/errors.h"
+#include "model/model.h"
+#include "model/weights.h"
 
 namespace sae {
 

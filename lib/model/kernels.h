@@ -7,8 +7,8 @@
 #include <cmath>
 #include <cstdint>
 
-#include "common.h"
-#include "dtype.h"
+#include "base/dtype.h"
+#include "base/host_device.h"
 
 namespace sae::tk {
 

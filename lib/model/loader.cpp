@@ -2,8 +2,8 @@
 #include <filesystem>
 #include <set>
 
-#include "common.h"
-#include "model_weights.h"
+#include "base/errors.h"
+#include "model/weights.h"
 
 namespace sae {
 

@@ -2,16 +2,16 @@
 // compute types: every projection is one GEMM over all batch*seq rows (Backend::gemm, or
 // Backend::gemm_bf16 in bf16 compute), the rest goes through TransformerOps; activations live in
 // buffers kept between calls.
-#include "model.h"
+#include "model/model.h"
 
 #include <algorithm>
 #include <cmath>
 
-#include "common.h"
-#include "dtype.h"
-#include "model_ops.h"
-#include "model_pool.h"
-#include "model_weights.h"
+#include "base/dtype.h"
+#include "base/errors.h"
+#include "base/fork_join_pool.h"
+#include "model/ops.h"
+#include "model/weights.h"
 
 namespace sae {
 

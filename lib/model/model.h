@@ -31,8 +31,8 @@
 #include <string>
 #include <vector>
 
-#include "backend.h"
-#include "kernels/transformer_kernels.h"
+#include "backend/backend.h"
+#include "model/kernels.h"
 
 namespace sae {
 

@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <memory>
 
-#include "backend.h"
-#include "kernels/transformer_kernels.h"
+#include "backend/backend.h"
+#include "model/kernels.h"
 
 namespace sae {
 

@@ -6,8 +6,8 @@
 #include <cstring>
 #include <vector>
 
-#include "model_ops.h"
-#include "model_pool.h"
+#include "base/fork_join_pool.h"
+#include "model/ops.h"
 
 // OpenBLAS's thread count, when the BLAS is OpenBLAS (weak: absent elsewhere).
 extern "C" {

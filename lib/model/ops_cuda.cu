@@ -7,9 +7,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "cuda/cuda_check.h"
-#include "kernels/transformer_kernels.h"
-#include "model_ops.h"
+#include "backend/cuda_check.h"
+#include "model/kernels.h"
+#include "model/ops.h"
 
 namespace sae {
 

@@ -1,14 +1,14 @@
 // Random model directories (model_random.h). The generator is std::mt19937 with
 // std::normal_distribution<float>, drawn tensor by tensor in the order below: the tests' fixtures
 // depend on this order.
-#include "model_random.h"
+#include "model/random.h"
 
 #include <fstream>
 #include <random>
 #include <stdexcept>
 
-#include "common.h"
-#include "safetensors.h"
+#include "base/errors.h"
+#include "stream/safetensors.h"
 
 namespace sae {
 

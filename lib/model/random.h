@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "dtype.h"
-#include "model.h"
+#include "base/dtype.h"
+#include "model/model.h"
 
 namespace sae {
 

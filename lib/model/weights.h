@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "files.h"
-#include "safetensors.h"
+#include "base/files.h"
+#include "stream/safetensors.h"
 
 namespace sae {
 

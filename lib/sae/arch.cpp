@@ -1,13 +1,13 @@
 // What every architecture shares: parameters and their initialisation, the encoder product, the
 // dense decoder and encoder gradients, export with the input scale folded in, the TopK-family
 // sparse engine (with AuxK), and the registry.
-#include "arch.h"
+#include "sae/arch.h"
 
 #include <algorithm>
 #include <cmath>
 #include <sstream>
 
-#include "common.h"
+#include "base/errors.h"
 
 namespace sae {
 

@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "backend.h"
-#include "rng.h"
-#include "sae.h"
-#include "sae_ops.h"
+#include "backend/backend.h"
+#include "base/rng.h"
+#include "sae/ops.h"
+#include "sae/sae.h"
 
 namespace sae {
 

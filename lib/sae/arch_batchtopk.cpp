@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "arch.h"
+#include "sae/arch.h"
 
 namespace sae {
 

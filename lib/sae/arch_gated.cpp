@@ -5,7 +5,7 @@
 // where W_dec', b_dec' are a frozen copy (no gradient reaches the decoder from the auxiliary term)
 // and the Heaviside gate passes no gradient. Decoder rows unit norm (so the L1 needs no norm
 // weight). Exported as SAELens "gated" (W_enc = W_gate, b_gate, r_mag, b_mag).
-#include "arch.h"
+#include "sae/arch.h"
 
 namespace sae {
 

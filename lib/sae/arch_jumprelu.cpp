@@ -7,7 +7,7 @@
 // firing much more often than s. Decoder rows unit norm. Exported as SAELens "jumprelu".
 #include <cmath>
 
-#include "arch.h"
+#include "sae/arch.h"
 
 namespace sae {
 

@@ -5,7 +5,7 @@
 // Early latents must reconstruct on their own, so they learn general features and the later ones
 // refine them. Sparse codes keep each row's latents in ascending order, so the prefix
 // reconstructions are running sums of one pass (SaeOps::sparse_decode with groups).
-#include "arch.h"
+#include "sae/arch.h"
 
 namespace sae {
 

@@ -2,7 +2,7 @@
 // weighted by each latent's decoder row norm, lambda * sum_i f_i ||d_i|| (so shrinking the decoder
 // cannot dodge it), unconstrained decoder rows initialised small, and a warm-up of lambda (the
 // trainer's --l1-warmup). Exported as SAELens "standard".
-#include "arch.h"
+#include "sae/arch.h"
 
 namespace sae {
 

@@ -1,6 +1,6 @@
 // TopK SAE (Gao et al. 2024): each row keeps its k largest pre-activations (then ReLU); AuxK makes
 // dead latents reconstruct the residual. Decoder rows unit norm. Exported as SAELens "topk".
-#include "arch.h"
+#include "sae/arch.h"
 
 namespace sae {
 

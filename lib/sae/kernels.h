@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "common.h"
+#include "base/host_device.h"
 
 namespace sae::kern {
 

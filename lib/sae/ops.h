@@ -16,8 +16,8 @@
 #include <cstdint>
 #include <memory>
 
-#include "backend.h"
-#include "kernels/sae_kernels.h"
+#include "backend/backend.h"
+#include "sae/kernels.h"
 
 namespace sae {
 

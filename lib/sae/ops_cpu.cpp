@@ -16,8 +16,8 @@
 #include <stdexcept>
 #include <vector>
 
-#include "common.h"
-#include "sae_ops.h"
+#include "base/errors.h"
+#include "sae/ops.h"
 
 namespace sae {
 

@@ -12,9 +12,9 @@
 #include <cmath>
 #include <vector>
 
-#include "common.h"
-#include "cuda/cuda_check.h"
-#include "sae_ops.h"
+#include "backend/cuda_check.h"
+#include "base/errors.h"
+#include "sae/ops.h"
 
 namespace sae {
 

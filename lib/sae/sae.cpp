@@ -1,4 +1,4 @@
-#include "sae.h"
+#include "sae/sae.h"
 
 #include <cblas.h>
 
@@ -9,10 +9,11 @@
 #include <numeric>
 #include <sstream>
 
-#include "cli.h"
-#include "common.h"
-#include "files.h"
-#include "safetensors.h"
+#include "backend/backend.h"  // tune_cpu_blas: this file calls OpenBLAS directly
+#include "base/cli.h"
+#include "base/errors.h"
+#include "base/files.h"
+#include "stream/safetensors.h"
 
 namespace sae {
 
@@ -76,6 +77,7 @@ void pre_activation(const Sae& s, const float* x, int64_t rows, const std::vecto
     xin = centred.data();
   }
   for (int64_t r = 0; r < rows; r++) std::copy(bias.begin(), bias.end(), out + r * s.d_sae);
+  tune_cpu_blas();
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(s.d_sae), int(s.d_in), 1.0f, xin,
               int(s.d_in), W.data(), int(s.d_sae), 1.0f, out, int(s.d_sae));
 }
@@ -290,6 +292,7 @@ void Sae::encode(const float* x, int64_t rows, float* f) const { encode_rows(*th
 
 void Sae::decode(const float* f, int64_t rows, float* x_hat) const {
   for (int64_t r = 0; r < rows; r++) std::copy(b_dec.begin(), b_dec.end(), x_hat + r * d_in);
+  tune_cpu_blas();
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(d_in), int(d_sae), 1.0f, f, int(d_sae),
               W_dec.data(), int(d_in), 1.0f, x_hat, int(d_in));
 }

@@ -1,4 +1,4 @@
-#include "trainer.h"
+#include "sae/trainer.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,10 +12,10 @@
 #include <limits>
 #include <sstream>
 
-#include "cli.h"
-#include "common.h"
-#include "files.h"
-#include "safetensors.h"
+#include "base/cli.h"
+#include "base/errors.h"
+#include "base/files.h"
+#include "stream/safetensors.h"
 
 namespace sae {
 

@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "arch.h"
-#include "dtype.h"
-#include "sae_ops.h"
-#include "stream.h"
+#include "base/dtype.h"
+#include "sae/arch.h"
+#include "sae/ops.h"
+#include "stream/stream.h"
 
 namespace sae {
 

@@ -1,4 +1,4 @@
-#include "stream_info.h"
+#include "stream/info.h"
 
 #include <zstd.h>
 #include <zstd_errors.h>
@@ -10,8 +10,8 @@
 #include <limits>
 #include <memory>
 
-#include "cli.h"
-#include "msgpack_lite.h"
+#include "base/cli.h"
+#include "stream/msgpack_lite.h"
 
 namespace sae {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "stream.h"
+#include "stream/stream.h"
 
 namespace sae {
 

@@ -1,4 +1,4 @@
-#include "msgpack_lite.h"
+#include "stream/msgpack_lite.h"
 
 namespace sae::mp {
 

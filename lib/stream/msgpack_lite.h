@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "common.h"
+#include "base/errors.h"
 
 namespace sae::mp {
 

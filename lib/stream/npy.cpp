@@ -1,4 +1,4 @@
-#include "npy.h"
+#include "stream/npy.h"
 
 #include <unistd.h>
 
@@ -7,8 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "common.h"
-#include "dtype.h"
+#include "base/dtype.h"
+#include "base/errors.h"
 
 namespace sae::npy {
 

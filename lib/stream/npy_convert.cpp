@@ -1,12 +1,12 @@
-#include "npy_convert.h"
+#include "stream/npy_convert.h"
 
 #include <cerrno>
 #include <climits>
 #include <cstring>
 #include <memory>
 
-#include "cli.h"
-#include "npy.h"
+#include "base/cli.h"
+#include "stream/npy.h"
 
 namespace sae::npy {
 

@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <string>
 
-#include "stream.h"
+#include "stream/stream.h"
 
 namespace sae::npy {
 

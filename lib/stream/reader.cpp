@@ -3,7 +3,7 @@
 //   payload kernels (dtype conversion fused with the byte shuffle), zstd frame checks,
 //   encoding (writer side), decoding of one frame (runs on worker threads), FrameSource (splits
 //   a byte stream into zstd frames without copying them), the writer, the reader.
-#include "stream.h"
+#include "stream/stream.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -23,8 +23,8 @@
 #include <mutex>
 #include <thread>
 
-#include "cli.h"
-#include "msgpack_lite.h"
+#include "base/cli.h"
+#include "stream/msgpack_lite.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the stream format is little-endian; so is this code");
 

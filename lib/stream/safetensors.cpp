@@ -1,4 +1,4 @@
-#include "safetensors.h"
+#include "stream/safetensors.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "cli.h"
+#include "base/cli.h"
 
 namespace sae {
 

@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "dtype.h"
+#include "base/dtype.h"
 
 namespace sae {
 

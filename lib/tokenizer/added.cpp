@@ -4,8 +4,8 @@
 // tokens swallow the whitespace beside them.
 #include <algorithm>
 
-#include "tokenizer_internal.h"
-#include "utf8.h"
+#include "base/utf8.h"
+#include "tokenizer/internal.h"
 
 namespace sae::tok {
 

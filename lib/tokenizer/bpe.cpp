@@ -5,7 +5,7 @@
 #include <functional>
 #include <queue>
 
-#include "tokenizer_internal.h"
+#include "tokenizer/internal.h"
 
 namespace sae::tok {
 

@@ -9,9 +9,9 @@
 #include <algorithm>
 #include <climits>
 
-#include "files.h"
-#include "tokenizer_internal.h"
-#include "utf8.h"
+#include "base/files.h"
+#include "base/utf8.h"
+#include "tokenizer/internal.h"
 
 namespace sae::tok {
 

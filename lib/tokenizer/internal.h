@@ -11,7 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace sae::tok {
 

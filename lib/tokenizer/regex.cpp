@@ -2,8 +2,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
-#include "tokenizer_internal.h"
-#include "utf8.h"
+#include "base/utf8.h"
+#include "tokenizer/internal.h"
 
 namespace sae::tok {
 

@@ -2,8 +2,8 @@
 // special tokens written in the text are split out first, the text between them goes to
 // sentencepiece; "legacy": false in tokenizer_config.json selects HF's non-legacy handling of the
 // text that follows a special token (docs/tokenizers.md).
-#include "files.h"
-#include "tokenizer_internal.h"
+#include "base/files.h"
+#include "tokenizer/internal.h"
 
 #ifdef SAE_HAVE_SENTENCEPIECE
 #include <sentencepiece_processor.h>

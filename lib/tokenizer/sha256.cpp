@@ -2,7 +2,7 @@
 // `sha256sum tokenizer.json` on the user's side gives the same hex string.
 #include <cstring>
 
-#include "tokenizer_internal.h"
+#include "tokenizer/internal.h"
 
 namespace sae::tok {
 

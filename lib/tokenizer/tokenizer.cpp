@@ -6,8 +6,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "files.h"
-#include "tokenizer_internal.h"
+#include "base/files.h"
+#include "tokenizer/internal.h"
 
 namespace sae {
 

@@ -18,8 +18,8 @@
 #include <string_view>
 #include <vector>
 
-#include "common.h"
-#include "utf8.h"  // Utf8Error, utf8_replace_invalid
+#include "base/errors.h"
+#include "base/utf8.h"  // Utf8Error, utf8_replace_invalid
 
 namespace sae {
 

@@ -5,8 +5,8 @@
 #include <unicode/stringpiece.h>
 #include <unicode/unistr.h>
 
-#include "tokenizer_internal.h"
-#include "utf8.h"
+#include "base/utf8.h"
+#include "tokenizer/internal.h"
 
 namespace sae::tok {
 

@@ -28,7 +28,7 @@
 #include <string>
 #include <vector>
 
-#include "stream.h"
+#include "stream/stream.h"
 
 using namespace sae;
 

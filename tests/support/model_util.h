@@ -16,9 +16,9 @@
 #include <string>
 #include <vector>
 
-#include "model.h"
-#include "model_random.h"
-#include "safetensors.h"
+#include "model/model.h"
+#include "model/random.h"
+#include "stream/safetensors.h"
 
 namespace model_test {
 

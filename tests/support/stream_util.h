@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "msgpack_lite.h"
-#include "stream.h"
+#include "stream/msgpack_lite.h"
+#include "stream/stream.h"
 
 namespace sae::test {
 

@@ -10,8 +10,8 @@
 #include <sstream>
 #include <string>
 
-#include "files.h"
-#include "tokenizer_internal.h"
+#include "base/files.h"
+#include "tokenizer/internal.h"
 
 namespace tokenizer_test {
 

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <limits>
 
-#include "dtype.h"
+#include "base/dtype.h"
 
 using namespace sae;
 

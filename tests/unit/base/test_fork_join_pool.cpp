@@ -7,7 +7,7 @@
 #include <thread>
 #include <vector>
 
-#include "model_pool.h"
+#include "base/fork_join_pool.h"
 
 using sae::WorkerPool;
 

@@ -10,7 +10,7 @@
 #include <set>
 #include <vector>
 
-#include "rng.h"
+#include "base/rng.h"
 
 namespace sae {
 struct RngTestAccess {

@@ -6,7 +6,7 @@
 #include <limits>
 #include <regex>
 
-#include "svg.h"
+#include "base/svg.h"
 
 using namespace sae::svg;
 

@@ -7,9 +7,9 @@
 
 #include <fstream>
 
-#include "collect_model.h"
-#include "stream.h"
-#include "test_model_util.h"
+#include "data/collect_model.h"
+#include "stream/stream.h"
+#include "support/model_util.h"
 
 using namespace sae;
 using namespace model_test;

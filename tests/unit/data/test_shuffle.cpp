@@ -13,7 +13,7 @@
 #include <map>
 #include <sstream>
 
-#include "shuffle.h"
+#include "data/shuffle.h"
 
 using namespace sae;
 namespace fs = std::filesystem;

@@ -12,10 +12,10 @@
 #include <string>
 #include <vector>
 
-#include "common.h"
-#include "sae.h"
-#include "stream.h"
-#include "toy.h"
+#include "base/errors.h"
+#include "data/toy.h"
+#include "sae/sae.h"
+#include "stream/stream.h"
 
 using namespace sae;
 using namespace sae::toy;

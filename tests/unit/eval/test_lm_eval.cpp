@@ -10,9 +10,9 @@
 #include <fstream>
 #include <random>
 
-#include "lm_eval.h"
-#include "test_model_util.h"
-#include "tokenizer.h"
+#include "eval/lm_eval.h"
+#include "support/model_util.h"
+#include "tokenizer/tokenizer.h"
 
 namespace {
 

@@ -9,10 +9,10 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
-#include "backend.h"
-#include "metrics.h"
-#include "sae.h"
-#include "sae_fixtures.h"
+#include "backend/backend.h"
+#include "eval/metrics.h"
+#include "sae/sae.h"
+#include "support/sae_fixtures.h"
 
 using namespace sae;
 using namespace fixtures;

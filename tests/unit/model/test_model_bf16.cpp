@@ -16,13 +16,13 @@
 #include <cmath>
 #include <random>
 
-#include "backend.h"
-#include "dtype.h"
-#include "model.h"
-#include "model_ops.h"
-#include "model_random.h"
-#include "safetensors.h"
-#include "test_model_util.h"
+#include "backend/backend.h"
+#include "base/dtype.h"
+#include "model/model.h"
+#include "model/ops.h"
+#include "model/random.h"
+#include "stream/safetensors.h"
+#include "support/model_util.h"
 
 using namespace sae;
 using namespace model_test;

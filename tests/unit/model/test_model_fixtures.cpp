@@ -9,9 +9,9 @@
 // through two small layers stays near 1e-6, a wrong convention shows at 1e-2 or more.
 #include <gtest/gtest.h>
 
-#include "backend.h"
-#include "model.h"
-#include "test_model_util.h"
+#include "backend/backend.h"
+#include "model/model.h"
+#include "support/model_util.h"
 
 using namespace sae;
 using namespace model_test;

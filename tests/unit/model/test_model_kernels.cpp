@@ -6,8 +6,8 @@
 #include <random>
 #include <vector>
 
-#include "kernels/transformer_kernels.h"
-#include "model_ops.h"
+#include "model/kernels.h"
+#include "model/ops.h"
 
 using namespace sae;
 

@@ -10,10 +10,10 @@
 // compared absolutely with the same 1e-4 (they are O(1) log-probabilities).
 #include <gtest/gtest.h>
 
-#include "backend.h"
-#include "model.h"
-#include "safetensors.h"
-#include "test_model_util.h"
+#include "backend/backend.h"
+#include "model/model.h"
+#include "stream/safetensors.h"
+#include "support/model_util.h"
 
 using namespace sae;
 using namespace model_test;

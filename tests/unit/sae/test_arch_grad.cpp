@@ -20,9 +20,9 @@
 #include <string>
 #include <vector>
 
-#include "arch.h"
-#include "rng.h"
-#include "sae_ops.h"
+#include "base/rng.h"
+#include "sae/arch.h"
+#include "sae/ops.h"
 
 using namespace sae;
 

@@ -9,10 +9,10 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
-#include "common.h"
-#include "sae.h"
-#include "sae_fixtures.h"
-#include "safetensors.h"
+#include "base/errors.h"
+#include "sae/sae.h"
+#include "stream/safetensors.h"
+#include "support/sae_fixtures.h"
 
 using namespace sae;
 using namespace fixtures;

@@ -12,12 +12,12 @@
 #include <string>
 #include <vector>
 
-#include "arch.h"
-#include "common.h"
-#include "sae.h"
-#include "sae_ops.h"
-#include "toy.h"
-#include "trainer.h"
+#include "base/errors.h"
+#include "data/toy.h"
+#include "sae/arch.h"
+#include "sae/ops.h"
+#include "sae/sae.h"
+#include "sae/trainer.h"
 
 using namespace sae;
 namespace fs = std::filesystem;

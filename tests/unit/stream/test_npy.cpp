@@ -6,9 +6,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "npy.h"
-#include "npy_convert.h"
-#include "stream_test_util.h"
+#include "stream/npy.h"
+#include "stream/npy_convert.h"
+#include "support/stream_util.h"
 
 using namespace sae;
 using namespace sae::npy;

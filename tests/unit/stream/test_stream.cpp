@@ -9,7 +9,7 @@
 #include <fstream>
 #include <thread>
 
-#include "stream_test_util.h"
+#include "support/stream_util.h"
 
 using namespace sae;
 using namespace sae::test;

@@ -7,7 +7,7 @@
 #include <fstream>
 #include <limits>
 
-#include "stream_test_util.h"
+#include "support/stream_util.h"
 
 using namespace sae;
 using namespace sae::test;

@@ -6,8 +6,8 @@
 #include <fstream>
 #include <limits>
 
-#include "stream_info.h"
-#include "stream_test_util.h"
+#include "stream/info.h"
+#include "support/stream_util.h"
 
 using namespace sae;
 using namespace sae::test;

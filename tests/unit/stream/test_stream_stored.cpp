@@ -6,7 +6,7 @@
 
 #include <cstring>
 
-#include "stream_test_util.h"
+#include "support/stream_util.h"
 
 using namespace sae;
 using namespace sae::test;

@@ -12,8 +12,8 @@
 #include <map>
 #include <random>
 
-#include "test_tokenizer_util.h"
-#include "tokenizer.h"
+#include "support/tokenizer_util.h"
+#include "tokenizer/tokenizer.h"
 
 using namespace tokenizer_test;
 using sae::InputError;

@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <thread>
 
-#include "test_tokenizer_util.h"
-#include "tokenizer.h"
+#include "support/tokenizer_util.h"
+#include "tokenizer/tokenizer.h"
 
 using namespace tokenizer_test;
 using sae::InputError;

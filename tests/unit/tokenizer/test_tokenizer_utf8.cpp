@@ -3,8 +3,8 @@
 // 3.9, table 3-8), which Python's errors="replace" and Rust's from_utf8_lossy reproduce.
 #include <gtest/gtest.h>
 
-#include "tokenizer_internal.h"
-#include "utf8.h"
+#include "base/utf8.h"
+#include "tokenizer/internal.h"
 
 using sae::utf8_find_invalid;
 using sae::utf8_replace_invalid;
