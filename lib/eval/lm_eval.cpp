@@ -7,7 +7,7 @@
 #include <cstdio>
 
 #include "base/cli.h"
-#include "data/collect_model.h"
+#include "tokenizer/documents.h"
 #include "tokenizer/tokenizer.h"
 
 namespace sae {

@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "data/collect_model.h"  // TextWindow, append_windows: text is windowed as sae-collect does it
+#include "tokenizer/documents.h"  // TextWindow, append_windows: text is windowed as sae-collect does it
 #include "eval/metrics.h"
 #include "model/model.h"
 #include "sae/sae.h"

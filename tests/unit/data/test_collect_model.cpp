@@ -1,7 +1,7 @@
-// sae-collect's model source: the document reader, and whole collections of the reference texts
-// of ../shared/models checked row by row against reference.safetensors (tokens exactly, every
-// hook within kTol of the tensor's scale, as in test_model_reference.cpp), through the library
-// and through the built sae-collect binary.
+// sae-collect's model source: whole collections of the reference texts of ../shared/models checked
+// row by row against reference.safetensors (tokens exactly, every hook within kTol of the tensor's
+// scale, as in test_model_reference.cpp), through the library and through the built sae-collect
+// binary. (The document reader it uses is tested in tokenizer/test_documents.cpp.)
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -17,26 +17,6 @@ using namespace model_test;
 namespace {
 
 constexpr double kTol = 1e-4;
-
-std::vector<TextDocument> read_all(const std::vector<std::string>& files, const std::string& field, bool lines,
-                                   bool replace = false) {
-  TextDocumentReader r(files, field, lines, replace);
-  std::vector<TextDocument> v;
-  TextDocument d;
-  while (r.next(d)) v.push_back(d);
-  return v;
-}
-
-template <class F>
-std::string input_error(F f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no InputError";
-  return "";
-}
 
 std::vector<Batch> read_stream(const std::string& path, StreamHeader* h = nullptr) {
   StreamReader r({path});
@@ -110,59 +90,6 @@ void check_against_reference(const std::string& model, const std::string& stream
 }
 
 }  // namespace
-
-TEST(ModelCollectReader, PlainTextBlankLinesLinesAndJsonl) {
-  TempDir d;
-  write_text(d / "a.txt", "\n\nfirst doc\nsecond line\r\n\n \t\nsecond doc\n\n\nthird");
-  write_text(d / "b.txt", "fourth\n");
-  auto v = read_all({d / "a.txt", d / "b.txt"}, "", false);
-  ASSERT_EQ(v.size(), 4u);
-  EXPECT_EQ(v[0].text, "first doc\nsecond line");
-  EXPECT_EQ(v[0].line, 3);
-  EXPECT_EQ(v[1].text, "second doc");
-  EXPECT_EQ(v[1].line, 7);
-  EXPECT_EQ(v[2].text, "third");
-  EXPECT_EQ(v[3].text, "fourth");
-  EXPECT_EQ(v[3].file, d / "b.txt");
-
-  // One per line: empty lines are (empty) documents.
-  v = read_all({d / "a.txt"}, "", true);
-  ASSERT_EQ(v.size(), 10u);
-  EXPECT_EQ(v[2].text, "first doc");
-  EXPECT_EQ(v[3].text, "second line");
-  EXPECT_EQ(v[0].text, "");
-
-  write_text(d / "c.jsonl", "{\"text\": \"a\\n\\nb\", \"id\": 1}\n\n{\"text\": \"\"}\n");
-  v = read_all({d / "c.jsonl"}, "text", false);
-  ASSERT_EQ(v.size(), 2u);
-  EXPECT_EQ(v[0].text, "a\n\nb");
-  EXPECT_EQ(v[1].text, "");
-  EXPECT_EQ(v[1].line, 3);
-}
-
-TEST(ModelCollectReader, BadInputNamesFileLineAndOffset) {
-  TempDir d;
-  write_text(d / "bad.jsonl", "{\"text\": \"ok\"}\n{\"body\": \"x\"}\n");
-  EXPECT_EQ(input_error([&] { read_all({d / "bad.jsonl"}, "text", false); }),
-            d / "bad.jsonl" + ": line 2: no string field \"text\" (--jsonl-field names the field that holds the text)");
-  write_text(d / "bad2.jsonl", "{\"text\": \"ok\"\n");
-  EXPECT_EQ(input_error([&] { read_all({d / "bad2.jsonl"}, "text", false); }).rfind(d / "bad2.jsonl" + ": line 1: invalid JSON (", 0), 0u);
-  EXPECT_EQ(input_error([&] { read_all({d / "missing.txt"}, "", false); }), d / "missing.txt" + ": No such file or directory");
-
-  // Invalid UTF-8 (a lone continuation byte 0x80 at byte 12 of the file, on line 2): refused
-  // with the same message as sae-tokenize, or read as U+FFFD.
-  write_text(d / "u.txt", "good line\n\nab\x80z\n");
-  EXPECT_EQ(input_error([&] { read_all({d / "u.txt"}, "", false); }),
-            d / "u.txt" + ": line 3: invalid UTF-8 at byte offset 13 (byte 0x80); --invalid-utf8 replace reads it as U+FFFD");
-  auto v = read_all({d / "u.txt"}, "", false, true);
-  ASSERT_EQ(v.size(), 2u);
-  EXPECT_EQ(v[1].text, "ab\xEF\xBF\xBDz");
-  write_text(d / "u.jsonl", "{\"text\": \"x\xff\"}\n");
-  EXPECT_EQ(input_error([&] { read_all({d / "u.jsonl"}, "text", false); }),
-            d / "u.jsonl" + ": line 1: invalid UTF-8 at byte offset 11 (byte 0xFF); --invalid-utf8 replace reads it as U+FFFD");
-  v = read_all({d / "u.jsonl"}, "text", false, true);
-  EXPECT_EQ(v[0].text, "x\xEF\xBF\xBD");
-}
 
 TEST(ModelCollect, OutputPathPattern) {
   EXPECT_EQ(collect_output_path("acts.{hook}.sae", "blocks.1.hook_mlp_out"), "acts.blocks.1.hook_mlp_out.sae");

@@ -22,23 +22,7 @@ using model_test::shared_model;
 using model_test::TempDir;
 using json = nlohmann::json;
 
-// ---- windows and hook checks (no model needed) ----
-
-TEST(LmEvalWindows, CutLikeCollect) {
-  std::vector<TextWindow> w;
-  append_windows({10, 11, 12, 13, 14, 15, 16}, 3, 1, 4, w);  // 3 text tokens per window
-  ASSERT_EQ(w.size(), 3u);
-  EXPECT_EQ(w[0].tokens, (std::vector<int32_t>{1, 10, 11, 12}));
-  EXPECT_EQ(w[1].tokens, (std::vector<int32_t>{1, 13, 14, 15}));
-  EXPECT_EQ(w[2].tokens, (std::vector<int32_t>{1, 16}));
-  for (const auto& x : w) EXPECT_EQ(x.doc, 3);
-  append_windows({}, 4, 1, 4, w);  // an empty document has no windows
-  EXPECT_EQ(w.size(), 3u);
-  append_windows({20, 21, 22}, 5, 1, 4, w);  // exactly one full window
-  ASSERT_EQ(w.size(), 4u);
-  EXPECT_EQ(w[3].tokens, (std::vector<int32_t>{1, 20, 21, 22}));
-  EXPECT_THROW(append_windows({1}, 0, 1, 1, w), UsageError);
-}
+// ---- hook checks (no model needed) ----
 
 ModelConfig five_layers() {
   ModelConfig c;
