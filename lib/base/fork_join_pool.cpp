@@ -1,4 +1,4 @@
-// WorkerPool: workers wait for a new generation of work, spinning briefly and then sleeping on a
+// ForkJoinPool: workers wait for a new generation of work, spinning briefly and then sleeping on a
 // condition variable; the caller waits for the last chunk the same way. Sleep and wake-up pair
 // up Dekker-style: a waiter announces itself (sleepers++) before it re-checks the condition
 // under the mutex, and a waker publishes its change before it looks for sleepers, so with
@@ -43,7 +43,7 @@ bool spin_for(P pred) {
 
 }  // namespace
 
-struct WorkerPool::Impl {
+struct ForkJoinPool::Impl {
   std::vector<std::thread> workers;
   std::mutex run_mu;  // one run() at a time: callers on several threads take turns
   std::mutex mu;
@@ -83,12 +83,12 @@ struct WorkerPool::Impl {
   }
 };
 
-WorkerPool::WorkerPool(int threads) : threads_(threads < 1 ? 1 : threads), impl_(std::make_unique<Impl>()) {
+ForkJoinPool::ForkJoinPool(int threads) : threads_(threads < 1 ? 1 : threads), impl_(std::make_unique<Impl>()) {
   impl_->threads = threads_;
   for (int t = 1; t < threads_; t++) impl_->workers.emplace_back([this, t] { impl_->worker(t); });
 }
 
-WorkerPool::~WorkerPool() {
+ForkJoinPool::~ForkJoinPool() {
   {
     std::lock_guard<std::mutex> lk(impl_->mu);
     impl_->stop = true;
@@ -97,7 +97,7 @@ WorkerPool::~WorkerPool() {
   for (auto& w : impl_->workers) w.join();
 }
 
-void WorkerPool::run(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) {
+void ForkJoinPool::run(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) {
   if (n <= 0) return;
   Impl& p = *impl_;
   if (threads_ == 1 || n == 1) {
@@ -123,8 +123,8 @@ void WorkerPool::run(int64_t n, const std::function<void(int64_t, int64_t, int)>
   }
 }
 
-WorkerPool& WorkerPool::global() {
-  static WorkerPool pool(omp_get_max_threads());
+ForkJoinPool& ForkJoinPool::global() {
+  static ForkJoinPool pool(omp_get_max_threads());
   return pool;
 }
 

@@ -1,5 +1,8 @@
-// The CPU forward pass's threads: a fixed pool that runs one loop at a time, split in contiguous
-// chunks, the calling thread taking the first.
+// Fork-join parallel loops: a fixed pool that runs one loop at a time, split in contiguous chunks,
+// the calling thread taking the first and returning when every chunk is done. The CPU forward
+// pass runs its loops on it. (Its sibling, base/task_pool.h, is the other kind of pool: a queue
+// of independent tasks, each with a future, that the caller does not wait on as a group; the
+// stream reader and writer compress and decompress frames on it.)
 //
 // Why not OpenMP's `parallel for`: at the end of every loop libgomp spins up to 300000 PAUSE
 // instructions (about 20 ms on current Xeons, where PAUSE takes ~140 cycles) before a waiting
@@ -15,12 +18,12 @@
 
 namespace sae {
 
-class WorkerPool {
+class ForkJoinPool {
  public:
-  explicit WorkerPool(int threads);  // threads - 1 workers are started
-  ~WorkerPool();
-  WorkerPool(const WorkerPool&) = delete;
-  WorkerPool& operator=(const WorkerPool&) = delete;
+  explicit ForkJoinPool(int threads);  // threads - 1 workers are started
+  ~ForkJoinPool();
+  ForkJoinPool(const ForkJoinPool&) = delete;
+  ForkJoinPool& operator=(const ForkJoinPool&) = delete;
   int size() const { return threads_; }
   // Calls fn(begin, end, thread) for contiguous chunks covering [0, n), one chunk per thread
   // (chunk t is [n*t/size, n*(t+1)/size); empty chunks are skipped), and returns when all are
@@ -30,7 +33,7 @@ class WorkerPool {
 
   // The process's pool for the CPU forward pass: as many threads as OpenMP would use
   // (OMP_NUM_THREADS, else the cores available).
-  static WorkerPool& global();
+  static ForkJoinPool& global();
 
  private:
   struct Impl;

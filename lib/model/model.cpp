@@ -363,7 +363,7 @@ void check_compute_device(Compute c, Device d) {
 
 std::vector<double> kl_divergence_rows(const float* logp, const float* logq, int64_t rows, int64_t vocab) {
   std::vector<double> kl(static_cast<size_t>(rows));
-  WorkerPool::global().run(rows, [&](int64_t first, int64_t last, int) {
+  ForkJoinPool::global().run(rows, [&](int64_t first, int64_t last, int) {
     for (int64_t r = first; r < last; r++) {
       const float* p = logp + r * vocab;
       const float* q = logq + r * vocab;

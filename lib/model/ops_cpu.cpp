@@ -1,5 +1,5 @@
 // CPU transformer ops: loops over rows (and over batch x head for attention) split among the
-// threads of WorkerPool::global() (lib/model_pool.h says why not OpenMP's parallel for), calling
+// threads of ForkJoinPool::global() (base/fork_join_pool.h says why not OpenMP's parallel for), calling
 // the shared per-element functions of lib/kernels/transformer_kernels.h. Every inner loop runs
 // over a contiguous dimension under `omp simd`, so the compiler vectorises it (exp_f32 is written
 // for that).
@@ -41,7 +41,7 @@ inline void store_lanes(float* p, Lanes v) { std::memcpy(p, &v, sizeof v); }
 // Runs body(r) for every r in [0, n) on the pool's threads.
 template <class F>
 void for_rows(int64_t n, F body) {
-  WorkerPool::global().run(n, [&](int64_t b, int64_t e, int) {
+  ForkJoinPool::global().run(n, [&](int64_t b, int64_t e, int) {
     for (int64_t r = b; r < e; r++) body(r);
   });
 }
@@ -54,7 +54,7 @@ class CpuTransformerOps final : public TransformerOps {
   // large part of the time on a 2-core machine.
   void project(Backend& be, bool trans_w, int64_t rows, int64_t out, int64_t in, const float* x, const float* w,
                float* y) override {
-    WorkerPool& pool = WorkerPool::global();
+    ForkJoinPool& pool = ForkJoinPool::global();
     if (!openblas_set_num_threads || !openblas_get_num_threads || pool.size() < 2 || rows < 2 * pool.size()) {
       TransformerOps::project(be, trans_w, rows, out, in, x, w, y);
       return;
@@ -77,7 +77,7 @@ class CpuTransformerOps final : public TransformerOps {
   }
 
   void to_bf16(const float* x, uint16_t* y, int64_t n) override {
-    WorkerPool::global().run(n, [&](int64_t b, int64_t e, int) {
+    ForkJoinPool::global().run(n, [&](int64_t b, int64_t e, int) {
       for (int64_t i = b; i < e; i++) y[i] = f32_to_bf16(x[i]);
     });
   }
@@ -113,7 +113,7 @@ class CpuTransformerOps final : public TransformerOps {
   }
 
   void add(float* y, const float* x, int64_t n) override {
-    WorkerPool::global().run(n, [&](int64_t b, int64_t e, int) {
+    ForkJoinPool::global().run(n, [&](int64_t b, int64_t e, int) {
 #pragma omp simd
       for (int64_t i = b; i < e; i++) y[i] += x[i];
     });
@@ -169,7 +169,7 @@ class CpuTransformerOps final : public TransformerOps {
     // one operand instead of loading and storing its accumulator too.
     const int64_t seq_pad = (seq + kLanes - 1) / kLanes * kLanes;
     const int dh_pad = (dh + kLanes - 1) / kLanes * kLanes;
-    WorkerPool::global().run(batch * n_heads, [&](int64_t first, int64_t last, int) {
+    ForkJoinPool::global().run(batch * n_heads, [&](int64_t first, int64_t last, int) {
       // Per thread: this head's keys transposed to [dh][seq_pad] and its values as [seq][dh_pad]
       // (both zero-padded to whole vectors), the scaled query and the scores.
       std::vector<float> kt(size_t(dh) * size_t(seq_pad), 0.0f), v(size_t(seq) * size_t(dh_pad), 0.0f),

@@ -1,4 +1,4 @@
-// WorkerPool: every index of every run is visited exactly once, in contiguous chunks, through
+// ForkJoinPool: every index of every run is visited exactly once, in contiguous chunks, through
 // both the spinning and the sleeping hand-over, and callers on two threads take turns safely.
 #include <gtest/gtest.h>
 
@@ -9,11 +9,11 @@
 
 #include "base/fork_join_pool.h"
 
-using sae::WorkerPool;
+using sae::ForkJoinPool;
 
 namespace {
 // Runs one loop over n indices and checks the visits.
-void check_run(WorkerPool& pool, int64_t n) {
+void check_run(ForkJoinPool& pool, int64_t n) {
   std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
   for (auto& h : hits) h = 0;
   pool.run(n, [&](int64_t b, int64_t e, int t) {
@@ -32,9 +32,9 @@ void check_run(WorkerPool& pool, int64_t n) {
 }
 }  // namespace
 
-TEST(ModelPool, EveryIndexOnceInContiguousChunks) {
+TEST(ForkJoinPool, EveryIndexOnceInContiguousChunks) {
   for (int threads : {1, 2, 3, 5}) {
-    WorkerPool pool(threads);
+    ForkJoinPool pool(threads);
     EXPECT_EQ(pool.size(), threads);
     for (int64_t n : {1, 2, 3, 4, 7, 100, 1001}) check_run(pool, n);
     pool.run(0, [](int64_t, int64_t, int) { ADD_FAILURE() << "called for an empty range"; });
@@ -43,16 +43,16 @@ TEST(ModelPool, EveryIndexOnceInContiguousChunks) {
 
 // Back-to-back runs hand over while the workers spin; pauses longer than the spin (~50 us) make
 // them sleep, so the wake-up path runs too.
-TEST(ModelPool, SpinningAndSleepingHandOver) {
-  WorkerPool pool(3);
+TEST(ForkJoinPool, SpinningAndSleepingHandOver) {
+  ForkJoinPool pool(3);
   for (int i = 0; i < 3000; i++) {
     check_run(pool, 1 + i % 17);
     if (i % 100 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
 }
 
-TEST(ModelPool, CallersOnTwoThreadsTakeTurns) {
-  WorkerPool pool(2);
+TEST(ForkJoinPool, CallersOnTwoThreadsTakeTurns) {
+  ForkJoinPool pool(2);
   auto many = [&] {
     for (int i = 0; i < 500; i++) check_run(pool, 64);
   };
