@@ -71,6 +71,9 @@ std::unique_ptr<Backend> make_backend(Device d);
 // it, and so does every direct OpenBLAS call that bypasses a Backend (sae/sae.cpp), before the call.
 void tune_cpu_blas();
 std::unique_ptr<Backend> make_cpu_backend();
+// The plain reference (backend_reference.cpp): host memory, a naive gemm summing in double, one
+// thread. What the fast CPU products are checked against.
+std::unique_ptr<Backend> make_reference_backend();
 std::unique_ptr<Backend> make_cuda_backend();  // throws InputError when unavailable
 
 // A typed buffer owned by a backend.
