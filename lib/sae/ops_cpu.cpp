@@ -33,6 +33,17 @@ constexpr int64_t kParMin = int64_t(1) << 18;
 // ---------------------------------------------------------------------------------------------
 // Helpers shared by the fast CPU ops.
 
+// The column-chunked loop of the per-latent reductions (col_sum and the dense activations): the n
+// columns are cut into chunks of kColChunk, one task each, and a task walks every row of its chunk,
+// so each column is summed in row order whatever the thread count, in accumulators that stay in L1.
+// body(c0, c1) does the columns [c0, c1).
+template <class Body>
+void for_column_chunks(int64_t B, int64_t n, Body body) {
+  const int64_t chunks = (n + kColChunk - 1) / kColChunk;
+#pragma omp parallel for schedule(static) if (B * n > kParMin)
+  for (int64_t c = 0; c < chunks; c++) body(c * kColChunk, std::min(n, (c + 1) * kColChunk));
+}
+
 // Per-row top-k with a running threshold: candidates above the current k-th best go to a small
 // buffer, which is cut back to the best k whenever it fills. Each row is O(n) compares (a
 // vectorised max per block of 16 once the threshold has settled) plus a few partial selections
@@ -189,10 +200,7 @@ class CpuOps : public SaeOps {
   }
 
   void col_sum(const float* a, int64_t lda, float* out, int64_t B, int64_t n, float alpha, bool accumulate) override {
-    int64_t nc = (n + kColChunk - 1) / kColChunk;
-#pragma omp parallel for schedule(static) if (B * n > kParMin)
-    for (int64_t c = 0; c < nc; c++) {
-      int64_t c0 = c * kColChunk, c1 = std::min(n, c0 + kColChunk);
+    for_column_chunks(B, n, [&](int64_t c0, int64_t c1) {
       float acc[kColChunk] = {0};
       for (int64_t r = 0; r < B; r++) {
         const float* ar = a + r * lda;
@@ -200,7 +208,7 @@ class CpuOps : public SaeOps {
         for (int64_t j = c0; j < c1; j++) acc[j - c0] += ar[j];
       }
       for (int64_t j = c0; j < c1; j++) out[j] = (accumulate ? out[j] : 0.0f) + alpha * acc[j - c0];
-    }
+    });
   }
 
   void row_norms(const float* A, float* out, int64_t n, int64_t d) override {
@@ -414,10 +422,7 @@ class CpuOps : public SaeOps {
 
   void relu_fwd(float* pre, const float* bias, float* f, int32_t* fires, float* colsum_f, int64_t B,
                 int64_t n) override {
-    int64_t nc = (n + kColChunk - 1) / kColChunk;
-#pragma omp parallel for schedule(static) if (B * n > kParMin)
-    for (int64_t c = 0; c < nc; c++) {
-      int64_t c0 = c * kColChunk, c1 = std::min(n, c0 + kColChunk);
+    for_column_chunks(B, n, [&](int64_t c0, int64_t c1) {
       float acc[kColChunk] = {0};
       int32_t cnt[kColChunk] = {0};
       for (int64_t r = 0; r < B; r++) {
@@ -436,7 +441,7 @@ class CpuOps : public SaeOps {
         colsum_f[j] = acc[j - c0];
         fires[j] = cnt[j - c0];
       }
-    }
+    });
   }
 
   void relu_bwd(const float* df, const float* f, const float* norms, float coef, float* dpre, int64_t B,
@@ -460,10 +465,7 @@ class CpuOps : public SaeOps {
 
   void jumprelu_fwd(float* pre, const float* bias, const float* log_thr, float* f, int32_t* fires, int64_t B,
                     int64_t n) override {
-    int64_t nc = (n + kColChunk - 1) / kColChunk;
-#pragma omp parallel for schedule(static) if (B * n > kParMin)
-    for (int64_t c = 0; c < nc; c++) {
-      int64_t c0 = c * kColChunk, c1 = std::min(n, c0 + kColChunk);
+    for_column_chunks(B, n, [&](int64_t c0, int64_t c1) {
       float thr[kColChunk];
       int32_t cnt[kColChunk] = {0};
       for (int64_t j = c0; j < c1; j++) thr[j - c0] = std::exp(log_thr[j]);
@@ -479,15 +481,12 @@ class CpuOps : public SaeOps {
         }
       }
       for (int64_t j = c0; j < c1; j++) fires[j] = cnt[j - c0];
-    }
+    });
   }
 
   void jumprelu_bwd(const float* df, const float* pre, const float* log_thr, const int32_t* fires, float inv_eps,
                     float lambda, float freq_scale, float* dpre, float* g_log_thr, int64_t B, int64_t n) override {
-    int64_t nc = (n + kColChunk - 1) / kColChunk;
-#pragma omp parallel for schedule(static) if (B * n > kParMin)
-    for (int64_t c = 0; c < nc; c++) {
-      int64_t c0 = c * kColChunk, c1 = std::min(n, c0 + kColChunk);
+    for_column_chunks(B, n, [&](int64_t c0, int64_t c1) {
       float thr[kColChunk], cf[kColChunk], acc[kColChunk] = {0};
       for (int64_t j = c0; j < c1; j++) {
         thr[j - c0] = std::exp(log_thr[j]);
@@ -500,15 +499,12 @@ class CpuOps : public SaeOps {
           acc[j - c0] += dt;
         }
       for (int64_t j = c0; j < c1; j++) g_log_thr[j] = thr[j - c0] * acc[j - c0];
-    }
+    });
   }
 
   void gated_fwd(const float* base, const float* b_gate, const float* r_mag, const float* b_mag, float* f,
                  float* gate_relu, int32_t* fires, float* gate_sum, int64_t B, int64_t n) override {
-    int64_t nc = (n + kColChunk - 1) / kColChunk;
-#pragma omp parallel for schedule(static) if (B * n > kParMin)
-    for (int64_t c = 0; c < nc; c++) {
-      int64_t c0 = c * kColChunk, c1 = std::min(n, c0 + kColChunk);
+    for_column_chunks(B, n, [&](int64_t c0, int64_t c1) {
       int32_t cnt[kColChunk] = {0};
       float gs[kColChunk] = {0};
       for (int64_t r = 0; r < B; r++)
@@ -523,16 +519,13 @@ class CpuOps : public SaeOps {
         fires[j] = cnt[j - c0];
         gate_sum[j] = gs[j - c0];
       }
-    }
+    });
   }
 
   void gated_bwd(const float* base, const float* df, const float* dgr, const float* b_gate, const float* r_mag,
                  const float* b_mag, float l1, float* dbase, float* g_b_gate, float* g_r_mag, float* g_b_mag, int64_t B,
                  int64_t n) override {
-    int64_t nc = (n + kColChunk - 1) / kColChunk;
-#pragma omp parallel for schedule(static) if (B * n > kParMin)
-    for (int64_t c = 0; c < nc; c++) {
-      int64_t c0 = c * kColChunk, c1 = std::min(n, c0 + kColChunk);
+    for_column_chunks(B, n, [&](int64_t c0, int64_t c1) {
       float sg[kColChunk] = {0}, sr[kColChunk] = {0}, sm[kColChunk] = {0};
       for (int64_t r = 0; r < B; r++)
         for (int64_t j = c0; j < c1; j++) {
@@ -547,7 +540,7 @@ class CpuOps : public SaeOps {
         g_r_mag[j] = sr[j - c0];
         g_b_mag[j] = sm[j - c0];
       }
-    }
+    });
   }
 
   double sumsq(const float* a, int64_t count) override {
