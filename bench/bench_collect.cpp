@@ -17,11 +17,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "backend/backend.h"
+#include "base/files.h"
 #include "data/collect_model.h"
 #include "model/model.h"
 #include "stream/safetensors.h"
@@ -186,13 +188,11 @@ void collect_end_to_end(const char* name, const Figures& fwd, Model& m, const st
   o.context = ctx;
   o.batch = batch;
   o.device = "cpu";
-  std::string tmpl = (fs::temp_directory_path() / "bench-collect-out-XXXXXX").string();
-  const std::string out_dir = mkdtemp(tmpl.data());
-  o.output = out_dir + "/acts.sae";
+  TempDir out_dir("bench-collect-out");
+  o.output = out_dir / "acts.sae";
   CollectModelStats st = collect_model(o);
   const double bound = fwd.bound_seconds_per_token * double(st.tokens + st.sequences);
   const double work = st.total_seconds - st.load_seconds;
-  fs::remove_all(out_dir);
   std::printf("%-28s sae-collect end to end: %lld documents, %lld tokens in %lld windows: %9.0f tokens/s, %.2f of the "
               "bound; time: tokenize %.3f s, forward %.2f s, write %.3f s (loading %.2f s aside)\n",
               name, (long long)st.documents, (long long)st.tokens, (long long)st.sequences, double(st.rows) / work,
@@ -222,11 +222,9 @@ int main(int argc, char** argv) {
   const int rounds = quick ? 1 : 5;
   auto be = make_cpu_backend();
 
-  std::string dir = keep;
-  if (dir.empty()) {
-    std::string tmpl = (fs::temp_directory_path() / "bench-collect-XXXXXX").string();
-    dir = mkdtemp(tmpl.data());
-  }
+  std::unique_ptr<TempDir> scratch;  // the model directory, unless --keep names one
+  if (keep.empty()) scratch = std::make_unique<TempDir>("bench-collect");
+  const std::string dir = keep.empty() ? scratch->path() : keep;
   auto t0 = Clock::now();
   if (!fs::exists(dir + "/config.json")) {
     fs::create_directories(dir);
@@ -257,7 +255,6 @@ int main(int argc, char** argv) {
       collect_end_to_end("gpt2-small (random)", f, m, dir, part, 8, 128);
     }
   }
-  if (keep.empty()) fs::remove_all(dir);
 
   const std::string stories = shared + "/models/stories260K";
   if (have_shared && fs::exists(stories + "/config.json")) {

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "base/cli.h"
+#include "base/files.h"
 #include "data/shuffle.h"
 
 namespace fs = std::filesystem;
@@ -94,15 +95,9 @@ int main(int argc, char** argv) {
     const int64_t batch = vm["batch-rows"].as<int64_t>();
     const DType dtype = parse_dtype(vm["dtype"].as<std::string>());
     const int level = vm["level"].as<int>();
-    char tmpl[4096];
-    snprintf(tmpl, sizeof tmpl, "%s/bench-shuffle.XXXXXX", vm["tmp"].as<std::string>().c_str());
-    if (!mkdtemp(tmpl)) throw std::runtime_error(std::string("mkdtemp: ") + strerror(errno));
-    const std::string dir = tmpl;
-    cli::register_temp(dir);
-    struct Cleanup {
-      std::string d;
-      ~Cleanup() { fs::remove_all(d); }
-    } cleanup{dir};
+    TempDir tmp("bench-shuffle", vm["tmp"].as<std::string>());
+    const std::string dir = tmp.path();
+    cli::register_temp(dir);  // removed on Ctrl-C too
     const std::string in = dir + "/in.sae", out = dir + "/out.sae";
 
     write_input(in, rows, d, dtype, batch);

@@ -32,8 +32,9 @@ nlohmann::json parse_json(const std::string& text, const std::string& path) {
 
 nlohmann::json read_json_file(const std::string& path) { return parse_json(read_file(path), path); }
 
-TempDir::TempDir(const std::string& prefix) {
-  std::string tmpl = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
+TempDir::TempDir(const std::string& prefix, const std::string& parent) {
+  const std::filesystem::path in = parent.empty() ? std::filesystem::temp_directory_path() : std::filesystem::path(parent);
+  std::string tmpl = (in / (prefix + "-XXXXXX")).string();
   if (!mkdtemp(tmpl.data()))
     throw std::runtime_error("cannot create a directory " + tmpl + ": " + std::strerror(errno));
   path_ = tmpl;

@@ -12,11 +12,12 @@ nlohmann::json read_json_file(const std::string& path);
 // JSON text already read from `path` (for callers that also need the bytes).
 nlohmann::json parse_json(const std::string& text, const std::string& path);
 
-// A fresh directory under the system's temporary directory ($TMPDIR, else /tmp), named
-// PREFIX-XXXXXX, removed with everything in it when the object dies.
+// A fresh directory PREFIX-XXXXXX under `parent`, or when that is empty under the system's
+// temporary directory ($TMPDIR, else /tmp), removed with everything in it when the object dies.
+// Every test and benchmark that needs scratch space uses this one.
 class TempDir {
  public:
-  explicit TempDir(const std::string& prefix = "saetools");
+  explicit TempDir(const std::string& prefix = "saetools", const std::string& parent = "");
   ~TempDir();
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;

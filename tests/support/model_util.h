@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "base/files.h"
 #include "model/model.h"
 #include "model/random.h"
 #include "stream/safetensors.h"
@@ -41,19 +42,7 @@ inline bool have_shared() { return fs::is_directory(shared_dir() + "/models"); }
     if (!model_test::have_shared()) GTEST_SKIP() << "../shared is absent (set SAE_SHARED to the test data)"; \
   } while (0)
 
-// A scratch directory removed at the end of the test.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "sae-model-test-XXXXXX").string();
-    path = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
-};
+using sae::TempDir;  // a scratch directory removed at the end of the test (base/files.h)
 
 inline void write_text(const std::string& path, const std::string& s) {
   std::ofstream(path, std::ios::binary) << s;

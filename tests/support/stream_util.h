@@ -4,8 +4,6 @@
 #include <stdio.h>
 #include <zstd.h>
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <cmath>
@@ -14,24 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "base/files.h"  // TempDir
 #include "stream/msgpack_lite.h"
 #include "stream/stream.h"
 
 namespace sae::test {
-
-// A fresh directory under the test temp dir, removed with everything in it at the end of the scope.
-struct TmpDir {
-  std::string path;
-  TmpDir() : path(testing::TempDir() + "saetest.XXXXXX") {
-    if (!mkdtemp(path.data())) throw std::runtime_error("mkdtemp failed");
-  }
-  ~TmpDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  TmpDir(const TmpDir&) = delete;
-  TmpDir& operator=(const TmpDir&) = delete;
-};
 
 // What a value looks like after being stored as `t` (conversions are exact and deterministic, so
 // tests compare with this bit for bit).

@@ -13,22 +13,13 @@
 #include <map>
 #include <sstream>
 
+#include "base/files.h"
 #include "data/shuffle.h"
 
 using namespace sae;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct TmpDir {
-  std::string path;
-  TmpDir() {
-    char t[] = "/tmp/sae-shuffle-test.XXXXXX";
-    path = mkdtemp(t);
-  }
-  ~TmpDir() { fs::remove_all(path); }
-  bool empty() const { return fs::is_empty(path); }
-};
 
 // Row i carries its number everywhere: x[0] = i (exact in f32 below 2^24, and in f16 below 2048),
 // token = i, doc = i / 100, pos = i % 100; the other values are a function of i, so every row
@@ -281,14 +272,14 @@ TEST(ShuffleBudget, BucketCountFollowsSizeAndMemory) {
 }
 
 TEST(ShuffleRun, PermutationWithColumnsInMemoryOnDiskAndResplit) {
-  TmpDir dir, tmp;
+  TempDir dir, tmp;
   InputSpec in;
   in.rows = 60000;
-  std::string path = dir.path + "/in.sae";
+  std::string path = dir.path() + "/in.sae";
   write_input(path, in);
   for (int mode = 0; mode < 3; mode++) {
     SCOPED_TRACE("mode " + std::to_string(mode));
-    ShuffleOptions o = opts_mode(mode, tmp.path);
+    ShuffleOptions o = opts_mode(mode, tmp.path());
     Result r = shuffle({path}, o);
     Rows out = parse(r.main);
     expect_permutation(out, in);
@@ -313,16 +304,16 @@ TEST(ShuffleRun, PermutationWithColumnsInMemoryOnDiskAndResplit) {
     EXPECT_LT(fixed, 10);  // a uniform permutation has 1 fixed point on average
     EXPECT_LT(chi_square_quarters(out.id), kChi2Df9Alpha001);
     expect_ascents_uniform(out.id);
-    EXPECT_TRUE(tmp.empty()) << "temporary files left in " << tmp.path;
+    EXPECT_TRUE(fs::is_empty(tmp.path())) << "temporary files left in " << tmp.path();
   }
 }
 
 TEST(ShuffleRun, HeaderKeepsProvenanceAndNotesTheSeed) {
-  TmpDir dir, tmp;
+  TempDir dir, tmp;
   InputSpec in;
-  std::string path = dir.path + "/in.sae";
+  std::string path = dir.path() + "/in.sae";
   write_input(path, in);
-  Result r = shuffle({path}, opts_in_memory(tmp.path));
+  Result r = shuffle({path}, opts_in_memory(tmp.path()));
   Rows out = parse(r.main);
   EXPECT_EQ(out.header.d, in.d);
   EXPECT_EQ(out.header.provenance["model"], "test-model");
@@ -331,9 +322,9 @@ TEST(ShuffleRun, HeaderKeepsProvenanceAndNotesTheSeed) {
   ASSERT_EQ(out.header.provenance["shuffled"].size(), 1u);
   EXPECT_EQ(out.header.provenance["shuffled"][0]["seed"], 7);
   // Shuffling again appends a second note.
-  std::string again = dir.path + "/once.sae";
+  std::string again = dir.path() + "/once.sae";
   std::ofstream(again, std::ios::binary) << r.main;
-  ShuffleOptions o = opts_in_memory(tmp.path);
+  ShuffleOptions o = opts_in_memory(tmp.path());
   o.seed = 8;
   Rows twice = parse(shuffle({again}, o).main);
   ASSERT_EQ(twice.header.provenance["shuffled"].size(), 2u);
@@ -341,14 +332,14 @@ TEST(ShuffleRun, HeaderKeepsProvenanceAndNotesTheSeed) {
 }
 
 TEST(ShuffleRun, SameSeedSameBytesWhateverTheThreads) {
-  TmpDir dir, tmp;
+  TempDir dir, tmp;
   InputSpec in;
   in.rows = 30000;
-  std::string path = dir.path + "/in.sae";
+  std::string path = dir.path() + "/in.sae";
   write_input(path, in);
   for (int mode = 0; mode < 3; mode++) {
     SCOPED_TRACE("mode " + std::to_string(mode));
-    ShuffleOptions o = opts_mode(mode, tmp.path);
+    ShuffleOptions o = opts_mode(mode, tmp.path());
     o.threads = 1;
     Result first = shuffle({path}, o);
     EXPECT_EQ(first.rep.buckets > 0, mode > 0);
@@ -365,12 +356,12 @@ TEST(ShuffleRun, SameSeedSameBytesWhateverTheThreads) {
 }
 
 TEST(ShuffleRun, SeveralInputsReadAsOne) {
-  TmpDir dir, tmp;
+  TempDir dir, tmp;
   InputSpec in;
   in.rows = 2000;
-  std::string path = dir.path + "/in.sae";
+  std::string path = dir.path() + "/in.sae";
   write_input(path, in);
-  Rows out = parse(shuffle({path, path}, opts_on_disk(tmp.path)).main);
+  Rows out = parse(shuffle({path, path}, opts_on_disk(tmp.path())).main);
   ASSERT_EQ(out.hash.size(), size_t(2 * in.rows));
   std::map<uint64_t, int> count;
   for (auto h : out.hash) count[h]++;
@@ -379,14 +370,14 @@ TEST(ShuffleRun, SeveralInputsReadAsOne) {
 }
 
 TEST(ShuffleRun, SplitSendsEachRowToExactlyOneOutput) {
-  TmpDir dir, tmp;
+  TempDir dir, tmp;
   InputSpec in;
   in.rows = 40000;
-  std::string path = dir.path + "/in.sae";
+  std::string path = dir.path() + "/in.sae";
   write_input(path, in);
   for (int mode = 0; mode < 2; mode++) {
     SCOPED_TRACE("mode " + std::to_string(mode));
-    ShuffleOptions o = opts_mode(mode, tmp.path);
+    ShuffleOptions o = opts_mode(mode, tmp.path());
     o.split_name = "heldout";
     o.split_fraction = 0.05;
     Result r = shuffle({path}, o);
@@ -425,40 +416,40 @@ TEST(ShuffleRun, SplitSendsEachRowToExactlyOneOutput) {
 }
 
 TEST(ShuffleRun, F16AndNoColumnsRoundTripExactly) {
-  TmpDir dir, tmp;
+  TempDir dir, tmp;
   InputSpec in;
   in.rows = 1500;  // x[0] = row number must be exact in f16 (integers up to 2048 are)
   in.dtype = DType::f16;
   in.token = in.doc = in.pos = false;
-  std::string path = dir.path + "/in.sae";
+  std::string path = dir.path() + "/in.sae";
   write_input(path, in);
-  Result r = shuffle({path}, opts_on_disk(tmp.path));
+  Result r = shuffle({path}, opts_on_disk(tmp.path()));
   Rows out = parse(r.main);
   EXPECT_EQ(out.header.dtype, DType::f16);
   expect_permutation(out, in);
 }
 
 TEST(ShuffleRun, EmptyInputGivesAnEmptyStream) {
-  TmpDir dir, tmp;
+  TempDir dir, tmp;
   InputSpec in;
   in.rows = 0;
-  std::string path = dir.path + "/in.sae";
+  std::string path = dir.path() + "/in.sae";
   write_input(path, in);
-  Result r = shuffle({path}, opts_in_memory(tmp.path));
+  Result r = shuffle({path}, opts_in_memory(tmp.path()));
   Rows out = parse(r.main);
   EXPECT_EQ(out.hash.size(), 0u);
   EXPECT_EQ(out.header.d, in.d);
 }
 
 TEST(ShuffleErrors, LatentsAreRefused) {
-  TmpDir dir, tmp;
-  std::string path = dir.path + "/lat.sae";
+  TempDir dir, tmp;
+  std::string path = dir.path() + "/lat.sae";
   FILE* f = fopen(path.c_str(), "wb");
   StreamWriter w(f, path, make_header("latents", 16, DType::f32));
   w.finish();
   fclose(f);
   try {
-    shuffle({path}, opts_in_memory(tmp.path));
+    shuffle({path}, opts_in_memory(tmp.path()));
     FAIL();
   } catch (const InputError& e) {
     EXPECT_EQ(std::string(e.what()), path + ": holds latents; sae-shuffle shuffles activation streams");
@@ -466,44 +457,44 @@ TEST(ShuffleErrors, LatentsAreRefused) {
 }
 
 TEST(ShuffleErrors, ColumnsMustAgreeAcrossBatches) {
-  TmpDir dir, tmp;
+  TempDir dir, tmp;
   InputSpec with, without;
   without.token = without.doc = without.pos = false;
-  std::string a = dir.path + "/a.sae", b = dir.path + "/b.sae";
+  std::string a = dir.path() + "/a.sae", b = dir.path() + "/b.sae";
   write_input(a, with);
   write_input(b, without);
   try {
-    shuffle({a, b}, opts_on_disk(tmp.path));
+    shuffle({a, b}, opts_on_disk(tmp.path()));
     FAIL();
   } catch (const InputError& e) {
     EXPECT_EQ(std::string(e.what()), b + ": batch 1 has columns none but the first batch had token,doc,pos "
                                          "(rows cannot be shuffled together)");
   }
-  EXPECT_TRUE(tmp.empty());
+  EXPECT_TRUE(fs::is_empty(tmp.path()));
 }
 
 TEST(ShuffleErrors, BadInputAfterSpillingLeavesNoTemporaryFiles) {
-  TmpDir dir, tmp;
+  TempDir dir, tmp;
   InputSpec in;
   in.rows = 60000;
-  std::string path = dir.path + "/in.sae";
+  std::string path = dir.path() + "/in.sae";
   write_input(path, in);
   // Cut the file in the middle: the reader fails after pass 1 has written bucket files.
   fs::resize_file(path, fs::file_size(path) * 3 / 4);
-  EXPECT_THROW(shuffle({path}, opts_on_disk(tmp.path)), InputError);
-  EXPECT_TRUE(tmp.empty());
+  EXPECT_THROW(shuffle({path}, opts_on_disk(tmp.path())), InputError);
+  EXPECT_TRUE(fs::is_empty(tmp.path()));
 }
 
 TEST(ShuffleErrors, MissingTempDirectory) {
-  TmpDir dir;
+  TempDir dir;
   InputSpec in;
-  std::string path = dir.path + "/in.sae";
+  std::string path = dir.path() + "/in.sae";
   write_input(path, in);
-  ShuffleOptions o = opts_in_memory(dir.path + "/nope");
+  ShuffleOptions o = opts_in_memory(dir.path() + "/nope");
   try {
     shuffle({path}, o);
     FAIL();
   } catch (const UsageError& e) {
-    EXPECT_EQ(std::string(e.what()), "--tmp " + dir.path + "/nope: no such directory");
+    EXPECT_EQ(std::string(e.what()), "--tmp " + dir.path() + "/nope: no such directory");
   }
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/errors.h"
+#include "base/files.h"
 #include "data/toy.h"
 #include "sae/sae.h"
 #include "stream/stream.h"
@@ -87,12 +88,6 @@ std::string slurp(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
-}
-
-std::string temp_dir() {
-  std::string t = (fs::temp_directory_path() / "sae-toy-test.XXXXXX").string();
-  if (!mkdtemp(t.data())) throw std::runtime_error("mkdtemp");
-  return t;
 }
 
 std::string usage_error(const ToyConfig& c) {
@@ -401,7 +396,8 @@ TEST(Toy, ContextColumns) {
 }
 
 TEST(Toy, WrittenStreamsAndTruthReadBack) {
-  const std::string dir = temp_dir();
+  TempDir tmp;
+  const std::string dir = tmp.path();
   ToyConfig c;
   c.d = 16;
   c.features = 40;
@@ -487,11 +483,11 @@ TEST(Toy, WrittenStreamsAndTruthReadBack) {
   EXPECT_EQ(t.cfg["metadata"]["toy_truth"], true);
   EXPECT_EQ(t.cfg["metadata"]["toy"]["seed"], 5);
   EXPECT_TRUE(fs::exists(o.truth + "/sparsity.safetensors"));
-  fs::remove_all(dir);
 }
 
 TEST(Toy, Bf16OutputIsTheRoundedRows) {
-  const std::string dir = temp_dir();
+  TempDir tmp;
+  const std::string dir = tmp.path();
   ToyConfig c;
   c.d = 8;
   c.features = 16;
@@ -508,7 +504,6 @@ TEST(Toy, Bf16OutputIsTheRoundedRows) {
   ToyModel(c).generate(0, 100, want);
   ASSERT_EQ(b.x.size(), want.x.size());
   for (size_t i = 0; i < b.x.size(); i++) ASSERT_EQ(b.x[i], bf16_to_f32(f32_to_bf16(want.x[i])));
-  fs::remove_all(dir);
 }
 
 TEST(Toy, BadConfigurationsAreOneLineUsageErrors) {

@@ -228,9 +228,9 @@ TEST(Bf16Emulation, MatricesAreHeldInBf16) {
                 {"intermediate_size", 40},      {"num_hidden_layers", 2},  {"num_attention_heads", 4},
                 {"num_key_value_heads", 2},     {"vocab_size", 50},        {"max_position_embeddings", 64},
                 {"rms_norm_eps", 1e-5},         {"hidden_act", "silu"},    {"tie_word_embeddings", tied}};
-    write_random_model(d.path, cfg, 5);
+    write_random_model(d.path(), cfg, 5);
     auto be = make_cpu_backend();
-    Model f(d.path, *be, Compute::f32), b(d.path, *be, Compute::bf16);
+    Model f(d.path(), *be, Compute::f32), b(d.path(), *be, Compute::bf16);
     const ModelConfig& c = f.config();
     // The matrices: every projection, the token table, and the head when it is a separate one.
     const int64_t matrices = c.matmul_params(c.n_layers, !tied) + int64_t(c.vocab) * c.d_model;
@@ -252,9 +252,9 @@ TEST(Bf16Emulation, UntiedHeadsAndBiasesAgainstNaivePass) {
                {"rms_norm_eps", 1e-6},         {"hidden_act", "silu"},    {"tie_word_embeddings", false}};
   for (const json& cfg : {gpt2, qwen}) {
     TempDir d;
-    Tensors t = write_random_model(d.path, cfg, 21);
+    Tensors t = write_random_model(d.path(), cfg, 21);
     auto be = make_cpu_backend();
-    Model m(d.path, *be, Compute::bf16);
+    Model m(d.path(), *be, Compute::bf16);
     std::mt19937 g(8);
     std::vector<int32_t> tok(13);
     for (auto& x : tok) x = int32_t(g() % uint32_t(m.config().vocab));

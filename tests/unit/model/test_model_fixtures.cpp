@@ -99,8 +99,8 @@ std::string load_error(const std::string& dir) {
 TEST(ModelFixture, Gpt2WithAndWithoutTransformerPrefix) {
   for (std::string prefix : {"transformer.", ""}) {
     TempDir d;
-    Tensors t = write_model(d.path, gpt2_config(), 1, DType::f32, prefix);
-    check_against_naive(d.path, t, prefix);
+    Tensors t = write_model(d.path(), gpt2_config(), 1, DType::f32, prefix);
+    check_against_naive(d.path(), t, prefix);
   }
 }
 
@@ -110,9 +110,9 @@ TEST(ModelFixture, Gpt2UntiedHeadErfGeluAndInverseLayerScaling) {
   c["tie_word_embeddings"] = false;
   c["activation_function"] = "gelu";
   c["scale_attn_by_inverse_layer_idx"] = true;
-  Tensors t = write_model(d.path, c, 2);
+  Tensors t = write_model(d.path(), c, 2);
   ASSERT_TRUE(t.data.count("lm_head.weight"));
-  check_against_naive(d.path, t);
+  check_against_naive(d.path(), t);
 }
 
 TEST(ModelFixture, Qwen2QkvBiases) {
@@ -122,12 +122,12 @@ TEST(ModelFixture, Qwen2QkvBiases) {
   c["architectures"] = {"Qwen2ForCausalLM"};
   c["use_sliding_window"] = false;
   c["sliding_window"] = 32;  // ignored while use_sliding_window is false
-  Tensors t = write_model(d.path, c, 3);
+  Tensors t = write_model(d.path(), c, 3);
   ASSERT_TRUE(t.data.count("model.layers.1.self_attn.k_proj.bias"));
   ASSERT_FALSE(t.data.count("model.layers.1.self_attn.o_proj.bias"));
-  check_against_naive(d.path, t);
+  check_against_naive(d.path(), t);
   auto be = make_cpu_backend();
-  EXPECT_EQ(Model(d.path, *be).config().max_positions, 64);
+  EXPECT_EQ(Model(d.path(), *be).config().max_positions, 64);
 }
 
 TEST(ModelFixture, LlamaUntiedHeadGqaWithAttentionAndMlpBiases) {
@@ -136,10 +136,10 @@ TEST(ModelFixture, LlamaUntiedHeadGqaWithAttentionAndMlpBiases) {
   c["attention_bias"] = true;
   c["mlp_bias"] = true;
   c["num_key_value_heads"] = 1;  // every query head shares one key/value head
-  Tensors t = write_model(d.path, c, 4);
+  Tensors t = write_model(d.path(), c, 4);
   ASSERT_TRUE(t.data.count("model.layers.0.self_attn.o_proj.bias"));
   ASSERT_TRUE(t.data.count("model.layers.0.mlp.down_proj.bias"));
-  check_against_naive(d.path, t);
+  check_against_naive(d.path(), t);
 }
 
 TEST(ModelFixture, LlamaTiedHeadAndExplicitHeadDim) {
@@ -147,9 +147,9 @@ TEST(ModelFixture, LlamaTiedHeadAndExplicitHeadDim) {
   json c = llama_config();
   c["tie_word_embeddings"] = true;
   c["head_dim"] = 6;  // 4 heads x 6 != hidden_size 32: o_proj maps 24 -> 32
-  Tensors t = write_model(d.path, c, 5);
+  Tensors t = write_model(d.path(), c, 5);
   ASSERT_FALSE(t.data.count("lm_head.weight"));
-  check_against_naive(d.path, t);
+  check_against_naive(d.path(), t);
 }
 
 // Llama 3.1 frequencies for head_dim 8, rope_theta 10000, factor 8, low_freq_factor 1,
@@ -186,8 +186,8 @@ TEST(ModelFixture, Llama3RopeScalingForward) {
   // A short original context so that, at head_dim 8, all three regimes of the scaling occur.
   c["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
                        {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 1024}};
-  Tensors t = write_model(d.path, c, 6);
-  check_against_naive(d.path, t);
+  Tensors t = write_model(d.path(), c, 6);
+  check_against_naive(d.path(), t);
 }
 
 // f16 and bf16 files hold the same numbers as an f32 file of weights rounded to that dtype, so
@@ -195,7 +195,7 @@ TEST(ModelFixture, Llama3RopeScalingForward) {
 TEST(ModelFixture, HalfPrecisionWeightsLoadExactly) {
   for (DType dt : {DType::f16, DType::bf16}) {
     TempDir half, full;
-    Tensors t = write_model(half.path, llama_config(), 8, dt);
+    Tensors t = write_model(half.path(), llama_config(), 8, dt);
     for (auto& kv : t.data) {
       std::vector<uint16_t> h(kv.second.size());
       encode_f32(dt, kv.second.data(), kv.second.size(), h.data());
@@ -204,13 +204,13 @@ TEST(ModelFixture, HalfPrecisionWeightsLoadExactly) {
     write_text(full / "config.json", llama_config().dump());
     t.write(full / "model.safetensors", DType::f32);
     auto be = make_cpu_backend();
-    Model a(half.path, *be), b(full.path, *be);
+    Model a(half.path(), *be), b(full.path(), *be);
     std::vector<int32_t> tok = some_tokens(9, 50, 3);
     ForwardResult ra = a.forward(tok.data(), 1, 9, everything(a.config()));
     ForwardResult rb = b.forward(tok.data(), 1, 9, everything(b.config()));
     EXPECT_EQ(ra.logits, rb.logits) << dtype_name(dt);
     EXPECT_EQ(ra.captured, rb.captured) << dtype_name(dt);
-    check_against_naive(half.path, t);
+    check_against_naive(half.path(), t);
   }
 }
 
@@ -237,17 +237,17 @@ TEST(ModelFixture, ShardedIndexWithMixedDtypes) {
     auto& v = t.data[t.order[i]];
     for (auto& x : v) x = bf16_to_f32(f32_to_bf16(x));
   }
-  write_sharded(d.path, t);
-  check_against_naive(d.path, t);
+  write_sharded(d.path(), t);
+  check_against_naive(d.path(), t);
 }
 
 TEST(ModelLoadErrors, MissingShard) {
   TempDir d;
   write_text(d / "config.json", gpt2_config().dump());
   Tensors t = random_weights(parse_model_config(gpt2_config(), "c"), 9);
-  write_sharded(d.path, t);
+  write_sharded(d.path(), t);
   fs::remove(d / "model-00002-of-00002.safetensors");
-  std::string msg = load_error(d.path);
+  std::string msg = load_error(d.path());
   EXPECT_NE(msg.find(d / "model.safetensors.index.json: shard 'model-00002-of-00002.safetensors' is missing (it holds tensor '"),
             std::string::npos)
       << msg;
@@ -255,7 +255,7 @@ TEST(ModelLoadErrors, MissingShard) {
 
 TEST(ModelLoadErrors, CorruptHeaderTruncatedAndShortTensors) {
   TempDir d;
-  Tensors t = write_model(d.path, gpt2_config(), 10);
+  Tensors t = write_model(d.path(), gpt2_config(), 10);
   const std::string st = d / "model.safetensors";
   std::ifstream in(st, std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), {});
@@ -266,19 +266,19 @@ TEST(ModelLoadErrors, CorruptHeaderTruncatedAndShortTensors) {
   std::string bad = bytes;
   bad[8] = '#';
   write_text(st, bad);
-  EXPECT_EQ(load_error(d.path).rfind(st + ": bad safetensors header (invalid JSON: ", 0), 0u) << load_error(d.path);
+  EXPECT_EQ(load_error(d.path()).rfind(st + ": bad safetensors header (invalid JSON: ", 0), 0u) << load_error(d.path());
 
   // A header length past the end of the file.
   bad = bytes;
   uint64_t huge = bytes.size();
   memcpy(bad.data(), &huge, 8);
   write_text(st, bad);
-  EXPECT_EQ(load_error(d.path), st + ": bad safetensors header (header length " + std::to_string(huge) +
+  EXPECT_EQ(load_error(d.path()), st + ": bad safetensors header (header length " + std::to_string(huge) +
                                      " exceeds the file size " + std::to_string(bytes.size()) + ")");
 
   // The file cut short: the last tensor's data runs past the end.
   write_text(st, bytes.substr(0, bytes.size() - 10));
-  std::string msg = load_error(d.path);
+  std::string msg = load_error(d.path());
   EXPECT_NE(msg.find("data runs past the end of the file (truncated file?"), std::string::npos) << msg;
   EXPECT_EQ(msg.rfind(st + ": tensor '", 0), 0u) << msg;
 
@@ -291,29 +291,29 @@ TEST(ModelLoadErrors, CorruptHeaderTruncatedAndShortTensors) {
   std::string shortened(8, '\0');
   memcpy(shortened.data(), &n, 8);
   write_text(st, shortened + hs + bytes.substr(8 + hlen));
-  EXPECT_EQ(load_error(d.path), st + ": tensor 'transformer.ln_f.bias': holds 60 bytes but its shape [16] of F32 needs 64");
+  EXPECT_EQ(load_error(d.path()), st + ": tensor 'transformer.ln_f.bias': holds 60 bytes but its shape [16] of F32 needs 64");
 }
 
 TEST(ModelLoadErrors, MissingOrMisshapenTensorAndMissingFiles) {
   TempDir d;
-  Tensors t = write_model(d.path, llama_config(), 11);
+  Tensors t = write_model(d.path(), llama_config(), 11);
   std::vector<std::string> keep;
   for (const auto& n : t.order)
     if (n != "model.layers.1.mlp.up_proj.weight") keep.push_back(n);
   t.write(d / "model.safetensors", DType::f32, &keep);
-  EXPECT_EQ(load_error(d.path), d.path + ": missing tensor 'model.layers.1.mlp.up_proj.weight' (looked in model.safetensors)");
+  EXPECT_EQ(load_error(d.path()), d.path() + ": missing tensor 'model.layers.1.mlp.up_proj.weight' (looked in model.safetensors)");
 
   t.shape["model.norm.weight"] = {2, 16};
   t.write(d / "model.safetensors");
-  EXPECT_EQ(load_error(d.path), d / "model.safetensors" + ": tensor 'model.norm.weight' has shape [2, 16], expected [32]");
+  EXPECT_EQ(load_error(d.path()), d / "model.safetensors" + ": tensor 'model.norm.weight' has shape [2, 16], expected [32]");
 
   fs::remove(d / "model.safetensors");
-  EXPECT_EQ(load_error(d.path), d.path + ": no model.safetensors or model.safetensors.index.json (only safetensors weights are read)");
+  EXPECT_EQ(load_error(d.path()), d.path() + ": no model.safetensors or model.safetensors.index.json (only safetensors weights are read)");
   fs::remove(d / "config.json");
-  EXPECT_EQ(load_error(d.path), d / "config.json" + ": missing (a model directory needs config.json)");
+  EXPECT_EQ(load_error(d.path()), d / "config.json" + ": missing (a model directory needs config.json)");
   EXPECT_EQ(load_error(d / "nope"), d / "nope" + ": not a model directory (no such directory)");
   write_text(d / "config.json", "{\"model_type\": ");
-  EXPECT_EQ(load_error(d.path).rfind(d / "config.json" + ": invalid JSON (", 0), 0u);
+  EXPECT_EQ(load_error(d.path()).rfind(d / "config.json" + ": invalid JSON (", 0), 0u);
 }
 
 namespace {
@@ -383,9 +383,9 @@ TEST(ModelConfigErrors, SlidingWindowLimitsTheContext) {
   c["use_sliding_window"] = true;
   c["sliding_window"] = 8;
   TempDir d;
-  Tensors t = write_model(d.path, c, 12);
+  Tensors t = write_model(d.path(), c, 12);
   auto be = make_cpu_backend();
-  Model model(d.path, *be);
+  Model model(d.path(), *be);
   std::vector<int32_t> tok = some_tokens(9, 50, 1);
   ForwardOptions o;
   o.want_nll = true;
@@ -413,9 +413,9 @@ TEST(ModelHooks, NamesParseAndErrorsNameTheHook) {
 
 TEST(ModelForward, ContextLongerThanPositionsAndBadTokens) {
   TempDir d;
-  write_model(d.path, gpt2_config(), 13);
+  write_model(d.path(), gpt2_config(), 13);
   auto be = make_cpu_backend();
-  Model m(d.path, *be);
+  Model m(d.path(), *be);
   std::vector<int32_t> tok(33, 1);
   ForwardOptions o;
   o.want_logits = true;
@@ -437,7 +437,7 @@ TEST(ModelForward, StopsAfterTheDeepestHook) {
   for (auto& x : t.data["model.layers.1.mlp.down_proj.weight"]) x = NAN;
   t.write(d / "model.safetensors");
   auto be = make_cpu_backend();
-  Model m(d.path, *be);
+  Model m(d.path(), *be);
   std::vector<int32_t> tok = some_tokens(10, 50, 2);
   ForwardOptions o;
   o.capture = {{1, HookKind::resid_mid}, {0, HookKind::mlp_out}};
@@ -455,9 +455,9 @@ TEST(ModelForward, StopsAfterTheDeepestHook) {
 // it; the captured activations are the edited ones; log-probs, NLL and KL agree with each other.
 TEST(ModelForward, HookEditsLogProbsAndKl) {
   TempDir d;
-  write_model(d.path, llama_config(), 15);
+  write_model(d.path(), llama_config(), 15);
   auto be = make_cpu_backend();
-  Model m(d.path, *be);
+  Model m(d.path(), *be);
   const int64_t B = 2, T = 12, V = 50;
   std::vector<int32_t> tok = some_tokens(int(B * T), 50, 4);
   ForwardOptions clean;

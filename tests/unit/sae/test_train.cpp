@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/errors.h"
+#include "base/files.h"
 #include "data/toy.h"
 #include "sae/arch.h"
 #include "sae/ops.h"
@@ -25,16 +26,6 @@ namespace fs = std::filesystem;
 namespace {
 
 const char* kArchs[] = {"relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka"};
-
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/sae-train-test-XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& s) const { return path + "/" + s; }
-};
 
 std::string slurp(const std::string& p) {
   std::ifstream f(p, std::ios::binary);

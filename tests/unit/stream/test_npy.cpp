@@ -17,13 +17,6 @@ namespace {
 
 void write_file(const std::string& path, const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; }
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
 template <class T>
 std::string raw(const std::vector<T>& v) {
   return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
@@ -103,8 +96,8 @@ TEST(NpyHeader, FormatIsAlignedAndReadsBack) {
 }
 
 TEST(NpyReader, ReadsEveryElementTypeAndFindsTruncation) {
-  test::TmpDir tmp;
-  const std::string& dir = tmp.path;
+  TempDir tmp;
+  const std::string& dir = tmp.path();
   std::vector<float> f = {1.5f, -2.f, 0.f, 3.25f, 1e-3f, -7.f};
   write_file(dir + "/f4.npy", format_header(Elem::f4, {3, 2}) + raw(f));
   std::vector<uint16_t> h;
@@ -148,8 +141,8 @@ TEST(NpyReader, ReadsEveryElementTypeAndFindsTruncation) {
 
 // The library functions behind sae-npy: a stream with columns goes to .npy files and back.
 TEST(NpyConvert, StreamToNpyAndBack) {
-  test::TmpDir tmp;
-  const std::string& dir = tmp.path;
+  TempDir tmp;
+  const std::string& dir = tmp.path();
   const int64_t d = 12;
   StreamHeader h = test::header("activations", d, DType::f32);
   std::vector<Batch> in;

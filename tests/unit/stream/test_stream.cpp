@@ -267,8 +267,8 @@ TEST(StreamConcat, CatReadsAsOneStream) {
   ASSERT_EQ(out.size(), 3u);
   for (size_t i = 0; i < 3; i++) expect_same_batch(h, all[i], out[i], "cat");
 
-  TmpDir tmp;
-  const std::string& dir = tmp.path;
+  TempDir tmp;
+  const std::string& dir = tmp.path();
   write_file(dir + "/a.sae", sa);
   write_file(dir + "/b.sae", sb);
   write_file(dir + "/ab.sae", sa + sb);
@@ -327,8 +327,8 @@ TEST(StreamConcat, MismatchedHeadersAreRefused) {
   seed.provenance["tool"] = "other";
   EXPECT_EQ(read_error(sa + other(seed)), "");
 
-  TmpDir tmp;
-  const std::string& dir = tmp.path;
+  TempDir tmp;
+  const std::string& dir = tmp.path();
   write_file(dir + "/a.sae", sa);
   write_file(dir + "/b.sae", other(d32));
   for (bool prefetch : {false, true}) {

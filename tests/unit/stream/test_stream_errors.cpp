@@ -227,8 +227,8 @@ TEST(StreamBadInput, FrameOverTheSizeLimit) {
 }
 
 TEST(StreamBadInput, MissingAndUnreadableFiles) {
-  TmpDir tmp;
-  const std::string& dir = tmp.path;
+  TempDir tmp;
+  const std::string& dir = tmp.path();
   for (bool prefetch : {false, true}) {
     ReaderOptions o;
     o.prefetch = prefetch;

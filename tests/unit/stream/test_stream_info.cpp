@@ -144,8 +144,8 @@ TEST(StreamInfo, EmptyStreamHasNullStats) {
 }
 
 TEST(StreamInfo, ListFramesWalksAFile) {
-  TmpDir tmp;
-  const std::string& dir = tmp.path;
+  TempDir tmp;
+  const std::string& dir = tmp.path();
   std::string s = write_stream(header("activations", 4, DType::f32), {dense_batch(3, 4, 1), dense_batch(5, 4, 2)});
   std::ofstream(dir + "/a.sae", std::ios::binary) << s;
   std::vector<json> frames;
