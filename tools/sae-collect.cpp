@@ -1,6 +1,6 @@
 // sae-collect: write a stream of activations from a source. Sources: --toy (synthetic activations
-// with known ground-truth features, lib/toy.h) and --model (a Hugging Face model's activations at
-// hook points over text, lib/collect_model.h). Each source is its own option group and branch
+// with known ground-truth features, lib/data/toy.h) and --model (a Hugging Face model's activations at
+// hook points over text, lib/data/collect_model.h). Each source is its own option group and branch
 // below; the output options are shared.
 #include <string>
 

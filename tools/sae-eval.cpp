@@ -1,7 +1,7 @@
 // sae-eval: structural metrics of an SAE over an activation stream: reconstruction, sparsity,
 // dead/dense latents, feature density, decoder geometry, and decoder matching against a second
 // SAE. With --model, also the LM-loss metrics of the SAE spliced into the model over text (CE loss
-// recovered, KL divergence, delta LM loss; lib/lm_eval.h). JSON report on stdout (or -o), a short
+// recovered, KL divergence, delta LM loss; lib/eval/lm_eval.h). JSON report on stdout (or -o), a short
 // table on stderr. docs/eval.md and docs/lm-eval.md define every number.
 #include <chrono>
 #include <cstdio>

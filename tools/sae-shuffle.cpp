@@ -1,5 +1,5 @@
 // sae-shuffle: a uniformly random permutation of the rows of activation streams, in bounded
-// memory (an external two-pass shuffle through temporary bucket files; see lib/shuffle.h and
+// memory (an external two-pass shuffle through temporary bucket files; see lib/data/shuffle.h and
 // docs/shuffle.md).
 #include <malloc.h>
 

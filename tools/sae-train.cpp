@@ -1,6 +1,6 @@
 // sae-train: train sparse autoencoders (relu, topk, batchtopk, jumprelu, gated, matryoshka) on
-// activation streams and write SAELens-loadable SAE directories. The loop lives in lib/trainer.*,
-// the architectures in lib/arch_*.cpp; this file parses options and wires them together.
+// activation streams and write SAELens-loadable SAE directories. The loop lives in lib/sae/trainer.*,
+// the architectures in lib/sae/arch_*.cpp; this file parses options and wires them together.
 #include <unistd.h>
 
 #include <cmath>

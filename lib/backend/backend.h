@@ -1,8 +1,10 @@
 // The compute backends behind one small interface: memory, copies and a row-major sgemm.
-// CPU: OpenBLAS + OpenMP (always built). CUDA: cuBLAS + kernels (built when nvcc is present).
+// CPU: OpenBLAS + OpenMP (always built, backend_cpu.cpp). CUDA: cuBLAS (built when nvcc is present,
+// backend_cuda.cu).
 // Domain op sets (SAE training ops, transformer ops) extend this pattern: a virtual interface
 // with a CPU and a CUDA implementation whose per-element bodies are shared SAE_HD functions
-// in lib/kernels/, so the CPU tests check the arithmetic the GPU runs.
+// in the area's kernels.h (sae/kernels.h, model/kernels.h), so the CPU tests check the arithmetic
+// the GPU runs. The plain reference backend (backend_reference.cpp) sums in double, on one thread.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -39,7 +41,7 @@ class Backend {
   // elements of the stored (untransposed) matrices.
   virtual void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* A,
                     int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) = 0;
-  // The same with A and B in bf16 (raw bits, lib/dtype.h) and C in f32: each product of two bf16
+  // The same with A and B in bf16 (raw bits, lib/base/dtype.h) and C in f32: each product of two bf16
   // values is exact in f32 and the sum accumulates in f32 (CUDA: cublasGemmEx, CUBLAS_COMPUTE_32F;
   // host: A and B widened to f32, then gemm). The transformer's bf16 compute mode uses it; a
   // backend without it (a wrapper that only times sgemm) throws an internal error.

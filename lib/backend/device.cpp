@@ -4,7 +4,7 @@
 namespace sae {
 
 #ifdef SAE_HAVE_CUDA
-// Defined in lib/cuda/backend_cuda.cu.
+// Defined in lib/backend/backend_cuda.cu.
 int cuda_device_count_impl();
 std::string cuda_describe_impl();
 std::unique_ptr<Backend> make_cuda_backend_impl();

@@ -29,7 +29,7 @@ struct CollectModelOptions {
   int64_t batch = 8;                  // sequences per forward pass
   bool exclude_bos = true;            // leave out the BOS rows
   std::string device = "cpu";         // cpu, cuda or auto
-  Compute compute = Compute::f32;     // bf16: bf16 weights and GEMM inputs (CUDA only; lib/model.h)
+  Compute compute = Compute::f32;     // bf16: bf16 weights and GEMM inputs (CUDA only; lib/model/model.h)
   // Where the streams go: "-" (stdout, one hook only), a file, or a pattern with "{hook}" that
   // names one file per hook (required for several hooks).
   std::string output = "-";

@@ -33,7 +33,7 @@ constexpr int64_t kMinBucketWrite = 64 * kKiB;
 constexpr int kMaxFanout = 256;
 constexpr int kIovMax = 1024;  // IOV_MAX on Linux
 
-// ---- random numbers (lib/rng.h) ----
+// ---- random numbers (lib/base/rng.h) ----
 // Where a row goes (its split part, its bucket) is drawn from the sub-stream of its row number, so
 // the decision does not depend on how reading is cut into batches or spread over threads. Each
 // decision has its own labelled stream under the seed, so none is correlated with another.
@@ -501,7 +501,7 @@ int64_t shuffle_record_bytes(int64_t d, DType dtype, bool token, bool doc, bool 
 }
 
 // What reading and writing hold at their peak, following how sae::StreamReader and StreamWriter
-// buffer (lib/stream.cpp). F is a decoded batch (f32 values and columns), S its stored size (the
+// buffer (stream/reader.cpp). F is a decoded batch (f32 values and columns), S its stored size (the
 // msgpack payload; a compressed frame is at most about that).
 // - Reading, in the caller's thread without read-ahead, after the caller has freed its batch: the
 //   batch being decoded (F), the decompressed msgpack (S), and the input chunks (4 MiB, or a frame

@@ -4,7 +4,7 @@
 // docs/toy.md describes the generative model; every choice there is implemented here.
 //
 // Output depends only on the configuration and the seed: never on the thread count or on the
-// batch size (every row draws from its own RNG sub-stream, lib/rng.h).
+// batch size (every row draws from its own RNG sub-stream, lib/base/rng.h).
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>

@@ -108,7 +108,7 @@ struct LmEvalTextOptions {
   int splice_bos = -1;     // -1: yes when the SAE's activations kept the BOS rows, else no
   LmEvalOptions eval;      // batch, keep_error, structural (splice_bos is set from the above)
   std::string device = "cpu";
-  Compute compute = Compute::f32;  // bf16: bf16 weights and GEMM inputs (CUDA only; lib/model.h)
+  Compute compute = Compute::f32;  // bf16: bf16 weights and GEMM inputs (CUDA only; lib/model/model.h)
 };
 
 struct LmEvalReport {

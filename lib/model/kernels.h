@@ -1,6 +1,6 @@
 // Per-element arithmetic of the transformer forward pass, written once as SAE_HD functions: the
-// CPU backend calls them from OpenMP loops (lib/model_ops_cpu.cpp) and the CUDA backend from
-// __global__ kernels (lib/cuda/transformer.cu), so the CPU tests check the arithmetic the GPU
+// CPU backend calls them from OpenMP loops (lib/model/ops_cpu.cpp) and the CUDA backend from
+// __global__ kernels (lib/model/ops_cuda.cu), so the CPU tests check the arithmetic the GPU
 // runs. Row reductions take (start, step) so that a CPU loop (0, 1) and a CUDA thread block
 // (threadIdx.x, blockDim.x) share the same body.
 #pragma once
@@ -137,7 +137,7 @@ SAE_HD void rope_pair(float* x0, float* x1, float c, float s) {
 // Softmax weight of a score given the row maximum (the caller divides by the sum).
 SAE_HD float softmax_weight(float score, float max) { return exp_f32(score - max); }
 
-// bf16 compute (lib/model.h, Compute::bf16). GEMM inputs are rounded to bf16 by lib/dtype.h's
+// bf16 compute (lib/model/model.h, Compute::bf16). GEMM inputs are rounded to bf16 by lib/base/dtype.h's
 // f32_to_bf16 (round to nearest even) on both backends; weights are rounded by the same function
 // on the host before they are uploaded. An embedding row is read from an f32 or a bf16 table
 // through widen (exact), then added to the position's embedding in f32.

@@ -125,7 +125,7 @@ struct ForwardResult {
 //   f32   every weight, activation and product in f32.
 //   bf16  the weight matrices (q/k/v, o, the MLP's, the head, and the token embedding, which is
 //         also the tied head) are held in bf16: half the memory. Every projection rounds its
-//         input activations to bf16 (round to nearest even, lib/dtype.h) and multiplies with f32
+//         input activations to bf16 (round to nearest even, lib/base/dtype.h) and multiplies with f32
 //         accumulation (Backend::gemm_bf16); its output is f32. Norms, softmax, attention, RoPE,
 //         residual adds, biases, norm weights, GPT-2's position embeddings and the loss stay f32.
 // The CUDA backend runs bf16 with cuBLAS. On the CPU backend a bf16 Model is an emulation (the
@@ -138,7 +138,7 @@ Compute parse_compute(const std::string& s);
 // The tools' rule: bf16 needs the CUDA backend (UsageError on the CPU, which computes in f32).
 void check_compute_device(Compute c, Device d);
 
-class TransformerOps;  // per-backend element-wise ops (lib/model_ops.h)
+class TransformerOps;  // per-backend element-wise ops (lib/model/ops.h)
 
 // A loaded model on one backend. forward() reuses preallocated buffers, so one Model serves one
 // thread at a time.

@@ -1,6 +1,6 @@
 // The transformer's non-GEMM operations behind one interface, with a CPU implementation
-// (OpenMP loops, lib/model_ops_cpu.cpp) and a CUDA one (kernels, lib/cuda/transformer.cu). Both
-// take their per-element arithmetic from lib/kernels/transformer_kernels.h. Products go through
+// (OpenMP loops, lib/model/ops_cpu.cpp) and a CUDA one (kernels, lib/model/ops_cuda.cu). Both
+// take their per-element arithmetic from lib/model/kernels.h. Products go through
 // Backend::gemm (f32 compute) or Backend::gemm_bf16 (bf16 compute). All pointers are in the
 // backend's memory; matrices are row-major, one row per token (row = b * seq + t).
 #pragma once
@@ -28,7 +28,7 @@ class TransformerOps {
     to_bf16(x, xb, rows * in);
     be.gemm_bf16(false, trans_w, rows, out, in, 1.0f, xb, in, w, trans_w ? in : out, 0.0f, y, out);
   }
-  // y[i] = x[i] rounded to bf16, to nearest even (f32_to_bf16 of lib/dtype.h).
+  // y[i] = x[i] rounded to bf16, to nearest even (f32_to_bf16 of lib/base/dtype.h).
   virtual void to_bf16(const float* x, uint16_t* y, int64_t n) = 0;
   // out[r] = wte[tokens[r]] (+ wpe[r % seq] when wpe is given), rows = batch * seq.
   virtual void embed(const int32_t* tokens, int64_t rows, int64_t seq, const float* wte, const float* wpe, int64_t d,
@@ -64,7 +64,7 @@ class TransformerOps {
 std::unique_ptr<TransformerOps> make_transformer_ops(Backend& be);
 std::unique_ptr<TransformerOps> make_cpu_transformer_ops();
 #ifdef SAE_HAVE_CUDA
-std::unique_ptr<TransformerOps> make_cuda_transformer_ops();  // lib/cuda/transformer.cu
+std::unique_ptr<TransformerOps> make_cuda_transformer_ops();  // lib/model/ops_cuda.cu
 #endif
 
 }  // namespace sae

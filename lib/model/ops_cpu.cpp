@@ -1,6 +1,6 @@
 // CPU transformer ops: loops over rows (and over batch x head for attention) split among the
 // threads of ForkJoinPool::global() (base/fork_join_pool.h says why not OpenMP's parallel for), calling
-// the shared per-element functions of lib/kernels/transformer_kernels.h. Every inner loop runs
+// the shared per-element functions of lib/model/kernels.h. Every inner loop runs
 // over a contiguous dimension under `omp simd`, so the compiler vectorises it (exp_f32 is written
 // for that).
 #include <cstring>

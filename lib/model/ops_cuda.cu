@@ -1,5 +1,5 @@
-// CUDA transformer ops: the CPU ops of lib/model_ops_cpu.cpp as kernels, with the per-element
-// arithmetic taken from lib/kernels/transformer_kernels.h. Row reductions run one thread block per
+// CUDA transformer ops: the CPU ops of lib/model/ops_cpu.cpp as kernels, with the per-element
+// arithmetic taken from lib/model/kernels.h. Row reductions run one thread block per
 // row: each thread reduces its strided share with the shared partial_* functions, then the block
 // combines the partial results. Everything runs on the default stream, in order with cuBLAS.
 #include <cstdio>

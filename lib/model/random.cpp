@@ -1,4 +1,4 @@
-// Random model directories (model_random.h). The generator is std::mt19937 with
+// Random model directories (model/random.h). The generator is std::mt19937 with
 // std::normal_distribution<float>, drawn tensor by tensor in the order below: the tests' fixtures
 // depend on this order.
 #include "model/random.h"

@@ -1,4 +1,4 @@
-// Reading a Hugging Face model directory's files: its JSON files (read_json_file, lib/files.h),
+// Reading a Hugging Face model directory's files: its JSON files (read_json_file, lib/base/files.h),
 // and its tensors from model.safetensors or the shards listed by model.safetensors.index.json,
 // found by name with or without the architecture's prefix ("transformer." for GPT-2, "model." for
 // the Llama family), converted to f32.

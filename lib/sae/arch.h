@@ -1,7 +1,7 @@
-// SAE training architectures behind a small registry (one file each: lib/arch_<name>.cpp).
+// SAE training architectures behind a small registry (one file each: lib/sae/arch_<name>.cpp).
 // An architecture owns its parameters (with their gradients and Adam moments) and computes, for a
 // batch, its loss and the gradient of every parameter. It is written against the op set
-// (lib/sae_ops.h) and Backend::gemm only, so the same code trains on the CPU and on CUDA.
+// (lib/sae/ops.h) and Backend::gemm only, so the same code trains on the CPU and on CUDA.
 //
 // Internal layout: the encoder is stored as E = W_enc^T [d_sae, d_in] (one row per latent, so the
 // sparse backward gathers contiguous rows) and the decoder as D = W_dec [d_sae, d_in]. The trainer
@@ -117,7 +117,7 @@ class Arch {
   Buffer<int32_t> fires_;
 };
 
-// Sparse codes on the device: CSR rows and their latent -> entries transpose (see sae_ops.h).
+// Sparse codes on the device: CSR rows and their latent -> entries transpose (see sae/ops.h).
 struct SparseCodes {
   Buffer<int32_t> row_ptr, idx, lat_ptr, ent, ent_row;
   Buffer<float> val, dpre;

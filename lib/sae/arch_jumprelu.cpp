@@ -1,6 +1,6 @@
 // JumpReLU SAE (Rajamanoharan et al. 2024, "Jumping Ahead"): f_i = z_i H(z_i - theta_i) with a
 // learned per-latent threshold theta = exp(log_threshold), trained with straight-through
-// pseudo-derivatives through a rectangle kernel of width --bandwidth (lib/kernels/sae_kernels.h,
+// pseudo-derivatives through a rectangle kernel of width --bandwidth (lib/sae/kernels.h,
 // jumprelu_grad), and an L0 penalty lambda * sum_i p_i on the batch firing frequencies p_i. With
 // --freq-scale s > 0 the penalty is GDM's quadratic-frequency variant (progress update, 2025):
 // lambda * sum_i p_i (1 + p_i / s), which leaves rare latents at plain L0 and pushes hard on latents

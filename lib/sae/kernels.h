@@ -1,5 +1,5 @@
 // Per-element and per-row arithmetic of SAE training, written once as SAE_HD functions so that the
-// CPU op set (lib/sae_ops_cpu.cpp, OpenMP loops) and the CUDA op set (lib/cuda/sae_ops.cu,
+// CPU op set (lib/sae/ops_cpu.cpp, OpenMP loops) and the CUDA op set (lib/sae/ops_cuda.cu,
 // __global__ kernels) run the very same expressions. Nothing here allocates or loops over a batch:
 // the callers own the loops, these functions own the maths.
 #pragma once
@@ -46,7 +46,7 @@ SAE_HD float key_float(uint32_t k) {
 }
 
 // Top-k order: larger value first, ties to the lower index (so selections are deterministic and
-// match the reference encoder in lib/sae.cpp).
+// match the reference encoder in lib/sae/sae.cpp).
 SAE_HD bool topk_before(float va, int32_t a, float vb, int32_t b) { return va > vb || (va == vb && a < b); }
 
 // ---- reconstruction error ----

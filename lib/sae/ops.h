@@ -1,8 +1,8 @@
 // The op set SAE training is written against (DESIGN.md §4): one virtual interface, a CPU
-// implementation (OpenMP loops + OpenBLAS through Backend::gemm, lib/sae_ops_cpu.cpp), a CUDA one
-// (kernels + cuBLAS, lib/cuda/sae_ops.cu) and a plain single-threaded reference (also in
-// sae_ops_cpu.cpp) that sae-selftest compares the others with. The per-element arithmetic of every
-// op lives in lib/kernels/sae_kernels.h and is shared by all three.
+// implementation (OpenMP loops + OpenBLAS through Backend::gemm, lib/sae/ops_cpu.cpp), a CUDA one
+// (kernels + cuBLAS, lib/sae/ops_cuda.cu) and a plain single-threaded reference
+// (lib/sae/ops_reference.cpp) that the tests and sae-selftest compare the others with. The
+// per-element arithmetic of every op lives in lib/sae/kernels.h and is shared by all three.
 //
 // Every pointer is a device pointer of ops.backend(). Layouts, row-major:
 //   x, xc, xhat, g   [B, d]        input rows, centred input, reconstruction, loss gradient

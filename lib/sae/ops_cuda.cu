@@ -1,5 +1,5 @@
 // The SAE op set on CUDA: __global__ kernels whose per-element bodies are the SAE_HD functions of
-// lib/kernels/sae_kernels.h (the same ones the CPU op set runs), cuBLAS through Backend::gemm, and
+// lib/sae/kernels.h (the same ones the CPU op set runs), cuBLAS through Backend::gemm, and
 // CUB for scans and the stable sort behind the sparse transpose.
 //
 // Determinism: no floating-point atomics. Per-row work is one block per row, per-latent work one

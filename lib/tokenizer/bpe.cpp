@@ -1,4 +1,4 @@
-// The BPE merge loop and its word cache (tokenizer_internal.h).
+// The BPE merge loop and its word cache (tokenizer/internal.h).
 #include <algorithm>
 #include <climits>
 #include <cstring>

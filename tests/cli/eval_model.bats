@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# sae-eval --model: LM-loss metrics with the SAE spliced into the model (lib/lm_eval.h), from the
+# sae-eval --model: LM-loss metrics with the SAE spliced into the model (lib/eval/lm_eval.h), from the
 # command line; and pipelines/real.mk end to end. The numbers themselves are checked against
 # reference NLLs and an independent splice by tests/unit/test_lm_eval.cpp; here: options, the
 # report, exact identities that hold through the binary, bad input, and the Make recipe.

@@ -1,5 +1,5 @@
 // Helpers shared by the model tests: the ../shared location, scratch directories, random model
-// fixtures (lib/model_random.h), and a naive double-precision forward pass that reads
+// fixtures (lib/model/random.h), and a naive double-precision forward pass that reads
 // Hugging Face tensor names directly (no code shared with lib/model*.cpp beyond the config and
 // rope_inv_freq, which have their own tests). The naive pass is itself checked against the
 // reference outputs in ../shared, then used as the reference for the fixtures.
@@ -61,7 +61,7 @@ double scaled_err(const A& a, const B& ref) {
   return den > 0 ? num / den : num;
 }
 
-// Fixture tensors by Hugging Face name and random fixture weights: lib/model_random.h (the GPU
+// Fixture tensors by Hugging Face name and random fixture weights: lib/model/random.h (the GPU
 // self-test writes its models with them too).
 using Tensors = ModelTensors;
 inline Tensors random_weights(const ModelConfig& c, uint32_t seed, const std::string& gpt2_prefix = "transformer.") {

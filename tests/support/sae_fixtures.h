@@ -1,7 +1,7 @@
 // Test fixtures for SAE directories (SAELens 6.x, SAELens legacy, EleutherAI sparsify) written
 // with SafeTensorsWriter and a cfg.json string, and an independent double-precision reference of
 // each format's forward pass, written from the formats' definitions (SAELens's encode/decode and
-// run-time normalisation, sparsify's topk(relu(...))), not from lib/sae.cpp.
+// run-time normalisation, sparsify's topk(relu(...))), not from lib/sae/sae.cpp.
 #pragma once
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -24,7 +24,7 @@ namespace fixtures {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-using sae::TempDir;  // a fresh directory removed at the end of the test (lib/files.h)
+using sae::TempDir;  // a fresh directory removed at the end of the test (lib/base/files.h)
 
 inline void write_text(const std::string& path, const std::string& text) {
   fs::create_directories(fs::path(path).parent_path());

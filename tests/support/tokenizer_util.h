@@ -17,7 +17,7 @@ namespace tokenizer_test {
 
 using json = nlohmann::json;
 
-// A fresh directory (lib/files.h's TempDir) with helpers to fill it.
+// A fresh directory (lib/base/files.h's TempDir) with helpers to fill it.
 class TempDir : public sae::TempDir {
  public:
   TempDir() : sae::TempDir("sae-tok-test") {}

@@ -1,4 +1,4 @@
-// lib/rng.h: the generators against their published reference outputs, the portable log/exp
+// lib/base/rng.h: the generators against their published reference outputs, the portable log/exp
 // against libm, every distribution against its law (chi-square and moment tests with a fixed seed
 // and tolerances stated below), sub-stream independence, and the pinned first values that the
 // reproducibility contract promises.

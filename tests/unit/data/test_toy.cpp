@@ -1,4 +1,4 @@
-// lib/toy: the generated data against its configuration (statistical tests with fixed seeds and
+// lib/data/toy: the generated data against its configuration (statistical tests with fixed seeds and
 // stated tolerances), the hierarchy's invariants, determinism across threads and batchings, the
 // written streams and the truth SAE read back, and the configuration errors.
 #include <gtest/gtest.h>

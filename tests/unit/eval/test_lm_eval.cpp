@@ -1,4 +1,4 @@
-// LM-loss metrics with an SAE spliced into the model (lib/lm_eval.h). The model tests run the
+// LM-loss metrics with an SAE spliced into the model (lib/eval/lm_eval.h). The model tests run the
 // shared stories260K model (skipped when ../shared is absent) with SAEs built by hand, whose
 // effect on the loss is known: an identity SAE changes nothing, a zero SAE is zero ablation, the
 // error term restores the clean activations. The losses are also checked against numbers computed

@@ -1,4 +1,4 @@
-// Streaming SAE metrics (lib/metrics.h) against values derived by hand and against a plain
+// Streaming SAE metrics (lib/eval/metrics.h) against values derived by hand and against a plain
 // two-pass reference computed here from stored rows; decoder geometry against all-pairs cosines;
 // streaming independence from chunking and thread count; memory that does not grow with rows.
 #include <gtest/gtest.h>

@@ -1,5 +1,5 @@
-// bf16 compute (lib/model.h, Compute::bf16) on the CPU backend, where it is the emulation of what
-// the CUDA backend runs: the same weight and activation roundings (lib/dtype.h's f32_to_bf16),
+// bf16 compute (lib/model/model.h, Compute::bf16) on the CPU backend, where it is the emulation of what
+// the CUDA backend runs: the same weight and activation roundings (lib/base/dtype.h's f32_to_bf16),
 // the same f32 arithmetic elsewhere, products of bf16 values summed in f32. sae-selftest compares
 // the GPU's bf16 pass with this emulation; these tests fix what the emulation itself computes.
 //
@@ -168,7 +168,7 @@ TEST(Bf16Emulation, GemmBf16SumsExactProductsOfRoundedInputsInF32) {
               worst_rounded, worst_unrounded, worst_bound_ratio);
 }
 
-// The op that rounds GEMM inputs is lib/dtype.h's f32_to_bf16, element for element (ties to even,
+// The op that rounds GEMM inputs is lib/base/dtype.h's f32_to_bf16, element for element (ties to even,
 // NaN kept), whatever the split among the pool's threads.
 TEST(Bf16Emulation, ToBf16OpIsDtypeRounding) {
   auto ops = make_cpu_transformer_ops();

@@ -3,7 +3,7 @@
 // untied heads, erf GELU and per-layer attention scaling, Qwen2 q/k/v biases, Llama attention
 // and MLP biases, Llama-3 and linear rope scaling, f16/bf16 weights, sharded weights; each checked
 // on every hook, the logits and the NLL against the naive double-precision pass of
-// test_model_util.h (itself checked against ../shared's references).
+// support/model_util.h (itself checked against ../shared's references).
 //
 // Tolerance kTol = 1e-4 of each tensor's scale, as in test_model_reference.cpp: f32 rounding
 // through two small layers stays near 1e-6, a wrong convention shows at 1e-2 or more.

@@ -1,4 +1,4 @@
-// The shared per-element functions (lib/kernels/transformer_kernels.h) against libm in double, and
+// The shared per-element functions (lib/model/kernels.h) against libm in double, and
 // the CPU transformer ops against plain double loops on random inputs of awkward sizes.
 #include <gtest/gtest.h>
 

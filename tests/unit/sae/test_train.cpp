@@ -447,7 +447,7 @@ TEST(Train, StreamInputs) {
 
 // The same seed gives the same bytes, whatever the number of OpenMP threads (every reduction of
 // the CPU op set has a fixed order); another seed gives other weights. The shapes are large
-// enough for every op to take its multi-threaded path (see kParMin in lib/sae_ops_cpu.cpp).
+// enough for every op to take its multi-threaded path (see kParMin in lib/sae/ops_cpu.cpp).
 TEST(Train, DeterministicAcrossThreadCounts) {
   auto ops = make_cpu_ops();
   const int64_t d = 160, n = 2048, B = 512;

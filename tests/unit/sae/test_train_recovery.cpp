@@ -1,4 +1,4 @@
-// Ground-truth recovery and shrinkage: every architecture trained on sae-collect --toy data (lib/toy)
+// Ground-truth recovery and shrinkage: every architecture trained on sae-collect --toy data (lib/data/toy)
 // must find the true feature directions, and relu must shrink its reconstructions while topk and
 // jumprelu must not. Also: an exported SAE read back reproduces the training-time reconstruction.
 //

@@ -1,4 +1,4 @@
-// UTF-8 validation and U+FFFD repair (lib/utf8.h), and the SHA-256 behind tokenizer identities.
+// UTF-8 validation and U+FFFD repair (lib/base/utf8.h), and the SHA-256 behind tokenizer identities.
 // The replacement cases are Unicode's own examples of "maximal subparts" (Unicode 15, section
 // 3.9, table 3-8), which Python's errors="replace" and Rust's from_utf8_lossy reproduce.
 #include <gtest/gtest.h>
