@@ -1,4 +1,4 @@
-// libFuzzer target for the stream reader. Every input goes to read_stream_bytes (lib/stream.h),
+// libFuzzer target for the stream reader. Every input goes to read_stream_bytes (lib/stream/stream.h),
 // which must return batches consistent with the header or throw InputError: never crash, leak,
 // hang, read out of bounds or allocate without bound.
 //
@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "stream/stream.h"
+#include "support/stream_util.h"  // the unit tests' stream helpers (gtest-free)
 
 using namespace sae;
 
@@ -83,70 +84,22 @@ Outcome read(const std::string& bytes, bool prefetch) {
   return out;
 }
 
-std::string compress(const uint8_t* p, size_t n) {
-  ZSTD_CCtx* c = ZSTD_createCCtx();
-  ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 1);
-  ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
-  std::string out(ZSTD_compressBound(n), '\0');
-  size_t r = ZSTD_compress2(c, out.data(), out.size(), p, n);
-  ZSTD_freeCCtx(c);
-  if (ZSTD_isError(r)) return "";
-  out.resize(r);
-  return out;
-}
-
 // ---- seeds ----
 
-Batch latent_batch(int64_t rows, int64_t d, uint32_t seed, bool cols) {
-  std::mt19937 g(seed);
-  Batch b;
-  b.rows = rows;
-  for (int64_t r = 0; r < rows; r++) {
-    uint32_t c = g() % 4;
-    b.count.push_back(c);
-    for (uint32_t k = 0; k < c; k++) {
-      b.index.push_back(uint32_t((r + 3 * k) % d));
-      b.value.push_back(float(int(g() % 200) - 100) / 16.f);
-    }
-    if (cols) {
-      b.token.push_back(int32_t(g() % 512));
-      b.doc.push_back(r / 4);
-      b.pos.push_back(int32_t(r % 4));
-    }
-  }
-  return b;
-}
-
-std::string write_stream(const StreamHeader& h, const std::vector<Batch>& bs, bool shuffle) {
-  char* buf = nullptr;
-  size_t len = 0;
-  FILE* f = open_memstream(&buf, &len);
-  {
-    WriterOptions o;
-    o.threads = 0;
-    o.byte_shuffle = shuffle;
-    StreamWriter w(f, "seed", h, o);
-    for (const auto& b : bs) w.write(b);
-    w.finish();
-  }
-  fclose(f);
-  std::string s(buf, len);
-  free(buf);
-  return s;
-}
-
 void write_seeds(const std::string& dir) {
+  WriterOptions plain;
+  plain.threads = 0;
   int n = 0;
   auto put = [&](const std::string& s) { std::ofstream(dir + "/builtin-" + std::to_string(n++) + ".sae", std::ios::binary) << s; };
   for (DType t : {DType::f32, DType::f16, DType::bf16})
     for (int v = 0; v < 4; v++) {
-      StreamHeader h;
-      h.kind = "latents";
-      h.d = 16;
-      h.dtype = t;
-      h.provenance["hook"] = "blocks.0.hook_resid_post";
+      StreamHeader h = test::header("latents", 16, t);
       h.extra["note"] = json::array({1, "x", nullptr});
-      std::string s = write_stream(h, {latent_batch(5, 16, uint32_t(v), v & 1), latent_batch(3, 16, 9, v & 1)}, v & 2);
+      test::Cols cols;
+      cols.token = cols.doc = cols.pos = v & 1;
+      WriterOptions o = plain;
+      o.byte_shuffle = v & 2;
+      std::string s = test::write_stream(h, {test::latent_batch(5, 16, 3, uint32_t(v), cols), test::latent_batch(3, 16, 3, 9, cols)}, o);
       put(s);
       if (v == 3) put(s + s);
     }
@@ -156,9 +109,9 @@ void write_seeds(const std::string& dir) {
   b.rows = 2;
   b.x = {1, 2, 3, -1, -2, -3};
   b.pos = {0, 1};
-  std::string s = write_stream(a, {b}, false);
+  std::string s = test::write_stream(a, {b}, plain);
   put(s + s);
-  put(write_stream(a, {}, false));
+  put(test::write_stream(a, {}, plain));
 }
 
 }  // namespace
@@ -201,9 +154,7 @@ extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max
       size_t got = ZSTD_decompress(content.data(), size_t(c), frames[k].data(), frames[k].size());
       if (ZSTD_isError(got)) return LLVMFuzzerMutate(data, size, max_size);
       size_t m = LLVMFuzzerMutate(content.data(), got, content.size());
-      std::string z = compress(content.data(), m);
-      if (z.empty()) return LLVMFuzzerMutate(data, size, max_size);
-      frames[k] = z;
+      frames[k] = test::zframe(std::string(reinterpret_cast<const char*>(content.data()), m), true, true, 1);
     }
   }
   std::string out;
