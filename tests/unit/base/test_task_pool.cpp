@@ -58,17 +58,22 @@ TEST(TaskPool, TasksRunSideBySideOnThePoolsThreads) {
 }
 
 TEST(TaskPool, DestructionWaitsForRunningTasksAndDropsQueuedOnes) {
-  std::atomic<bool> started{false}, finished{false};
+  std::atomic<bool> started{false}, closing{false}, finished{false};
   std::future<void> running, queued;
   {
     TaskPool pool(1);
+    // The running task holds the pool's only thread until 300 ms after the pool starts closing,
+    // so the queued task is still queued when the destructor drops it (unless this thread stalls
+    // for 300 ms between setting `closing` and the destructor taking the queue's lock).
     running = pool.submit([&] {
       started = true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      while (!closing) std::this_thread::yield();
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
       finished = true;
     });
     queued = pool.submit([] {});
     while (!started) std::this_thread::yield();
+    closing = true;
   }
   EXPECT_TRUE(finished.load());
   running.get();
