@@ -33,7 +33,8 @@ files=$(find lib -type f \( -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -nam
 # "path:line:text" for every include line (grep -Hn).
 includes=$(printf '%s\n' "$files" | xargs -r grep -Hn -E '^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"]' || true)
 
-printf '%s\n' "$files" | INCLUDES="$includes" awk -v arrows="$arrows" -v doc="$doc" '
+# Two inputs: the file list, then the include lines.
+awk -v arrows="$arrows" -v doc="$doc" '
   # A rule row: | `name` | `a`, `b` | (an empty second cell allows nothing).
   function table_row(line, kind,    cells, n, name, list) {
     n = split(line, cells, "|")
@@ -60,7 +61,8 @@ printf '%s\n' "$files" | INCLUDES="$includes" awk -v arrows="$arrows" -v doc="$d
     if (length(known) == 0) { print "check-deps: " doc ": no area table after <!-- deps:areas -->"; fatal = 1; exit 2 }
   }
   # The file list: each file in an area that has a row.
-  $0 != "" {
+  FNR == NR {
+    if ($0 == "") next
     nfiles++
     isfile[$0] = 1
     n = split($0, p, "/")
@@ -69,51 +71,51 @@ printf '%s\n' "$files" | INCLUDES="$includes" awk -v arrows="$arrows" -v doc="$d
       reported[p[2]] = 1
       err("lib/" p[2] "/: area \"" p[2] "\" has no row in docs/architecture.md (add one naming what it may include)")
     }
+    next
+  }
+  # The include lines: "path:line:text".
+  $0 != "" {
+    ninc++
+    file = $0; sub(/:.*/, "", file)
+    rest = substr($0, length(file) + 2)
+    lineno = rest; sub(/:.*/, "", lineno)
+    text = substr(rest, length(lineno) + 2)
+    split(file, p, "/")
+    from = p[2]
+    where = file ":" lineno ": "
+    if (match(text, /<[^>]+>/)) {
+      h = substr(text, RSTART, RLENGTH)
+      for (i = 1; i <= nh; i++) {
+        pat = header_pat[i]
+        if (pat ~ /\*$/) hit = index(h, substr(pat, 1, length(pat) - 1)) == 1
+        else hit = (h == pat)
+        if (hit && index(header_areas[i], "," from ",") == 0)
+          err(where from " may not include " h " (only " pretty(header_areas[i]) " may)")
+      }
+      next
+    }
+    if (!match(text, /"[^"]+"/)) next
+    inc = substr(text, RSTART + 1, RLENGTH - 2)
+    if (inc ~ /^\.\.?\// || inc ~ /(^|\/)(tools|tests|bench)\//) {
+      err(where "lib/ never includes files outside lib/ (\"" inc "\")")
+      next
+    }
+    if (index(inc, "/") == 0) {
+      dir = file; sub(/\/[^\/]*$/, "", dir)
+      hint = ((dir "/" inc) in isfile) ? ": write \"" substr(dir, 5) "/" inc "\"" : ""
+      err(where "include \"" inc "\" does not name its area" hint)
+      next
+    }
+    if (!(("lib/" inc) in isfile)) { err(where "\"" inc "\" is not a file under lib/"); next }
+    split(inc, q, "/")
+    to = q[1]
+    if (to == from || !(to in known)) next  # (an area without a row is reported above)
+    count[from " -> " to]++
+    if (index(allowed[from], "," to ",") == 0)
+      err(where "forbidden arrow " from " -> " to " (\"" inc "\"): " from " may include " pretty(allowed[from]))
   }
   END {
     if (fatal) exit 2
-    ninc = split(ENVIRON["INCLUDES"], lines, "\n")
-    for (k = 1; k <= ninc; k++) {
-      entry = lines[k]
-      if (entry == "") continue
-      file = entry; sub(/:.*/, "", file)
-      rest = substr(entry, length(file) + 2)
-      lineno = rest; sub(/:.*/, "", lineno)
-      text = substr(rest, length(lineno) + 2)
-      split(file, p, "/")
-      from = p[2]
-      where = file ":" lineno ": "
-      if (match(text, /<[^>]+>/)) {
-        h = substr(text, RSTART, RLENGTH)
-        for (i = 1; i <= nh; i++) {
-          pat = header_pat[i]
-          if (pat ~ /\*$/) hit = index(h, substr(pat, 1, length(pat) - 1)) == 1
-          else hit = (h == pat)
-          if (hit && index(header_areas[i], "," from ",") == 0)
-            err(where from " may not include " h " (only " pretty(header_areas[i]) " may)")
-        }
-        continue
-      }
-      if (!match(text, /"[^"]+"/)) continue
-      inc = substr(text, RSTART + 1, RLENGTH - 2)
-      if (inc ~ /^\.\.?\// || inc ~ /(^|\/)(tools|tests|bench)\//) {
-        err(where "lib/ never includes files outside lib/ (\"" inc "\")")
-        continue
-      }
-      if (index(inc, "/") == 0) {
-        dir = file; sub(/\/[^\/]*$/, "", dir)
-        hint = ((dir "/" inc) in isfile) ? ": write \"" substr(dir, 5) "/" inc "\"" : ""
-        err(where "include \"" inc "\" does not name its area" hint)
-        continue
-      }
-      if (!(("lib/" inc) in isfile)) { err(where "\"" inc "\" is not a file under lib/"); continue }
-      split(inc, q, "/")
-      to = q[1]
-      if (to == from || !(to in known)) continue  # (an area without a row is reported above)
-      count[from " -> " to]++
-      if (index(allowed[from], "," to ",") == 0)
-        err(where "forbidden arrow " from " -> " to " (\"" inc "\"): " from " may include " pretty(allowed[from]))
-    }
     if (arrows) {
       n = 0
       for (a in count) order[++n] = a
@@ -127,4 +129,4 @@ printf '%s\n' "$files" | INCLUDES="$includes" awk -v arrows="$arrows" -v doc="$d
     if (errors) { printf "check-deps: %d problem%s\n", errors, errors == 1 ? "" : "s"; exit 1 }
     printf "check-deps: %d files, %d includes, every arrow allowed\n", nfiles, ninc
   }
-'
+' <(printf '%s\n' "$files") <(printf '%s\n' "$includes")
