@@ -2,10 +2,8 @@
 // exact errors, and the windows sae-collect and sae-eval cut documents into.
 #include <gtest/gtest.h>
 
-#include <fstream>
-
 #include "base/errors.h"
-#include "base/files.h"
+#include "support/tokenizer_util.h"  // TempDir with write()
 #include "tokenizer/documents.h"
 
 using namespace sae;
@@ -32,14 +30,12 @@ std::string input_error(F f) {
   return "";
 }
 
-void write_text(const std::string& path, const std::string& s) { std::ofstream(path, std::ios::binary) << s; }
-
 }  // namespace
 
 TEST(TextDocumentReader, PlainTextBlankLinesLinesAndJsonl) {
-  TempDir d;
-  write_text(d / "a.txt", "\n\nfirst doc\nsecond line\r\n\n \t\nsecond doc\n\n\nthird");
-  write_text(d / "b.txt", "fourth\n");
+  tokenizer_test::TempDir d;
+  d.write("a.txt", "\n\nfirst doc\nsecond line\r\n\n \t\nsecond doc\n\n\nthird");
+  d.write("b.txt", "fourth\n");
   auto v = read_all({d / "a.txt", d / "b.txt"}, "", false);
   ASSERT_EQ(v.size(), 4u);
   EXPECT_EQ(v[0].text, "first doc\nsecond line");
@@ -57,7 +53,7 @@ TEST(TextDocumentReader, PlainTextBlankLinesLinesAndJsonl) {
   EXPECT_EQ(v[3].text, "second line");
   EXPECT_EQ(v[0].text, "");
 
-  write_text(d / "c.jsonl", "{\"text\": \"a\\n\\nb\", \"id\": 1}\n\n{\"text\": \"\"}\n");
+  d.write("c.jsonl", "{\"text\": \"a\\n\\nb\", \"id\": 1}\n\n{\"text\": \"\"}\n");
   v = read_all({d / "c.jsonl"}, "text", false);
   ASSERT_EQ(v.size(), 2u);
   EXPECT_EQ(v[0].text, "a\n\nb");
@@ -66,23 +62,23 @@ TEST(TextDocumentReader, PlainTextBlankLinesLinesAndJsonl) {
 }
 
 TEST(TextDocumentReader, BadInputNamesFileLineAndOffset) {
-  TempDir d;
-  write_text(d / "bad.jsonl", "{\"text\": \"ok\"}\n{\"body\": \"x\"}\n");
+  tokenizer_test::TempDir d;
+  d.write("bad.jsonl", "{\"text\": \"ok\"}\n{\"body\": \"x\"}\n");
   EXPECT_EQ(input_error([&] { read_all({d / "bad.jsonl"}, "text", false); }),
             d / "bad.jsonl" + ": line 2: no string field \"text\" (--jsonl-field names the field that holds the text)");
-  write_text(d / "bad2.jsonl", "{\"text\": \"ok\"\n");
+  d.write("bad2.jsonl", "{\"text\": \"ok\"\n");
   EXPECT_EQ(input_error([&] { read_all({d / "bad2.jsonl"}, "text", false); }).rfind(d / "bad2.jsonl" + ": line 1: invalid JSON (", 0), 0u);
   EXPECT_EQ(input_error([&] { read_all({d / "missing.txt"}, "", false); }), d / "missing.txt" + ": No such file or directory");
 
   // Invalid UTF-8 (a lone continuation byte 0x80 at byte 12 of the file, on line 2): refused
   // with the same message as sae-tokenize, or read as U+FFFD.
-  write_text(d / "u.txt", "good line\n\nab\x80z\n");
+  d.write("u.txt", "good line\n\nab\x80z\n");
   EXPECT_EQ(input_error([&] { read_all({d / "u.txt"}, "", false); }),
             d / "u.txt" + ": line 3: invalid UTF-8 at byte offset 13 (byte 0x80); --invalid-utf8 replace reads it as U+FFFD");
   auto v = read_all({d / "u.txt"}, "", false, true);
   ASSERT_EQ(v.size(), 2u);
   EXPECT_EQ(v[1].text, "ab\xEF\xBF\xBDz");
-  write_text(d / "u.jsonl", "{\"text\": \"x\xff\"}\n");
+  d.write("u.jsonl", "{\"text\": \"x\xff\"}\n");
   EXPECT_EQ(input_error([&] { read_all({d / "u.jsonl"}, "text", false); }),
             d / "u.jsonl" + ": line 1: invalid UTF-8 at byte offset 11 (byte 0xFF); --invalid-utf8 replace reads it as U+FFFD");
   v = read_all({d / "u.jsonl"}, "text", false, true);
