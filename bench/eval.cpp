@@ -7,7 +7,6 @@
 // ratios.
 //
 //   build/bench/eval [rows] [d_in] [d_sae] [k]
-#include <cblas.h>
 
 #include <time.h>
 
@@ -68,7 +67,6 @@ double best_of(int reps, F f) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  tune_cpu_blas();  // the measured sgemm below calls OpenBLAS directly: the same kernels as the tools
   const int64_t rows = argc > 1 ? atoll(argv[1]) : 8192;
   const int64_t d_in = argc > 2 ? atoll(argv[2]) : 512;
   const int64_t d_sae = argc > 3 ? atoll(argv[3]) : 8192;
@@ -85,8 +83,8 @@ int main(int argc, char** argv) {
   double t_gemm = best_of(3, [&] {
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
       int64_t n = std::min(chunk, rows - r0);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(d_sae), int(d_in), 1.0f,
-                  x.data() + r0 * d_in, int(d_in), topk.W_enc.data(), int(d_sae), 0.0f, c.data(), int(d_sae));
+      host_sgemm(false, false, n, d_sae, d_in, 1.0f, x.data() + r0 * d_in, d_in, topk.W_enc.data(), d_sae, 0.0f,
+                 c.data(), d_sae);
     }
   });
   double gflops = 2.0 * double(rows) * double(d_in) * double(d_sae) / t_gemm / 1e9;
@@ -123,8 +121,8 @@ int main(int argc, char** argv) {
   if (d_sae <= 16384) {
     gram.resize(size_t(d_sae * d_sae));
     t_full = best_of(2, [&] {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(d_sae), int(d_sae), int(d_in), 1.0f, topk.W_dec.data(),
-                  int(d_in), topk.W_dec.data(), int(d_in), 0.0f, gram.data(), int(d_sae));
+      host_sgemm(false, true, d_sae, d_sae, d_in, 1.0f, topk.W_dec.data(), d_in, topk.W_dec.data(), d_in, 0.0f,
+                 gram.data(), d_sae);
     });
     gram.clear();
     gram.shrink_to_fit();

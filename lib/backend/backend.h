@@ -68,11 +68,13 @@ class HostBackend : public Backend {
 };
 
 std::unique_ptr<Backend> make_backend(Device d);
-// Makes OpenBLAS use the kernels this CPU supports when its own detection fell back to a legacy
-// set (see backend_cpu.cpp). Once per process (later calls return at once): make_cpu_backend calls
-// it, and so does every direct OpenBLAS call that bypasses a Backend (sae/sae.cpp), before the call.
-void tune_cpu_blas();
 std::unique_ptr<Backend> make_cpu_backend();
+// The CPU backend's gemm on plain host arrays, for host-side code that has no Backend (Sae::encode
+// and decode). It is the one place OpenBLAS's sgemm is called, so every product runs on the
+// kernels this CPU supports (backend_cpu.cpp corrects OpenBLAS's choice once, before the first
+// call).
+void host_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
+                const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 // The plain reference (backend_reference.cpp): host memory, a naive gemm summing in double, one
 // thread. What the fast CPU products are checked against.
 std::unique_ptr<Backend> make_reference_backend();

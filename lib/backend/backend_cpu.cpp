@@ -49,19 +49,26 @@ void fix_openblas_kernels() {
   gotoblas_dynamic_init();
 }
 
+// Once per process, before this process's first BLAS call: make_cpu_backend and host_sgemm call it.
+void tune_cpu_blas() {
+  static std::once_flag once;
+  std::call_once(once, fix_openblas_kernels);
+}
+
 class CpuBackend final : public HostBackend {
  public:
   void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
             const float* B, int64_t ldb, float beta, float* C, int64_t ldc) override {
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n),
-                int(k), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+    host_sgemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
   }
 };
 }  // namespace
 
-void tune_cpu_blas() {
-  static std::once_flag once;
-  std::call_once(once, fix_openblas_kernels);
+void host_sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
+                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  tune_cpu_blas();
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
+              alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
 }
 
 void Backend::gemm_bf16(bool, bool, int64_t, int64_t, int64_t, float, const uint16_t*, int64_t, const uint16_t*, int64_t, float,

@@ -1,7 +1,5 @@
 #include "sae/sae.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -9,7 +7,7 @@
 #include <numeric>
 #include <sstream>
 
-#include "backend/backend.h"  // tune_cpu_blas: this file calls OpenBLAS directly
+#include "backend/backend.h"  // host_sgemm
 #include "base/cli.h"
 #include "base/errors.h"
 #include "base/files.h"
@@ -77,9 +75,7 @@ void pre_activation(const Sae& s, const float* x, int64_t rows, const std::vecto
     xin = centred.data();
   }
   for (int64_t r = 0; r < rows; r++) std::copy(bias.begin(), bias.end(), out + r * s.d_sae);
-  tune_cpu_blas();
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(s.d_sae), int(s.d_in), 1.0f, xin,
-              int(s.d_in), W.data(), int(s.d_sae), 1.0f, out, int(s.d_sae));
+  host_sgemm(false, false, rows, s.d_sae, s.d_in, 1.0f, xin, s.d_in, W.data(), s.d_sae, 1.0f, out, s.d_sae);
 }
 
 // Per-row input normalisation as SAELens applies it at run time (SAE._setup_activation_normalization).
@@ -292,9 +288,7 @@ void Sae::encode(const float* x, int64_t rows, float* f) const { encode_rows(*th
 
 void Sae::decode(const float* f, int64_t rows, float* x_hat) const {
   for (int64_t r = 0; r < rows; r++) std::copy(b_dec.begin(), b_dec.end(), x_hat + r * d_in);
-  tune_cpu_blas();
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(d_in), int(d_sae), 1.0f, f, int(d_sae),
-              W_dec.data(), int(d_in), 1.0f, x_hat, int(d_in));
+  host_sgemm(false, false, rows, d_in, d_sae, 1.0f, f, d_sae, W_dec.data(), d_in, 1.0f, x_hat, d_in);
 }
 
 void Sae::reconstruct(const float* x, int64_t rows, float* f, float* x_hat) const {

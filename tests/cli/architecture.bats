@@ -99,13 +99,15 @@ check-deps: 1 problem'
   copy_tree
   plant stream/reader.cpp '#include <cblas.h>'
   plant tokenizer/bpe.cpp '#include <cuda_runtime.h>'
+  plant sae/sae.cpp '#include <cblas.h>'
   plant model/model.cpp '#include <cblas.h>'
   run "$CHECK" tree
   assert_failure 1
-  assert_line 'lib/stream/reader.cpp:2: stream may not include <cblas.h> (only backend, sae may)'
+  assert_line 'lib/stream/reader.cpp:2: stream may not include <cblas.h> (only backend may)'
   assert_line 'lib/tokenizer/bpe.cpp:2: tokenizer may not include <cuda_runtime.h> (only backend, sae, model may)'
-  assert_line 'lib/model/model.cpp:2: model may not include <cblas.h> (only backend, sae may)'
-  assert_line 'check-deps: 3 problems'
+  assert_line 'lib/model/model.cpp:2: model may not include <cblas.h> (only backend may)'
+  assert_line 'lib/sae/sae.cpp:2: sae may not include <cblas.h> (only backend may)'
+  assert_line 'check-deps: 4 problems'
 }
 
 @test "the rules come from the page: a row changed there changes the check" {
