@@ -281,6 +281,7 @@ Decoded decode_frame(const RawFrame& f, const StreamHeader* h, const ReaderOptio
   try {
     FrameInfo fi;
     if (parse_frame_header(f.p, f.n, opt.max_frame_bytes, fi) != 1) throw InputError("corrupt frame (bad zstd frame header)");
+    check_frame_holds(f.p, f.n, fi);
     ZContexts& z = zctx();
     // Kept payloads stay in the batch's own buffer: decompress straight into it.
     ByteBuffer& to = opt.keep_stored ? d.batch.stored.frame : z.scratch;

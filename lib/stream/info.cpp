@@ -9,9 +9,11 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <unordered_map>
 
 #include "base/cli.h"
 #include "stream/msgpack_lite.h"
+#include "stream/zstd_frame.h"
 
 namespace sae {
 
@@ -25,18 +27,25 @@ bool row_finite(const float* x, size_t n) {
 
 // Per-dimension mean and variance over finite rows, merged batch by batch (Chan et al.): each
 // batch's mean and sum of squared deviations are computed in double around the batch mean, which
-// stays accurate when a dimension's mean is large beside its spread.
+// stays accurate when a dimension's mean is large beside its spread. The d-sized state is made
+// with the first finite row, whose payload has proved d: a header alone may claim d = 2^31.
 struct DenseStats {
   int64_t d;
   int64_t n = 0;
   std::vector<double> mean, m2, bsum, bm2;
   double norm_sum = 0;
   float vmin = std::numeric_limits<float>::infinity(), vmax = -std::numeric_limits<float>::infinity();
-  explicit DenseStats(int64_t d_) : d(d_), mean(size_t(d_)), m2(size_t(d_)), bsum(size_t(d_)), bm2(size_t(d_)) {}
+  explicit DenseStats(int64_t d_) : d(d_) {}
 
   void add(const Batch& b, const std::vector<uint8_t>& ok, int64_t nok) {
     if (!nok) return;
     const size_t w = size_t(d);
+    if (mean.empty()) {
+      mean.assign(w, 0.0);
+      m2.assign(w, 0.0);
+      bsum.assign(w, 0.0);
+      bm2.assign(w, 0.0);
+    }
     std::fill(bsum.begin(), bsum.end(), 0.0);
     std::fill(bm2.begin(), bm2.end(), 0.0);
     for (int64_t r = 0; r < b.rows; r++) {
@@ -71,13 +80,28 @@ struct DenseStats {
 };
 
 // Latent statistics: per-latent sums over every row (absent entries count as zero), L0 per row.
+// Per-latent state is a vector of d entries, made at the first nonzero entry, while d is modest;
+// for wider streams it is a hash map of the latents that occur, so memory follows the data and
+// not the header's claim (which may be d = 2^31).
 struct LatentStats {
+  static constexpr int64_t kDenseMax = int64_t(1) << 22;  // 64 MiB of sums
+  struct Sums {
+    double sum = 0, sumsq = 0;
+  };
   int64_t d;
   int64_t n = 0, nnz = 0;
-  std::vector<double> sum, sumsq;
+  std::vector<Sums> dense;
+  std::unordered_map<uint32_t, Sums> sparse;
   double norm_sum = 0;
   float vmin = std::numeric_limits<float>::infinity(), vmax = -std::numeric_limits<float>::infinity();
-  explicit LatentStats(int64_t d_) : d(d_), sum(size_t(d_)), sumsq(size_t(d_)) {}
+  explicit LatentStats(int64_t d_) : d(d_) {}
+
+  Sums& at(uint32_t i) {
+    if (d > kDenseMax) return sparse[i];
+    if (dense.empty()) dense.resize(size_t(d));
+    return dense[i];
+  }
+
   void add(const Batch& b, const std::vector<uint8_t>& ok) {
     size_t o = 0;
     for (int64_t r = 0; r < b.rows; r++) {
@@ -86,9 +110,9 @@ struct LatentStats {
         double sq = 0;
         for (uint32_t k = 0; k < c; k++) {
           const float v = b.value[o + k];
-          const uint32_t i = b.index[o + k];
-          sum[i] += v;
-          sumsq[i] += double(v) * v;
+          Sums& s = at(b.index[o + k]);
+          s.sum += v;
+          s.sumsq += double(v) * v;
           sq += double(v) * v;
           vmin = std::min(vmin, v);
           vmax = std::max(vmax, v);
@@ -98,6 +122,29 @@ struct LatentStats {
         n++;
       }
       o += c;
+    }
+  }
+
+  // Range of the per-latent mean and standard deviation over all d latents (n > 0), and how many
+  // never held a nonzero value. Latents without state have mean 0 and deviation 0.
+  void summarize(double& mean_min, double& mean_max, double& std_min, double& std_max, int64_t& dead) const {
+    int64_t seen = 0;
+    dead = 0;
+    auto visit = [&](const Sums& s) {
+      const double m = s.sum / double(n), sd = std::sqrt(std::max(0.0, s.sumsq / double(n) - m * m));
+      mean_min = std::min(mean_min, m);
+      mean_max = std::max(mean_max, m);
+      std_min = std::min(std_min, sd);
+      std_max = std::max(std_max, sd);
+      dead += s.sumsq == 0;
+      seen++;
+    };
+    for (const Sums& s : dense) visit(s);
+    for (const auto& kv : sparse) visit(kv.second);
+    const int64_t unseen = d - seen;
+    if (unseen > 0) {
+      visit(Sums());
+      dead += unseen - 1;  // visit() counted one of them
     }
   }
 };
@@ -214,21 +261,19 @@ json inspect_stream(StreamReader& r, const std::vector<std::string>& files, cons
   rep["bytes_per_value"] = values > 0 ? json(double(r.compressed_bytes()) / values) : json(nullptr);
   double mn = INFINITY, mx = -INFINITY, sn = INFINITY, sx = -INFINITY;
   int64_t finite_rows = latents ? ls.n : ds.n;
-  if (finite_rows > 0) {
+  int64_t dead = 0;
+  if (finite_rows > 0 && latents) {
+    ls.summarize(mn, mx, sn, sx, dead);
+  } else if (finite_rows > 0) {
     for (int64_t j = 0; j < h.d; j++) {
-      double m, var;
-      if (latents) {
-        m = ls.sum[size_t(j)] / double(ls.n);
-        var = std::max(0.0, ls.sumsq[size_t(j)] / double(ls.n) - m * m);
-      } else {
-        m = ds.mean[size_t(j)];
-        var = ds.m2[size_t(j)] / double(ds.n);
-      }
+      const double m = ds.mean[size_t(j)], sd = std::sqrt(ds.m2[size_t(j)] / double(ds.n));
       mn = std::min(mn, m);
       mx = std::max(mx, m);
-      sn = std::min(sn, std::sqrt(var));
-      sx = std::max(sx, std::sqrt(var));
+      sn = std::min(sn, sd);
+      sx = std::max(sx, sd);
     }
+  } else if (latents) {
+    dead = h.d;  // no rows: nothing ever fired
   }
   st["mean_l2_norm"] = finite_rows ? num_or_null((latents ? ls.norm_sum : ds.norm_sum) / double(finite_rows)) : json(nullptr);
   st["dim_mean_min"] = num_or_null(mn);
@@ -239,8 +284,6 @@ json inspect_stream(StreamReader& r, const std::vector<std::string>& files, cons
   st["value_max"] = num_or_null(latents ? ls.vmax : ds.vmax);
   if (latents) {
     st["l0_mean"] = ls.n ? json(double(ls.nnz) / double(ls.n)) : json(nullptr);
-    int64_t dead = 0;
-    for (int64_t j = 0; j < h.d; j++) dead += ls.sumsq[size_t(j)] == 0;
     st["dead_latents"] = dead;
   }
   auto range = [&](const char* k, const Range& rg) {
@@ -383,6 +426,20 @@ void list_frames(const std::string& path, const std::function<void(const json&)>
     unsigned long long content = ZSTD_getFrameContentSize(p, n);
     if (content == ZSTD_CONTENTSIZE_UNKNOWN || content == ZSTD_CONTENTSIZE_ERROR) bad("no content size");
     if (content > kMaxFrameBytes) bad("claims " + std::to_string(content) + " bytes decompressed");
+    // The claim is checked against the blocks before the buffer is sized from it. (A frame the
+    // format does not allow, say without a checksum, is still listed: the reader says what is wrong.)
+    const auto* u = reinterpret_cast<const uint8_t*>(p);
+    stream_detail::FrameInfo fi;
+    bool parsed = false;
+    try {
+      parsed = stream_detail::parse_frame_header(u, n, kMaxFrameBytes, fi) == 1;
+    } catch (const InputError&) {
+    }
+    try {
+      if (parsed) stream_detail::check_frame_holds(u, n, fi);
+    } catch (const InputError& e) {
+      bad(e.what());
+    }
     raw.resize(size_t(content));
     size_t r = ZSTD_decompressDCtx(dctx, raw.data(), raw.size(), p, n);
     if (ZSTD_isError(r)) bad(std::string("corrupt (") + ZSTD_getErrorName(r) + ")");

@@ -1,5 +1,6 @@
 #include "stream/npy.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -255,6 +256,20 @@ Reader::Reader(const std::string& path) : name_(path == "-" ? "<stdin>" : path) 
   left_ = h_.count();
 }
 
+void Reader::check_size() const {
+  struct stat st;
+  const off_t at = ftello(f_);
+  if (fstat(fileno(f_), &st) == 0 && S_ISREG(st.st_mode) && at >= 0 && st.st_size >= at &&
+      left_ * elem_size(h_.elem) > uint64_t(st.st_size - at))
+    truncated(uint64_t(st.st_size - at));
+}
+
+void Reader::truncated(uint64_t have) const {
+  throw InputError(name_ + ": truncated: shape " + shape_str(h_.shape) + " of " + descr(h_.elem) + " needs " +
+                   std::to_string(h_.count() * elem_size(h_.elem)) + " bytes of data, the file holds " +
+                   std::to_string(have));
+}
+
 Reader::~Reader() {
   if (own_ && f_) fclose(f_);
 }
@@ -266,10 +281,7 @@ void Reader::read_raw(size_t n) {
   size_t got = fread(buf_.data(), 1, bytes, f_);
   if (got != bytes) {
     if (ferror(f_)) throw InputError(name_ + ": read error: " + std::strerror(errno));
-    uint64_t have = done_ * elem_size(h_.elem) + got;
-    throw InputError(name_ + ": truncated: shape " + shape_str(h_.shape) + " of " + descr(h_.elem) + " needs " +
-                     std::to_string(h_.count() * elem_size(h_.elem)) + " bytes of data, the file holds " +
-                     std::to_string(have));
+    truncated(done_ * elem_size(h_.elem) + got);
   }
   left_ -= n;
   done_ += n;

@@ -42,6 +42,11 @@ class Reader {
   Reader(const Reader&) = delete;
   Reader& operator=(const Reader&) = delete;
   const Header& header() const { return h_; }
+  // A file's size bounds what it can hold: refuses ("truncated: ...") a regular file too short for
+  // the shape its header claims, before anything is sized from that shape. Call it after checking
+  // the header itself, so a file and a pipe report the same first problem. (From a pipe the size
+  // is unknown: reads find the end, and callers allocate in bounded steps as data arrives.)
+  void check_size() const;
   const std::string& name() const { return name_; }
   // Reads the next n elements (n <= what is left), converted. Throws if the file ends early.
   void read_f32(float* dst, size_t n);
@@ -52,6 +57,7 @@ class Reader {
 
  private:
   void read_raw(size_t n);
+  [[noreturn]] void truncated(uint64_t have) const;  // the data ends after `have` bytes
   std::string name_;
   FILE* f_ = nullptr;
   bool own_ = false;

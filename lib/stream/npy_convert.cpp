@@ -1,5 +1,6 @@
 #include "stream/npy_convert.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -84,10 +85,20 @@ int64_t import_npy(const std::string& path, FILE* out, const std::string& out_na
   if (d == 0) throw InputError(in.name() + ": shape " + shape_str(xh.shape) + " has rows of width 0");
   const uint64_t rows = xh.count() / d;
   if (o.batch_rows < 1) throw UsageError("--batch-rows must be at least 1");
+  if (d > (uint64_t(1) << 31))
+    throw InputError(in.name() + ": rows of " + std::to_string(d) + " values are wider than a stream allows (2^31)");
 
   DType t;
   if (o.dtype == "auto") t = xh.elem == Elem::f2 ? DType::f16 : DType::f32;
   else t = parse_dtype(o.dtype);
+  // Every batch must fit in one frame a reader accepts (values plus the three optional columns
+  // and the map's keys).
+  const uint64_t row_bytes = d * dtype_size(t) + 16, frame_room = kMaxFrameBytes - 4096;
+  if (row_bytes > frame_room)
+    throw InputError(in.name() + ": one row of " + std::to_string(d) + " values (" + std::to_string(row_bytes) +
+                     " bytes) does not fit in a stream batch (at most " + std::to_string(kMaxFrameBytes) + " bytes)");
+  const uint64_t batch_rows = std::min<uint64_t>(uint64_t(o.batch_rows), frame_room / row_bytes);
+  in.check_size();
 
   struct Col {
     const char* name;
@@ -107,6 +118,7 @@ int64_t import_npy(const std::string& path, FILE* out, const std::string& out_na
       throw InputError(cols[c].r->name() + ": has " + std::to_string(ch.count()) + " values (shape " +
                        shape_str(ch.shape) + "), expected one per row: " + std::to_string(rows) + " rows in " +
                        in.name());
+    cols[c].r->check_size();
   }
 
   StreamHeader h = make_header("activations", int64_t(d), t);
@@ -117,11 +129,17 @@ int64_t import_npy(const std::string& path, FILE* out, const std::string& out_na
   std::vector<int64_t> tmp;
   uint64_t done = 0;
   while (done < rows) {
-    const uint64_t n = std::min<uint64_t>(uint64_t(o.batch_rows), rows - done);
+    const uint64_t n = std::min<uint64_t>(batch_rows, rows - done);
     Batch b;
     b.rows = int64_t(n);
-    b.x.resize(size_t(n * d));
-    in.read_f32(b.x.data(), size_t(n * d));
+    // Grown as the data arrives, 4 Mi values at a time: from a pipe, a header that claims more
+    // than follows costs what was read, not what was claimed.
+    const size_t want = size_t(n * d), step = size_t(4) << 20;
+    while (b.x.size() < want) {
+      const size_t at = b.x.size(), k = std::min(step, want - at);
+      b.x.resize(at + k);
+      in.read_f32(b.x.data() + at, k);
+    }
     for (int c = 0; c < 3; c++) {
       if (!cols[c].r) continue;
       tmp.resize(size_t(n));

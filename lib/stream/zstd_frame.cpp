@@ -48,6 +48,26 @@ int parse_frame_header(const uint8_t* p, size_t avail, size_t max_content, Frame
   return 1;
 }
 
+void check_frame_holds(const uint8_t* p, size_t n, const FrameInfo& fi) {
+  constexpr uint64_t kMaxBlock = uint64_t(128) << 10;  // RFC 8878 3.1.1.2.3: Block_Maximum_Size
+  uint64_t bound = 0;
+  size_t pos = fi.header_size;
+  for (bool last = false; !last;) {
+    if (pos + 3 > n) throw InputError("corrupt frame (ends inside a block header)");
+    const uint32_t bh = uint32_t(p[pos]) | uint32_t(p[pos + 1]) << 8 | uint32_t(p[pos + 2]) << 16;
+    pos += 3;
+    last = bh & 1;
+    const uint32_t type = (bh >> 1) & 3, size = bh >> 3;
+    if (type == 3) throw InputError("corrupt frame (reserved zstd block type)");
+    bound += type == 2 ? kMaxBlock : size;  // 0 raw, 1 RLE: exactly `size`; 2 compressed: at most a block
+    pos += type == 1 ? 1 : size;
+    if (pos > n) throw InputError("corrupt frame (a block runs past the frame)");
+  }
+  if (fi.content > bound)
+    throw InputError("corrupt frame (claims " + std::to_string(fi.content) + " bytes decompressed, more than its " +
+                     std::to_string(n) + " bytes can hold)");
+}
+
 void compress_into(const uint8_t* src, size_t n, int level, ByteBuffer& out) {
   ZSTD_CCtx* c = zctx().c;
   ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);

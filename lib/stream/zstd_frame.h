@@ -38,6 +38,13 @@ struct FrameInfo {
 // InputError("corrupt frame (...)").
 int parse_frame_header(const uint8_t* p, size_t avail, size_t max_content, FrameInfo& fi);
 
+// Throws InputError("corrupt frame (claims C bytes decompressed, more than its N bytes can hold)")
+// unless the whole frame at p (n bytes, header parsed into `fi`) can decompress to fi.content
+// bytes. Its block headers bound that without decompressing: a raw or RLE block regenerates the
+// size it states, a compressed block at most 128 KiB. (ZSTD_decompressBound is no help here: it
+// trusts the content size field.) Checked before a buffer is sized from the header's claim.
+void check_frame_holds(const uint8_t* p, size_t n, const FrameInfo& fi);
+
 // One frame of the n bytes at src (checksum and content size on) into out.
 void compress_into(const uint8_t* src, size_t n, int level, ByteBuffer& out);
 void compress_string(const std::string& s, int level, ByteBuffer& out);

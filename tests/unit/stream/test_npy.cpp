@@ -122,16 +122,22 @@ TEST(NpyReader, ReadsEveryElementTypeAndFindsTruncation) {
   EXPECT_EQ(gi, (std::vector<int64_t>{1, -2, 2147483647}));
   EXPECT_THROW(Reader(dir + "/i4.npy").read_f32(nullptr, 0), InputError);
 
+  // A regular file too short for its header's shape: check_size() refuses it before anything is
+  // sized from the shape, and a read that runs out says the same (all a pipe can do).
   write_file(dir + "/short.npy", format_header(Elem::f4, {3, 2}) + raw(f).substr(0, 20));
-  Reader rs(dir + "/short.npy");
   std::vector<float> got(6);
-  try {
-    rs.read_f32(got.data(), 6);
-    FAIL();
-  } catch (const InputError& e) {
-    EXPECT_EQ(std::string(e.what()),
-              dir + "/short.npy: truncated: shape (3, 2) of <f4 needs 24 bytes of data, the file holds 20");
+  const std::string short_msg = dir + "/short.npy: truncated: shape (3, 2) of <f4 needs 24 bytes of data, the file holds 20";
+  for (bool check_first : {true, false}) {
+    Reader rs(dir + "/short.npy");
+    try {
+      if (check_first) rs.check_size();
+      else rs.read_f32(got.data(), 6);
+      FAIL();
+    } catch (const InputError& e) {
+      EXPECT_EQ(std::string(e.what()), short_msg);
+    }
   }
+  Reader(dir + "/f4.npy").check_size();  // a whole file passes
   write_file(dir + "/long.npy", format_header(Elem::f4, {3, 2}) + raw(f) + "!");
   Reader rl(dir + "/long.npy");
   rl.read_f32(got.data(), 6);

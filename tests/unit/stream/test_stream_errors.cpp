@@ -226,6 +226,23 @@ TEST(StreamBadInput, FrameOverTheSizeLimit) {
   expect_error(s, "", 2000);
 }
 
+// A frame whose content size field claims more than its blocks can regenerate is refused before
+// a buffer is sized from the claim: the field is not covered by any checksum, so only the block
+// headers can tell. Here an 80 kB batch (one compressed block of at most 128 KiB) claims 512 MiB.
+TEST(StreamBadInput, FrameClaimingMoreThanItsBlocksHold) {
+  std::string batch = zframe(batch_map(5000, 4));
+  const uint8_t fhd = uint8_t(batch[4]);
+  ASSERT_EQ(fhd >> 6, 2) << "expected a 4-byte content size field";
+  const size_t at = 5 + ((fhd & 0x20) ? 0 : 1);
+  const uint32_t claim = uint32_t(1) << 29;
+  for (int i = 0; i < 4; i++) batch[at + size_t(i)] = char((claim >> (8 * i)) & 0xff);
+  std::string s = hdr() + batch + zframe(footer_map(5000, 1));
+  expect_error(s, std::string(M) + ": batch 1: corrupt frame (claims 536870912 bytes decompressed, more than its " +
+                      std::to_string(batch.size()) + " bytes can hold)");
+  // The same frame with its true size reads (so the bound is not simply refusing large frames).
+  expect_error(hdr() + zframe(batch_map(5000, 4)) + zframe(footer_map(5000, 1)), "");
+}
+
 TEST(StreamBadInput, MissingAndUnreadableFiles) {
   TempDir tmp;
   const std::string& dir = tmp.path();

@@ -132,6 +132,28 @@ TEST(StreamInfo, LatentStatsMatchTheDenseEquivalent) {
   EXPECT_NE(table.find("columns         token, pos\n"), std::string::npos) << table;
 }
 
+// Past 2^22 latents the per-latent sums live in a hash map of the latents that occur: the same
+// entries in a stream 2^31 wide give the same statistics as in a narrow one (dense sums), and the
+// latents never seen count as dead, with mean and deviation 0.
+TEST(StreamInfo, WideLatentStatsFollowTheDataNotTheHeader) {
+  const int64_t narrow = 400, wide = int64_t(1) << 31;
+  std::vector<Batch> in;
+  for (int i = 0; i < 4; i++) in.push_back(latent_batch(30, narrow / 2, 5, uint32_t(i + 10)));  // latents < 200 only
+  auto stats = [&](int64_t d) {
+    std::string s = write_stream(header("latents", d, DType::f32), in);
+    StreamReader r(s.data(), s.size(), "<memory>");
+    return inspect_stream(r, {"l.sae"}, InfoOptions{})["stats"];
+  };
+  const json a = stats(narrow), b = stats(wide);
+  for (const char* k : {"dim_mean_min", "dim_mean_max", "dim_std_min", "dim_std_max", "mean_l2_norm", "l0_mean",
+                        "value_min", "value_max"})
+    EXPECT_EQ(a[k], b[k]) << k;
+  EXPECT_EQ(a["dim_mean_min"].get<double>(), 0.0);
+  EXPECT_EQ(a["dim_std_min"].get<double>(), 0.0);
+  EXPECT_GE(a["dead_latents"].get<int64_t>(), narrow / 2);
+  EXPECT_EQ(b["dead_latents"].get<int64_t>() - a["dead_latents"].get<int64_t>(), wide - narrow);
+}
+
 TEST(StreamInfo, EmptyStreamHasNullStats) {
   std::string s = write_stream(header("activations", 4, DType::bf16), {});
   StreamReader r(s.data(), s.size(), "<memory>");
