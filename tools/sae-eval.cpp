@@ -125,6 +125,7 @@ int main(int argc, char** argv) {
       throw UsageError("--format: unknown format '" + format + "' (expected json or table)");
     const int64_t max_rows = vm["max-rows"].as<int64_t>();
     if (max_rows < 0) throw UsageError("--max-rows: must be >= 0");
+    if (vm.count("plots")) cli::check_output_dir(vm["plots"].as<std::string>(), "plots");  // before the work
     LmEvalTextOptions lm_opt;
     if (with_model) lm_opt = lm_options(vm);
     // With --model, streams are only read when named: stdin may be the text.
@@ -208,7 +209,7 @@ int main(int argc, char** argv) {
     }
 
     if (vm.count("plots")) {
-      cli::OutputDir dir(vm["plots"].as<std::string>());
+      cli::OutputDir dir(vm["plots"].as<std::string>(), "plots");
       for (const auto& [name, svg] : eval_report_plots(rep)) cli::write_file_atomic(dir.tmp_path() + "/" + name, svg);
       dir.commit();
     }

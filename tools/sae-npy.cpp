@@ -1,12 +1,15 @@
 // sae-npy: convert between saetools streams and NumPy .npy arrays.
 //   sae-npy export [options] [STREAM...]   streams -> one .npy array
 //   sae-npy import [options] [ARRAY.npy]   .npy array -> stream
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 #include <memory>
 #include <thread>
 
 #include "base/cli.h"
+#include "base/files.h"
 #include "stream/npy_convert.h"
 #include "stream/stream.h"
 
@@ -115,10 +118,15 @@ int main(int argc, char** argv) {
       sae::cli::Output out(vm["output"].as<std::string>(), true);
       sae::StreamReader r(files, ro);
       if (out.is_stdout() || fseeko(out.file(), 0, SEEK_CUR) != 0) {
-        // stdout or a named pipe: build the array in an unnamed temporary file, then copy it.
-        std::unique_ptr<FILE, int (*)(FILE*)> spool(tmpfile(), fclose);
-        if (!spool) throw std::runtime_error(std::string("cannot create a temporary file: ") + std::strerror(errno));
-        sae::npy::export_npy(r, spool.get(), "<temporary file>", eo);
+        // stdout or a named pipe: build the array in an unnamed temporary file in $TMPDIR (the
+        // header's row count is rewritten at the end), then copy it.
+        const int fd = sae::create_unnamed_temp_file(sae::temp_directory());
+        std::unique_ptr<FILE, int (*)(FILE*)> spool(fdopen(fd, "w+b"), fclose);
+        if (!spool) {
+          ::close(fd);
+          throw std::runtime_error(std::string("fdopen of a temporary file: ") + std::strerror(errno));
+        }
+        sae::npy::export_npy(r, spool.get(), "temporary file in " + sae::temp_directory(), eo);
         copy_out(spool.get(), out);
       } else {
         sae::npy::export_npy(r, out.file(), out.name(), eo);

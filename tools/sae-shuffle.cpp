@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "base/cli.h"
+#include "base/files.h"
 #include "data/shuffle.h"
 
 int main(int argc, char** argv) {
@@ -15,8 +16,7 @@ int main(int argc, char** argv) {
   mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   return sae::cli::run("sae-shuffle", argc, argv, [](int argc, char** argv) {
     namespace po = sae::cli::po;
-    const char* tmpenv = getenv("TMPDIR");
-    const std::string tmp_default = tmpenv && *tmpenv ? tmpenv : "/tmp";
+    const std::string tmp_default = sae::temp_directory();
     po::options_description desc("Options");
     desc.add_options()
       ("input", po::value<std::vector<std::string>>()->multitoken(), "input streams (default stdin)")

@@ -1,6 +1,7 @@
 #include "base/cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,6 +26,7 @@ std::mutex g_temp_mu;
 std::set<std::string> g_temps;
 std::atomic<bool> g_graceful{false};
 std::atomic<bool> g_interrupted{false};
+std::atomic<int> g_signal{0};  // the signal that set g_interrupted
 
 void cleanup_temps() {
   std::lock_guard<std::mutex> lk(g_temp_mu);
@@ -59,6 +61,7 @@ void signal_thread() {
     }
     const int sig = c;
     if (g_graceful.load() && !g_interrupted.load()) {
+      g_signal = sig;
       g_interrupted = true;
       std::string m = g_tool + ": interrupted; finishing the current step and writing a checkpoint "
                                "(signal again to stop at once)\n";
@@ -103,6 +106,9 @@ int run(const char* tool, int argc, char** argv, const std::function<int(int, ch
     rc = body(argc, argv);
   } catch (const BrokenPipe&) {
     rc = kExitOk;
+  } catch (const Interrupted&) {
+    say("interrupted");
+    rc = 128 + g_signal.load();
   } catch (const UsageError& e) {
     say(e.what());
     say("try '" + g_tool + " --help'");
@@ -278,9 +284,32 @@ void Output::commit() {
   committed_ = true;
 }
 
-OutputDir::OutputDir(const std::string& path) : path_(path) {
+void check_output_dir(const std::string& path, const std::string& what) {
+  fs::path p(path);
+  while (!p.has_filename() && p.has_parent_path() && p != p.parent_path()) p = p.parent_path();
+  fs::path parent = p.parent_path();
+  if (parent.empty()) parent = ".";
+  std::error_code ec;
+  if (!fs::is_directory(parent, ec))
+    throw InputError(path + ": cannot write the " + what + ": directory " + parent.string() + " does not exist");
+  // access() says yes to root everywhere: try to create (and remove) a directory there instead,
+  // so a run of hours does not end on a directory it cannot write.
+  std::string probe = (parent / (".saetools-probe." + std::to_string(getpid()))).string();
+  if (mkdir(probe.c_str(), 0700) != 0)
+    throw InputError(path + ": cannot write the " + what + ": cannot create files in " + parent.string() + " (" +
+                     std::strerror(errno) + ")");
+  rmdir(probe.c_str());
+  // lstat: a symlink to a directory is replaced as a link (the directory it points to is left
+  // alone), but a symlink to a device is refused like the device.
+  struct stat st;
+  if (lstat(p.c_str(), &st) == 0 && !S_ISDIR(st.st_mode) &&
+      !(S_ISLNK(st.st_mode) && stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode)))
+    throw InputError(path + ": cannot write the " + what + ": exists and is not a directory");
+}
+
+OutputDir::OutputDir(const std::string& path, const std::string& what) : path_(path), what_(what) {
   while (path_.size() > 1 && path_.back() == '/') path_.pop_back();
-  check_parent_dir(path_);
+  check_output_dir(path_, what_);
   tmp_ = temp_name_beside(path_);
   std::error_code ec;
   fs::remove_all(tmp_, ec);
@@ -300,8 +329,9 @@ OutputDir::~OutputDir() {
 
 void OutputDir::commit() {
   if (committed_) return;
+  check_output_dir(path_, what_);  // again: something may have appeared there during the run
   std::error_code ec;
-  if (fs::exists(path_, ec)) {
+  if (fs::exists(fs::symlink_status(path_, ec))) {
     // Move the old one aside first so the final name never holds a mix of old and new files.
     std::string old = temp_name_beside(path_) + ".old";
     register_temp(old);
@@ -317,6 +347,37 @@ void OutputDir::commit() {
   }
   unregister_temp(tmp_);
   committed_ = true;
+}
+
+LineLog::LineLog(const std::string& path, bool append) : path_(path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) throw InputError(path + ": cannot open the log: is a directory");
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (append ? 0 : O_TRUNC), 0644);
+  if (fd_ < 0) throw InputError(path + ": cannot open the log: " + std::strerror(errno));
+}
+
+LineLog::~LineLog() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void LineLog::write_line(const std::string& line) {
+  const std::string text = line + "\n";
+  const off_t before = lseek(fd_, 0, SEEK_END);  // -1 on a pipe or device: nothing to cut back
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t w = ::write(fd_, text.data() + done, text.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      const int e = w < 0 ? errno : ENOSPC;
+      if (before >= 0 && done > 0 && ftruncate(fd_, before) != 0) {
+        // Cannot cut it back either: the message says the last line is partial.
+        throw InputError(path_ + ": write failed: " + std::strerror(e) + " (the last line is partial)");
+      }
+      if (e == EPIPE) throw BrokenPipe();
+      throw InputError(path_ + ": write failed: " + std::strerror(e));
+    }
+    done += size_t(w);
+  }
 }
 
 void write_file_atomic(const std::string& path, const std::string& contents) {
@@ -340,6 +401,18 @@ void remove_tree(const std::string& path) {
 
 void set_graceful_interrupt(bool on) { g_graceful = on; }
 bool interrupted() { return g_interrupted.load(); }
+void throw_if_interrupted() {
+  if (g_interrupted.load()) throw Interrupted();
+}
+
+std::string not_rereadable(const std::string& path) {
+  if (path == "-" || path.empty()) return "stdin cannot be read twice";
+  struct stat st;
+  // A missing file fails when it is opened; block devices can be read again like files.
+  if (stat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) return "";
+  const char* what = S_ISFIFO(st.st_mode) ? "a named pipe" : S_ISCHR(st.st_mode) ? "a character device" : "a socket";
+  return path + " is " + what + ", which cannot be read twice";
+}
 
 void add_device_option(po::options_description& desc) {
   const char* env = getenv("SAE_DEVICE");

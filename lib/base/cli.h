@@ -67,12 +67,20 @@ class Output {
   bool direct_ = false;  // a device or FIFO (-o /dev/null): written in place, never renamed over
 };
 
+// The one rule for every directory output (SAE directories, checkpoints, plots, sweeps), checked
+// before any work is done: the parent directory exists and new files can be made in it, and the
+// path is either absent or a directory. Anything else there (a file, a device node, a FIFO, a
+// socket) is never replaced: InputError "PATH: cannot write the WHAT: exists and is not a
+// directory" (exit 1). OutputDir checks it at construction and again at commit.
+void check_output_dir(const std::string& path, const std::string& what);
+
 // A directory output (an SAE directory, plots): files are written inside tmp_path(), which is
 // renamed to the final path by commit(). An existing directory at the final path is replaced only
-// at commit. Removed on failure and on SIGINT/SIGTERM.
+// at commit. Removed on failure and on SIGINT/SIGTERM. `what` names it in messages ("output",
+// "checkpoint", "plots").
 class OutputDir {
  public:
-  explicit OutputDir(const std::string& path);
+  explicit OutputDir(const std::string& path, const std::string& what = "output");
   ~OutputDir();
   OutputDir(const OutputDir&) = delete;
   OutputDir& operator=(const OutputDir&) = delete;
@@ -81,8 +89,27 @@ class OutputDir {
   void commit();
 
  private:
-  std::string path_, tmp_;
+  std::string path_, what_, tmp_;
   bool committed_ = false;
+};
+
+// A log of lines (sae-train --log): appended to, each line handed to the file whole with one
+// write(2) and no buffering, so `tail -f` sees it at once and a run killed at any moment leaves
+// complete lines. A write that fails part-way (a full disk) is cut back off before the error is
+// thrown, so the file is always a valid prefix of the log: every line before the failure, whole.
+// Logs are not atomic outputs: they exist to be watched while the run goes on.
+class LineLog {
+ public:
+  // `append`: keep what the file holds (a resumed run); otherwise it is emptied first.
+  LineLog(const std::string& path, bool append);
+  ~LineLog();
+  LineLog(const LineLog&) = delete;
+  LineLog& operator=(const LineLog&) = delete;
+  void write_line(const std::string& line);  // adds the '\n'; InputError "PATH: write failed: ..."
+
+ private:
+  std::string path_;
+  int fd_ = -1;
 };
 
 // Writes a whole small file atomically (temp + rename).
@@ -97,6 +124,19 @@ void remove_tree(const std::string& path);
 // interrupted(); a second one ends the process (after removing temporaries).
 void set_graceful_interrupt(bool on);
 bool interrupted();
+
+// Thrown by a wait for input (the stream reader on an idle pipe or FIFO) that sees interrupted(),
+// so that a tool in graceful mode is never held by a blocked read: it can checkpoint what it has
+// and end within a fraction of a second. run() ends the tool with 128 + the signal's number.
+struct Interrupted : std::runtime_error {
+  Interrupted() : std::runtime_error("interrupted") {}
+};
+// Throws Interrupted if interrupted() (for loops that wait in slices).
+void throw_if_interrupted();
+
+// Why `path` ("-" is stdin) cannot be read a second time ("stdin cannot be read twice",
+// "PATH is a named pipe, which cannot be read twice"), or "" when it can (a regular file).
+std::string not_rereadable(const std::string& path);
 
 // Device selection shared by all tools: "--device cpu|cuda|auto", default from $SAE_DEVICE.
 void add_device_option(po::options_description& desc);

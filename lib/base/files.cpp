@@ -1,6 +1,8 @@
 #include "base/files.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -32,11 +34,30 @@ nlohmann::json parse_json(const std::string& text, const std::string& path) {
 
 nlohmann::json read_json_file(const std::string& path) { return parse_json(read_file(path), path); }
 
+std::string temp_directory() {
+  const char* env = getenv("TMPDIR");
+  return env && *env ? env : "/tmp";
+}
+
+int create_unnamed_temp_file(const std::string& dir) {
+  int fd = -1;
+#ifdef O_TMPFILE
+  fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+#endif
+  // Filesystems without O_TMPFILE (and ENOENT for a missing dir, which mkostemp reports too).
+  if (fd < 0) {
+    std::string name = dir + "/.saetools.XXXXXX";
+    fd = mkostemp(name.data(), O_CLOEXEC);
+    if (fd >= 0) ::unlink(name.c_str());  // the name exists only between these two calls
+  }
+  if (fd < 0) throw InputError(dir + ": cannot create temporary files: " + std::strerror(errno));
+  return fd;
+}
+
 TempDir::TempDir(const std::string& prefix, const std::string& parent) {
-  const std::filesystem::path in = parent.empty() ? std::filesystem::temp_directory_path() : std::filesystem::path(parent);
-  std::string tmpl = (in / (prefix + "-XXXXXX")).string();
-  if (!mkdtemp(tmpl.data()))
-    throw std::runtime_error("cannot create a directory " + tmpl + ": " + std::strerror(errno));
+  const std::string in = parent.empty() ? temp_directory() : parent;
+  std::string tmpl = in + "/" + prefix + "-XXXXXX";
+  if (!mkdtemp(tmpl.data())) throw InputError(in + ": cannot create a temporary directory: " + std::strerror(errno));
   path_ = tmpl;
 }
 

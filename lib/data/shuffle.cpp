@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "base/cli.h"
+#include "base/files.h"
 #include "base/rng.h"
 
 namespace sae {
@@ -95,17 +96,7 @@ struct Layout {
 // when the descriptor closes, on success, on an exception, on SIGINT and even on SIGKILL.
 class TempFile {
  public:
-  explicit TempFile(const std::string& dir) : dir_(dir) {
-#ifdef O_TMPFILE
-    fd_ = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-#endif
-    if (fd_ < 0) {
-      std::string name = dir + "/.sae-shuffle.XXXXXX";
-      fd_ = mkostemp(name.data(), O_CLOEXEC);
-      if (fd_ >= 0) ::unlink(name.c_str());  // the name exists only between these two calls
-    }
-    if (fd_ < 0) throw InputError(dir + ": cannot create temporary files: " + std::strerror(errno));
-  }
+  explicit TempFile(const std::string& dir) : dir_(dir), fd_(create_unnamed_temp_file(dir)) {}
   ~TempFile() { close(); }
   TempFile(TempFile&& o) noexcept : dir_(std::move(o.dir_)), fd_(o.fd_), size_(o.size_) { o.fd_ = -1; }
   TempFile& operator=(TempFile&&) = delete;

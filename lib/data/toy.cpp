@@ -467,19 +467,6 @@ void toy_output_paths(const po::variables_map& vm, ToyOutput& out) {
 
 // ---- writing ----
 
-namespace {
-// The check cli::Output makes for files, made for --truth before any work is done.
-void check_dir_parent(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::string p = path;
-  while (p.size() > 1 && p.back() == '/') p.pop_back();
-  const fs::path dir = fs::path(p).parent_path();
-  std::error_code ec;
-  if (!dir.empty() && !fs::is_directory(dir, ec))
-    throw InputError(path + ": output directory " + dir.string() + " does not exist");
-}
-}  // namespace
-
 void write_toy(const ToyConfig& cfg, const ToyOutput& out) {
   const bool acts_stdout = out.path.empty() || out.path == "-";
   if (out.latents_out == "-" && acts_stdout)
@@ -488,7 +475,7 @@ void write_toy(const ToyConfig& cfg, const ToyOutput& out) {
       std::filesystem::path(out.latents_out).lexically_normal() == std::filesystem::path(out.path).lexically_normal())
     throw UsageError("--latents-out and -o name the same file: " + out.path);
   if (out.batch_rows < 1) throw UsageError("--batch-rows must be at least 1, got " + std::to_string(out.batch_rows));
-  if (!out.truth.empty()) check_dir_parent(out.truth);
+  if (!out.truth.empty()) cli::check_output_dir(out.truth, "truth");  // before any work
 
   const ToyModel model(cfg);
   // Outputs are opened (and their directories checked) before the work starts.

@@ -105,7 +105,7 @@ small=(--toy --d 8 --features 32 --active 3 --rows 1000)
   assert_output "sae-collect: missing/a.sae: output directory missing does not exist"
   run sae-collect "${small[@]}" -o a.sae --truth missing/truth
   assert_failure 1
-  assert_output "sae-collect: missing/truth: output directory missing does not exist"
+  assert_output "sae-collect: missing/truth: cannot write the truth: directory missing does not exist"
   assert_no_output_left .
 }
 

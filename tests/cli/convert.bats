@@ -101,7 +101,7 @@ encodings() { sae-eval --sae "$1" "$2" 2>/dev/null | jq -c 'del(.sae)'; }
   assert_output "sae-convert: nan: tensor 'W_dec' has a NaN or Inf value at element 2"
   run sae-convert sae -o missing/out
   assert_failure 1
-  assert_output "sae-convert: missing/out: output directory missing does not exist"
+  assert_output "sae-convert: missing/out: cannot write the output: directory missing does not exist"
   assert_no_output_left . sae nan
 }
 
