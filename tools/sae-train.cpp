@@ -156,14 +156,16 @@ int body(int argc, char** argv) {
       }
     }
     src = std::make_unique<StreamRowSource>(inputs, trainer->options().skip_nonfinite);
-    check_output_dir(trainer->options().output, "output");
+    cli::check_output_dir(trainer->options().output, "output");
   } else {
     if (inputs.empty()) inputs = {"-"};
     const int epochs = vm["epochs"].as<int>();
     if (epochs < 1) throw UsageError("--epochs must be at least 1");
-    for (const auto& f : inputs)
-      if (f == "-" && epochs > 1)
-        throw UsageError("--epochs " + std::to_string(epochs) + " needs input files (stdin cannot be read twice)");
+    // Up front: a second epoch would reopen a FIFO and wait for a writer that never comes.
+    for (const auto& f : inputs) {
+      const std::string why = epochs > 1 ? cli::not_rereadable(f) : "";
+      if (!why.empty()) throw UsageError("--epochs " + std::to_string(epochs) + " needs input files (" + why + ")");
+    }
     TrainOptions o;
     o.batch = vm["batch"].as<int64_t>();
     if (o.batch < 1) throw UsageError("--batch must be at least 1");
@@ -222,8 +224,10 @@ int body(int argc, char** argv) {
     if (!(base.lr > 0)) throw UsageError("--lr must be > 0");
     const std::string prefixes = vm["prefixes"].as<std::string>();
 
-    // The stream header gives d_in (and the metadata) before any row is read.
+    // The stream header gives d_in (and the metadata); the first batch must back it with a row of
+    // that width before an SAE is sized from it (a header alone may claim d = 2^31).
     src = std::make_unique<StreamRowSource>(inputs, o.skip_nonfinite);
+    if (!src->first_row()) throw InputError(src->name() + ": no activation rows to train on");
     a.d_in = src->d();
     a.d_sae = vm["latents"].as<int64_t>() > 0 ? vm["latents"].as<int64_t>() : 16 * a.d_in;
     std::vector<RunSpec> runs = o.sweep ? parse_sweep(vm["sweep"].as<std::string>(), base) : std::vector<RunSpec>{base};
@@ -234,8 +238,8 @@ int body(int argc, char** argv) {
       validate_arch_config(r.arch);
       if (!(r.lr > 0)) throw UsageError("--sweep: lr must be > 0");
     }
-    check_output_dir(o.output, "output");
-    check_output_dir(o.checkpoint_dir, "checkpoint");
+    cli::check_output_dir(o.output, "output");
+    cli::check_output_dir(o.checkpoint_dir, "checkpoint");
     trainer = std::make_unique<Trainer>(o, runs, *ops);
     trainer->set_provenance(src->header().provenance, inputs);
   }

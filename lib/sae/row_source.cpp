@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/cli.h"
 #include "base/errors.h"
 
 namespace sae {
@@ -34,12 +35,25 @@ std::string StreamRowSource::name() const {
   return s;
 }
 
+bool StreamRowSource::first_row() {
+  while (pos_ >= batch_.rows) {
+    if (!reader_->next(batch_)) return false;
+    pos_ = 0;
+  }
+  return true;
+}
+
 int64_t StreamRowSource::read(float* out, int64_t max_rows) {
   const int64_t d = header_.d;
   int64_t got = 0;
   while (got < max_rows) {
     if (pos_ >= batch_.rows) {
-      if (!reader_->next(batch_)) break;
+      try {
+        if (!reader_->next(batch_)) break;
+      } catch (const cli::Interrupted&) {
+        if (got > 0) return got;  // the rows already copied are kept; the next read throws again
+        throw;
+      }
       pos_ = 0;
       continue;
     }
@@ -53,7 +67,7 @@ int64_t StreamRowSource::read(float* out, int64_t max_rows) {
 
 bool StreamRowSource::rewind() {
   for (const auto& p : paths_)
-    if (p == "-") return false;
+    if (!cli::not_rereadable(p).empty()) return false;
   skipped_ += reader_->rows_skipped();
   open();
   return true;

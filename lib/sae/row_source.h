@@ -16,7 +16,8 @@ class RowSource {
  public:
   virtual ~RowSource() = default;
   virtual int64_t d() const = 0;
-  // Up to max_rows rows into out (row-major, d floats each); 0 at the end of the input.
+  // Up to max_rows rows into out (row-major, d floats each); 0 at the end of the input. A signal
+  // while the input is idle (cli::Interrupted) returns the rows read so far, or throws if none.
   virtual int64_t read(float* out, int64_t max_rows) = 0;
   // Back to the first row for another epoch; false when the input cannot be read again (stdin).
   virtual bool rewind() = 0;
@@ -32,7 +33,12 @@ class StreamRowSource final : public RowSource {
   StreamRowSource(std::vector<std::string> paths, bool skip_nonfinite);
   ~StreamRowSource() override;
   int64_t d() const override { return header_.d; }
+  // Reads up to the first row now, so that the header's d is backed by a row of that width in the
+  // input (the reader checks each payload against rows x d) before anything is sized from it.
+  // False when the input holds no rows.
+  bool first_row();
   int64_t read(float* out, int64_t max_rows) override;
+  // False for stdin, FIFOs and other inputs that cannot be read twice (never blocks reopening one).
   bool rewind() override;
   std::string name() const override;
   int64_t skipped() const override { return skipped_ + (reader_ ? reader_->rows_skipped() : 0); }

@@ -68,25 +68,6 @@ ArchConfig arch_from_json(const json& j) {
 
 }  // namespace
 
-void check_output_dir(const std::string& path, const char* what) {
-  fs::path p(path);
-  while (p.has_filename() == false && p.has_parent_path() && p != p.parent_path()) p = p.parent_path();
-  fs::path parent = p.parent_path();
-  if (parent.empty()) parent = ".";
-  std::error_code ec;
-  if (!fs::is_directory(parent, ec))
-    throw InputError(path + ": cannot write the " + what + ": directory " + parent.string() + " does not exist");
-  // access() says yes to root everywhere: try to create (and remove) a directory there instead,
-  // so a run of hours does not end on a directory it cannot write.
-  std::string probe = (parent / (".sae-train-probe." + std::to_string(getpid()))).string();
-  if (mkdir(probe.c_str(), 0700) != 0)
-    throw InputError(path + ": cannot write the " + what + ": cannot create files in " + parent.string() + " (" +
-                     std::strerror(errno) + ")");
-  rmdir(probe.c_str());
-  if (fs::exists(path, ec) && !fs::is_directory(path, ec))
-    throw InputError(path + ": cannot write the " + what + ": exists and is not a directory");
-}
-
 // ---------------------------------------------------------------------------------------------
 
 std::vector<float> geometric_median(const float* x, int64_t n, int64_t d, int iterations) {
@@ -227,9 +208,7 @@ Arch& Trainer::arch(size_t i) { return *runs_[i]->arch; }
 const RunSpec& Trainer::spec(size_t i) const { return runs_[i]->spec; }
 const StepMetrics& Trainer::last_metrics(size_t i) const { return runs_[i]->last; }
 
-Trainer::~Trainer() {
-  if (log_) fclose(log_);
-}
+Trainer::~Trainer() = default;
 
 void Trainer::set_provenance(const json& provenance, const std::vector<std::string>& inputs) {
   provenance_ = provenance.is_object() ? provenance : json::object();
@@ -255,12 +234,16 @@ float Trainer::sparsity_factor(int64_t before, int64_t B) const {
 
 void Trainer::start(RowSource& src, std::vector<float>& pending) {
   const int64_t n0 = std::max<int64_t>(1, opt_.init_rows);
-  pending.resize(size_t(n0 * d_));
+  // The buffer grows as rows arrive (about 64 MiB at a time), so a short input with a large
+  // --init-rows costs what it holds, not what was asked for.
+  const int64_t step_rows = std::max<int64_t>(1, (int64_t(64) << 20) / (4 * d_));
   int64_t got = 0;
   while (got < n0) {
-    int64_t m = src.read(pending.data() + got * d_, n0 - got);
-    if (m == 0) break;
+    const int64_t want = std::min(step_rows, n0 - got);
+    pending.resize(size_t((got + want) * d_));
+    int64_t m = src.read(pending.data() + got * d_, want);
     got += m;
+    if (m == 0) break;
   }
   if (got == 0) throw InputError(src.name() + ": no activation rows to train on");
   pending.resize(size_t(got * d_));
@@ -305,8 +288,7 @@ Trainer::Status Trainer::train(RowSource& src) {
     }
   }
   if (!opt_.log_path.empty() && !log_) {
-    log_ = fopen(opt_.log_path.c_str(), tokens_ > 0 ? "a" : "w");
-    if (!log_) throw InputError(opt_.log_path + ": cannot open the log: " + std::strerror(errno));
+    log_ = std::make_unique<cli::LineLog>(opt_.log_path, tokens_ > 0);  // a resumed run appends
   }
   cli::Progress progress;
   t_start_ = now_s();
@@ -330,7 +312,15 @@ Trainer::Status Trainer::train(RowSource& src) {
         rows_in_epoch_ += m;
         continue;
       }
-      int64_t m = src.read(xb.data() + got * d_, want - got);
+      int64_t m = 0;
+      try {
+        m = src.read(xb.data() + got * d_, want - got);
+      } catch (const cli::Interrupted&) {
+        // A signal while the input is idle (a pipe with no writer): train on what has arrived,
+        // then stop below as after any step, with a checkpoint.
+        ended = true;
+        break;
+      }
       if (m > 0) {
         got += m;
         rows_in_epoch_ += m;
@@ -345,7 +335,10 @@ Trainer::Status Trainer::train(RowSource& src) {
       ended = true;
       break;
     }
-    if (got == 0) break;
+    if (got == 0) {
+      if (cli::interrupted()) status = Status::interrupted;
+      break;
+    }
     const int64_t before = tokens_;
     step(xb.data(), got);
     if (tokens_ == tokens_at_start_) t_first_ = now_s() - t_start_;
@@ -382,7 +375,6 @@ Trainer::Status Trainer::train(RowSource& src) {
   progress.done();
   t_train_ = now_s() - t_start_;
   if (log_ && (steps_ % std::max<int64_t>(1, opt_.log_every) != 0)) log_metrics();
-  if (log_) fflush(log_);
   skipped_rows_ += src.skipped();
   if (status != Status::done) {
     write_checkpoint(opt_.checkpoint_dir);
@@ -556,9 +548,7 @@ void Trainer::log_metrics() {
               {"sparsity", m.sparsity}, {"aux", m.aux},     {"lr", m.lr},           {"elapsed_s", el}};
     if (!rp->spec.label.empty()) j["run"] = rp->spec.label;
     if (rp->resampled) j["resampled"] = rp->resampled;
-    std::string line = j.dump() + "\n";
-    if (fwrite(line.data(), 1, line.size(), log_) != line.size())
-      throw InputError(opt_.log_path + ": write failed: " + std::strerror(errno));
+    log_->write_line(j.dump());
   }
 }
 
@@ -631,7 +621,7 @@ void Trainer::export_all() {
 // per-latent counters (I32).
 
 void Trainer::write_checkpoint(const std::string& dir) {
-  cli::OutputDir out(dir);
+  cli::OutputDir out(dir, "checkpoint");
   json runs = json::array();
   for (size_t i = 0; i < runs_.size(); i++) {
     Run& r = *runs_[i];

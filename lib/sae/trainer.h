@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "base/cli.h"
 #include "base/dtype.h"
 #include "sae/arch.h"
 #include "sae/ops.h"
@@ -116,14 +117,10 @@ class Trainer {
   std::vector<std::string> inputs_;
   Buffer<float> x_dev_;
   std::vector<float> xs_;  // the scaled batch on the host
-  FILE* log_ = nullptr;
+  std::unique_ptr<cli::LineLog> log_;  // --log: JSON lines, appended and written whole
   double t_start_ = 0, t_train_ = 0, t_first_ = 0;
   int64_t tokens_at_start_ = 0;
 };
-
-// Throws InputError unless the directory `path` can be created (or replaced): its parent exists
-// and is writable. `what` names it in the message ("output", "checkpoint").
-void check_output_dir(const std::string& path, const char* what);
 
 // Geometric median (Weiszfeld iterations from the mean) of n rows of width d, in double.
 std::vector<float> geometric_median(const float* x, int64_t n, int64_t d, int iterations = 30);

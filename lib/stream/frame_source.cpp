@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/cli.h"
 #include "base/errors.h"
 #include "stream/zstd_frame.h"
 
@@ -30,11 +31,13 @@ FdSource::~FdSource() {
 
 size_t FdSource::read(uint8_t* p, size_t n) {
   for (;;) {
-    // Wait in short slices so a reader being destroyed is not stuck on an idle pipe.
-    if (!regular && stop) {
+    // Wait in short slices so that neither a reader being destroyed nor a tool interrupted in
+    // graceful mode (sae-train) is held by an idle pipe or a FIFO with no writer yet.
+    if (!regular) {
       pollfd pf{fd, POLLIN, 0};
       int pr = poll(&pf, 1, 100);
-      if (stop->load()) throw Stopped{};
+      if (stop && stop->load()) throw Stopped{};
+      cli::throw_if_interrupted();
       if (pr == 0 || (pr < 0 && errno == EINTR)) continue;
     }
     ssize_t r = ::read(fd, p, n);

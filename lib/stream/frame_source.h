@@ -40,9 +40,9 @@ struct ByteSource {
   virtual size_t read(uint8_t* p, size_t n) = 0;  // 0 at end of input
 };
 
-// A file descriptor (closed at the end when `own`). On a pipe or terminal, with `stop` given, it
-// waits in short slices and throws Stopped once *stop is set, so a reader being destroyed is not
-// stuck on an idle pipe.
+// A file descriptor (closed at the end when `own`). On a pipe, FIFO or terminal it waits in short
+// slices: it throws Stopped once *stop is set (when given), so a reader being destroyed is not
+// stuck on an idle pipe, and cli::Interrupted once a signal has set cli::interrupted().
 struct FdSource : ByteSource {
   int fd;
   bool own;

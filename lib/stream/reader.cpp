@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -18,6 +19,7 @@
 #include <mutex>
 #include <thread>
 
+#include "base/cli.h"
 #include "base/errors.h"
 #include "base/task_pool.h"
 #include "stream/frame_decode.h"
@@ -154,20 +156,25 @@ struct StreamReader::Impl {
     if (mem) return std::make_unique<FrameSource>(mem, mem_size, opt.max_frame_bytes);
     if (preopened)
       return std::make_unique<FrameSource>(std::make_unique<StdioSource>(preopened, names[size_t(i)]), opt.max_frame_bytes);
-    const std::atomic<bool>* stopflag = opt.prefetch ? &stop : nullptr;
     if (p == "-" || p.empty()) {
       if (isatty(0))
         throw SourceError{SourceError::open, "<stdin>: refusing to read a binary stream from a terminal (give a file or pipe one in)"};
-      return std::make_unique<FrameSource>(std::make_unique<FdSource>(0, false, names[size_t(i)], stopflag), opt.max_frame_bytes);
+      return std::make_unique<FrameSource>(std::make_unique<FdSource>(0, false, names[size_t(i)], &stop), opt.max_frame_bytes);
     }
-    int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+    // A FIFO is opened without blocking (a blocking open waits for a writer and no signal can end
+    // that wait); FdSource then polls it, and a poll sees no data and no hang-up until a writer has
+    // come, which is the wait a blocking open would have done.
+    struct stat pst;
+    const bool fifo = stat(p.c_str(), &pst) == 0 && S_ISFIFO(pst.st_mode);
+    int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | (fifo ? O_NONBLOCK : 0));
     if (fd < 0) throw SourceError{SourceError::open, p + ": " + std::strerror(errno)};
+    if (fifo) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     struct stat st;
     if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
       ::close(fd);
       throw SourceError{SourceError::open, p + ": is a directory"};
     }
-    return std::make_unique<FrameSource>(std::make_unique<FdSource>(fd, true, p, stopflag), opt.max_frame_bytes);
+    return std::make_unique<FrameSource>(std::make_unique<FdSource>(fd, true, p, &stop), opt.max_frame_bytes);
   }
 
   Item decode(Item it, const RawFrame& fr) {
@@ -229,8 +236,9 @@ struct StreamReader::Impl {
     if (!opt.prefetch) return next_sync();
     std::future<Item> f;
     {
+      // In slices: a signal in graceful mode ends the wait even while the input is idle.
       std::unique_lock<std::mutex> lk(qm);
-      qcv.wait(lk, [&] { return !q.empty(); });
+      while (!qcv.wait_for(lk, std::chrono::milliseconds(100), [&] { return !q.empty(); })) cli::throw_if_interrupted();
       f = std::move(q.front());
       q.pop_front();
       queued_bytes -= qbytes.front();
