@@ -183,6 +183,7 @@ CollectModelStats collect_model(const CollectModelOptions& o) {
   }
   run_batch();
   progress.done();
+  if (st.tokens == 0) throw_no_text(o.inputs);  // before anything is committed: no empty stream
   auto t0 = Clock::now();
   for (auto& h : outs) {
     flush(h);

@@ -306,10 +306,7 @@ LmEvalReport lm_eval_text(const Sae& sae, const std::string& sae_dir, const LmEv
   if (rep.empty_documents)
     cli::say("skipped " + std::to_string(rep.empty_documents) + " empty document" +
              (rep.empty_documents == 1 ? "" : "s") + " (no tokens)");
-  if (ev.tokens() == 0) {
-    const std::string what = rep.inputs.size() == 1 ? (rep.inputs[0] == "-" ? "<stdin>" : rep.inputs[0]) : "the text";
-    throw InputError(what + ": no tokens to evaluate on");
-  }
+  if (ev.tokens() == 0) throw_no_text(rep.inputs);
   rep.result = ev.result();
   rep.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return rep;

@@ -38,6 +38,13 @@ void append_windows(const std::vector<int32_t>& ids, int64_t doc, int32_t bos, i
   }
 }
 
+void throw_no_text(const std::vector<std::string>& inputs) {
+  std::string names;
+  for (const auto& p : inputs) names += (names.empty() ? "" : ", ") + (p == "-" || p.empty() ? std::string("<stdin>") : p);
+  throw InputError((names.empty() ? std::string("<stdin>") : names) +
+                   ": no text (the input is empty or holds only blank documents)");
+}
+
 TextDocumentReader::TextDocumentReader(std::vector<std::string> inputs, std::string jsonl_field, bool lines,
                                        bool replace_invalid_utf8)
     : inputs_(std::move(inputs)), field_(std::move(jsonl_field)), lines_(lines), replace_(replace_invalid_utf8) {

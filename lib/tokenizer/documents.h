@@ -36,6 +36,13 @@ struct TextWindow {
 void append_windows(const std::vector<int32_t>& ids, int64_t doc, int32_t bos, int64_t context,
                     std::vector<TextWindow>& out);
 
+// The one policy for text that holds no documents (an empty input, or only blank lines or
+// documents that tokenize to nothing), followed by every tool that reads text as documents
+// (sae-collect --model, sae-eval --model): it is an input error, so a pipeline stops at the step
+// that got no text instead of passing an empty stream on. Throws InputError
+// "NAMES: no text (the input is empty or holds only blank documents)".
+[[noreturn]] void throw_no_text(const std::vector<std::string>& inputs);
+
 // Reads documents one at a time from text files, in order: documents separated by blank lines, or
 // one per line (`lines`), or JSONL with the text under `jsonl_field` (when not empty); "-" is stdin.
 // Invalid UTF-8 is an InputError naming the file, the line and the byte offset, or is replaced.

@@ -155,7 +155,7 @@ JSON
   printf '\n\n' > empty.txt
   run sae-eval --sae id --model "$(stories)" --text empty.txt -o r.json
   assert_failure 1
-  assert_output "sae-eval: empty.txt: no tokens to evaluate on"
+  assert_output "sae-eval: empty.txt: no text (the input is empty or holds only blank documents)"
   [ ! -e r.json ]
   run sae-eval --sae id - --model "$(stories)" --text -
   assert_failure 1

@@ -438,7 +438,7 @@ TEST(LmEvalStories, BadInput) {
   o.model_dir = shared_model("stories260K");
   model_test::write_text(t / "empty.txt", "\n\n");
   o.inputs = {t / "empty.txt"};
-  EXPECT_EQ(message([&] { lm_eval_text(s, "sae", o); }), t / "empty.txt" + ": no tokens to evaluate on");
+  EXPECT_EQ(message([&] { lm_eval_text(s, "sae", o); }), t / "empty.txt" + ": no text (the input is empty or holds only blank documents)");
 }
 
 }  // namespace
