@@ -74,3 +74,82 @@ file_size() { stat -c %s "$1"; }
 
 # frame_offset FILE N: the byte offset where frame N (0: the header) starts, from sae-info --frames.
 frame_offset() { sae-info --frames "$1" | awk -v n="$2" '$1 == n { print $2 }'; }
+
+# Hand-made streams for hostile-input tests: msgpack written with printf, each frame compressed
+# by the zstd tool from a file (so it records the content size and a checksum, as the format
+# requires).
+
+# mp_str S: a msgpack string (fixstr, or str 8 from 32 bytes).
+mp_str() {
+  local n=${#1}
+  if [ "$n" -lt 32 ]; then printf "\\x$(printf %02x $((0xa0 + n)))"; else printf "\\xd9\\x$(printf %02x "$n")"; fi
+  printf '%s' "$1"
+}
+
+# mp_uint N: N as a msgpack uint 32 (or uint 64 from 2^32), big-endian.
+mp_uint() {
+  local n=$1 bytes=4 i
+  if [ "$n" -ge 4294967296 ]; then printf '\xcf'; bytes=8; else printf '\xce'; fi
+  for ((i = bytes - 1; i >= 0; i--)); do printf "\\x$(printf %02x $(((n >> (8 * i)) & 255)))"; done
+}
+
+# mp_zeros_bin N: a msgpack bin 8 of N (< 256) zero bytes.
+mp_zeros_bin() {
+  printf "\\xc4\\x$(printf %02x "$1")"
+  head -c "$1" /dev/zero
+}
+
+# append_frame FILE < BYTES: appends the bytes on stdin to FILE as one zstd frame.
+append_frame() {
+  local content
+  content=$(mktemp)
+  cat >"$content"
+  zstd -q -c "$content" >>"$1"
+  rm -f "$content"
+}
+
+# header_map KIND D DTYPE: a stream header's msgpack map.
+header_map() {
+  printf '\x86'
+  mp_str type; mp_str header; mp_str format; mp_str saetools-stream; mp_str version; printf '\x01'
+  mp_str kind; mp_str "$1"; mp_str d; mp_uint "$2"; mp_str dtype; mp_str "$3"
+}
+
+# footer_map ROWS BATCHES: a stream footer's msgpack map.
+footer_map() {
+  printf '\x83'
+  mp_str type; mp_str footer; mp_str rows; mp_uint "$1"; mp_str batches; mp_uint "$2"
+}
+
+# claim_stream FILE D ROWS: an f32 activations stream whose header says d=D and whose one batch
+# says rows=ROWS, over a payload of just 8 bytes, with a footer that agrees.
+claim_stream() {
+  local file=$1 d=$2 rows=$3
+  : >"$file"
+  header_map activations "$d" f32 | append_frame "$file"
+  { printf '\x83'; mp_str type; mp_str batch; mp_str rows; mp_uint "$rows"; mp_str x; mp_zeros_bin 8; } |
+    append_frame "$file"
+  footer_map "$rows" 1 | append_frame "$file"
+}
+
+# le32 N: N as 4 little-endian bytes.
+le32() {
+  local i
+  for i in 0 1 2 3; do printf "\\x$(printf %02x $((($1 >> (8 * i)) & 255)))"; done
+}
+
+# wide_latents FILE D: a valid latents stream of width D holding one row with one entry, latent
+# D-1 = 1.0 (so nothing but the header's D is large).
+wide_latents() {
+  local file=$1 d=$2
+  : >"$file"
+  header_map latents "$d" f32 | append_frame "$file"
+  {
+    printf '\x85'
+    mp_str type; mp_str batch; mp_str rows; mp_uint 1
+    mp_str count; printf '\xc4\x04'; le32 1
+    mp_str index; printf '\xc4\x04'; le32 $((d - 1))
+    mp_str value; printf '\xc4\x04\x00\x00\x80\x3f'
+  } | append_frame "$file"
+  footer_map 1 1 | append_frame "$file"
+}
