@@ -7,7 +7,7 @@ BIN      := $(BUILD)/bin
 FUZZ_SECONDS ?= 600
 SHARED   ?= $(or $(SAE_SHARED),../shared)
 
-.PHONY: all deps configure build test unit cli demo fuzz bench gpu-selftest clean
+.PHONY: all deps configure build test unit cli demo fuzz fuzz-build fuzz-stream fuzz-npy bench gpu-selftest clean
 
 all: build
 
@@ -39,17 +39,30 @@ demo: build
 	    HOOK=blocks.2.hook_resid_post LATENTS=512 K=16 EPOCHS=5 demo; \
 	else echo "real-model demo skipped: $(SHARED)/models/stories260K or $(SHARED)/data/tinystories-sample.txt is absent"; fi
 
-# libFuzzer target for the stream reader, built with clang in its own tree (ASan + UBSan). The
-# corpus starts from small streams made by sae-npy and the target's own latent-stream seeds;
-# findings land in .fuzz/ (crash-*, timeout-*, leak-*).
-fuzz: configure
+# libFuzzer targets for the stream reader and the .npy reader, built with clang in their own tree
+# (ASan + UBSan), each run for FUZZ_SECONDS (`make -j2 fuzz` runs both at once). The stream corpus
+# starts from small streams made by sae-npy and the target's own latent-stream seeds, the .npy
+# corpus from the target's own arrays. Both run with a 2 GB RSS limit and a 64 MB limit on any one
+# allocation, so a buffer sized from a header's claim is a finding. Findings land in .fuzz/
+# (crash-*, timeout-*, leak-*, oom-*).
+FUZZ_FLAGS = -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+  -malloc_limit_mb=64 -print_final_stats=1 -artifact_prefix=.fuzz/
+
+fuzz: fuzz-stream fuzz-npy
+
+fuzz-build: configure
 	CC=clang CXX=clang++ cmake -S . -B build-fuzz -DSAE_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	cmake --build build-fuzz -j $(JOBS) --target fuzz_stream
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_stream fuzz_npy
 	cmake --build $(BUILD) -j $(JOBS) --target sae-npy
+
+fuzz-stream: fuzz-build
 	mkdir -p .fuzz/corpus
 	bash scripts/fuzz-seeds.sh $(BIN) .fuzz/corpus
-	SAE_FUZZ_SEEDS=.fuzz/corpus ./build-fuzz/fuzz_stream -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
-	  -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=.fuzz/ .fuzz/corpus tests/fuzz/seeds
+	SAE_FUZZ_SEEDS=.fuzz/corpus ./build-fuzz/fuzz_stream $(FUZZ_FLAGS) .fuzz/corpus tests/fuzz/seeds
+
+fuzz-npy: fuzz-build
+	mkdir -p .fuzz/npy-corpus
+	SAE_FUZZ_SEEDS=.fuzz/npy-corpus ./build-fuzz/fuzz_npy $(FUZZ_FLAGS) .fuzz/npy-corpus
 
 bench: build
 	@for b in $(BUILD)/bench/*; do echo "== $$b"; $$b || exit 1; done
