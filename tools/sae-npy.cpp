@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
        "rows with NaN/Inf: allow, skip (drop them) or error");
     po::options_description imp("Import options (.npy -> stream)");
     imp.add_options()
-      ("batch-rows", po::value<int64_t>()->default_value(1024), "rows per stream batch")
+      ("batch-rows", po::value<int64_t>()->default_value(1024), "rows per stream batch (lowered where needed so a batch fits in one 1 GiB frame)")
       ("level", po::value<int>()->default_value(3), "zstd compression level (negative: fastest)")
       ("shuffle", po::bool_switch(), "byte-shuffle the payload before compression (smaller f16/bf16 streams)")
       ("hook", po::value<std::string>(), "provenance: hook name (streams with different hooks do not concatenate)")

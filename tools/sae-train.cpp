@@ -85,7 +85,7 @@ int body(int argc, char** argv) {
     ("dec-init-norm", po::value<float>()->default_value(0.1f, "0.1"), "relu: initial decoder row norm")
     ("batch", po::value<int64_t>()->default_value(4096), "rows per training step")
     ("tokens", po::value<int64_t>()->default_value(0), "rows to train on over all epochs (0: all of the input)")
-    ("epochs", po::value<int>()->default_value(1), "passes over the input files (stdin: 1)")
+    ("epochs", po::value<int>()->default_value(1), "passes over the input files (more than 1 needs regular files: not stdin or a FIFO)")
     ("lr", po::value<float>()->default_value(3e-4f, "0.0003"), "Adam learning rate")
     ("beta1", po::value<float>()->default_value(0.9f, "0.9"), "Adam beta1")
     ("beta2", po::value<float>()->default_value(0.999f, "0.999"), "Adam beta2")
@@ -104,7 +104,7 @@ int body(int argc, char** argv) {
     ("checkpoint-every", po::value<int64_t>()->default_value(0), "write a checkpoint every this many tokens (0: only on SIGINT/SIGTERM and --stop-after)")
     ("stop-after", po::value<int64_t>()->default_value(0), "write a checkpoint and exit 0 after this many tokens (0: never)")
     ("resume", po::value<std::string>(), "continue the run checkpointed in DIR (same input; run options come from it)")
-    ("log", po::value<std::string>(), "write metrics as JSON lines to FILE")
+    ("log", po::value<std::string>(), "write metrics as JSON lines to FILE, one whole line at a time (a resumed run appends)")
     ("log-every", po::value<int64_t>()->default_value(10), "steps between log lines")
     ("skip-nonfinite", po::bool_switch(), "skip rows with NaN/Inf values (counted) instead of stopping with an error")
     ("dtype", po::value<std::string>()->default_value("f32"), "storage dtype of the exported weights: f32, f16, bf16");
