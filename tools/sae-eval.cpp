@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 
 #include "backend/backend.h"
 #include "base/cli.h"
@@ -125,7 +126,12 @@ int main(int argc, char** argv) {
       throw UsageError("--format: unknown format '" + format + "' (expected json or table)");
     const int64_t max_rows = vm["max-rows"].as<int64_t>();
     if (max_rows < 0) throw UsageError("--max-rows: must be >= 0");
-    if (vm.count("plots")) cli::check_output_dir(vm["plots"].as<std::string>(), "plots");  // before the work
+    // Every output is checked (and its temporary file made) before the work, which with --model
+    // can take long: a bad path fails in a second, not after the evaluation.
+    if (vm.count("plots")) cli::check_output_dir(vm["plots"].as<std::string>(), "plots");
+    std::unique_ptr<cli::Output> density_out;
+    if (vm.count("density-out")) density_out = std::make_unique<cli::Output>(vm["density-out"].as<std::string>(), true);
+    cli::Output out(vm["output"].as<std::string>(), false);
     LmEvalTextOptions lm_opt;
     if (with_model) lm_opt = lm_options(vm);
     // With --model, streams are only read when named: stdin may be the text.
@@ -213,15 +219,16 @@ int main(int argc, char** argv) {
       for (const auto& [name, svg] : eval_report_plots(rep)) cli::write_file_atomic(dir.tmp_path() + "/" + name, svg);
       dir.commit();
     }
-    if (vm.count("density-out")) {
+    if (density_out) {
       std::vector<float> dens = rep.eval.log10_density();
       SafeTensorsWriter w;
       w.add("sparsity", {sae.d_sae}, dens.data());
-      w.write(vm["density-out"].as<std::string>());
+      const std::string bytes = w.serialize();
+      density_out->write(bytes.data(), bytes.size());
+      density_out->commit();
     }
     std::string table = eval_report_table(rep);
     if (with_model) table += lm_eval_table(lm_rep);
-    cli::Output out(vm["output"].as<std::string>(), false);
     std::string text;
     if (format == "json") {
       auto j = eval_report_json(rep);

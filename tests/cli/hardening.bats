@@ -113,6 +113,25 @@ limited() {
   [ -d link ] && [ ! -L link ] && [ -f link/cfg.json ] && [ -z "$(ls -A target)" ]
 }
 
+# The input is a FIFO no one writes to: a tool that read it before checking its outputs would
+# wait until `timeout` killed it (exit 124).
+@test "sae-eval checks every output before it reads its input" {
+  gen_stream a.sae 256 8 1
+  sae-train a.sae --latents 16 --k 2 -o sae
+  mkfifo idle
+  touch file
+  run timeout 10 sae-eval --sae sae idle -o missing/r.json
+  assert_failure 1
+  assert_output "sae-eval: missing/r.json: output directory missing does not exist"
+  run timeout 10 sae-eval --sae sae idle --density-out missing/d.safetensors
+  assert_failure 1
+  assert_output "sae-eval: missing/d.safetensors: output directory missing does not exist"
+  run timeout 10 sae-eval --sae sae idle --plots file
+  assert_failure 1
+  assert_output "sae-eval: file: cannot write the plots: exists and is not a directory"
+  assert_no_output_left . a.sae sae idle file
+}
+
 @test "--epochs 2 on a FIFO is refused up front, like stdin" {
   mkfifo p
   run timeout 10 sae-train p --epochs 2 -o out
