@@ -229,8 +229,20 @@ Reader::Reader(const std::string& path) : name_(path == "-" ? "<stdin>" : path) 
     if (!f_) throw InputError(path + ": " + std::strerror(errno));
     own_ = true;
   }
+  // A constructor that throws runs no destructor: the file is closed here (fuzz_npy found the
+  // descriptor leaking, one per refused file).
+  try {
+    read_header();
+  } catch (...) {
+    if (own_) fclose(f_);
+    f_ = nullptr;
+    throw;
+  }
+}
+
+void Reader::read_header() {
   auto fail = [&](const std::string& m) -> void { throw InputError(name_ + ": " + m); };
-  uint8_t pre[10];
+  uint8_t pre[12];  // magic, version, and a 2-byte (1.0) or 4-byte (2.0, 3.0) header length
   size_t got = fread(pre, 1, 8, f_);
   if (got == 0) fail("empty input (not a .npy file)");
   if (got < 8 || memcmp(pre, "\x93NUMPY", 6) != 0) fail("not a .npy file (bad magic)");

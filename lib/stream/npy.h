@@ -56,6 +56,7 @@ class Reader {
   void expect_end();
 
  private:
+  void read_header();  // the preamble and the dict, into h_
   void read_raw(size_t n);
   [[noreturn]] void truncated(uint64_t have) const;  // the data ends after `have` bytes
   std::string name_;

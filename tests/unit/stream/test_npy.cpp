@@ -124,6 +124,25 @@ TEST(NpyReader, ReadsEveryElementTypeAndFindsTruncation) {
 
   // A regular file too short for its header's shape: check_size() refuses it before anything is
   // sized from the shape, and a read that runs out says the same (all a pipe can do).
+  // Versions 2.0 and 3.0: a 4-byte header length. (Reading it once overran a 10-byte buffer on
+  // the stack; fuzz_npy found it under ASan.)
+  for (char version : {'\x02', '\x03'}) {
+    std::string v1 = format_header(Elem::f4, {3, 2});
+    std::string v = "\x93NUMPY";
+    v += version;
+    v += '\0';
+    const uint32_t hlen = uint32_t(v1.size() - 10);
+    for (int i = 0; i < 4; i++) v += char((hlen >> (8 * i)) & 0xff);
+    write_file(dir + "/v.npy", v + v1.substr(10) + raw(f));
+    Reader r(dir + "/v.npy");
+    EXPECT_EQ(r.header().major, int(version));
+    EXPECT_EQ(r.header().shape, (std::vector<uint64_t>{3, 2}));
+    std::vector<float> got(6);
+    r.read_f32(got.data(), 6);
+    r.expect_end();
+    EXPECT_EQ(got, f);
+  }
+
   write_file(dir + "/short.npy", format_header(Elem::f4, {3, 2}) + raw(f).substr(0, 20));
   std::vector<float> got(6);
   const std::string short_msg = dir + "/short.npy: truncated: shape (3, 2) of <f4 needs 24 bytes of data, the file holds 20";
