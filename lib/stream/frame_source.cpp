@@ -37,8 +37,10 @@ size_t FdSource::read(uint8_t* p, size_t n) {
       pollfd pf{fd, POLLIN, 0};
       int pr = poll(&pf, 1, 100);
       if (stop && stop->load()) throw Stopped{};
-      cli::throw_if_interrupted();
-      if (pr == 0 || (pr < 0 && errno == EINTR)) continue;
+      if (pr == 0 || (pr < 0 && errno == EINTR)) {
+        cli::throw_if_interrupted();  // only an idle input is cut short; flowing data is read on
+        continue;
+      }
     }
     ssize_t r = ::read(fd, p, n);
     if (r >= 0) return size_t(r);
