@@ -155,8 +155,8 @@ int body(int argc, char** argv) {
           if (access(f.c_str(), R_OK) != 0) throw InputError(f + ": cannot read the checkpoint's input (give the input files again)");
       }
     }
+    cli::check_output_dir(trainer->options().output, "output");  // before the input is read
     src = std::make_unique<StreamRowSource>(inputs, trainer->options().skip_nonfinite);
-    cli::check_output_dir(trainer->options().output, "output");
   } else {
     if (inputs.empty()) inputs = {"-"};
     const int epochs = vm["epochs"].as<int>();
@@ -201,6 +201,9 @@ int body(int argc, char** argv) {
     o.output = vm["output"].as<std::string>();
     while (o.output.size() > 1 && o.output.back() == '/') o.output.pop_back();
     o.checkpoint_dir = vm.count("checkpoint") ? vm["checkpoint"].as<std::string>() : o.output + ".ckpt";
+    // Outputs are checked before the input is read: a FIFO's writer may be slow to come.
+    cli::check_output_dir(o.output, "output");
+    cli::check_output_dir(o.checkpoint_dir, "checkpoint");
     o.sweep = vm.count("sweep") > 0;
     if (vm.count("log")) o.log_path = vm["log"].as<std::string>();
     o.log_every = vm["log-every"].as<int64_t>();
@@ -238,8 +241,6 @@ int body(int argc, char** argv) {
       validate_arch_config(r.arch);
       if (!(r.lr > 0)) throw UsageError("--sweep: lr must be > 0");
     }
-    cli::check_output_dir(o.output, "output");
-    cli::check_output_dir(o.checkpoint_dir, "checkpoint");
     trainer = std::make_unique<Trainer>(o, runs, *ops);
     trainer->set_provenance(src->header().provenance, inputs);
   }

@@ -115,7 +115,7 @@ limited() {
 
 # The input is a FIFO no one writes to: a tool that read it before checking its outputs would
 # wait until `timeout` killed it (exit 124).
-@test "sae-eval checks every output before it reads its input" {
+@test "sae-eval and sae-train check every output before they read their input" {
   gen_stream a.sae 256 8 1
   sae-train a.sae --latents 16 --k 2 -o sae
   mkfifo idle
@@ -129,6 +129,12 @@ limited() {
   run timeout 10 sae-eval --sae sae idle --plots file
   assert_failure 1
   assert_output "sae-eval: file: cannot write the plots: exists and is not a directory"
+  run timeout 10 sae-train idle -o file
+  assert_failure 1
+  assert_output "sae-train: file: cannot write the output: exists and is not a directory"
+  run timeout 10 sae-train idle -o out --checkpoint missing/ck
+  assert_failure 1
+  assert_output "sae-train: missing/ck: cannot write the checkpoint: directory missing does not exist"
   assert_no_output_left . a.sae sae idle file
 }
 
