@@ -3,7 +3,6 @@
 #define ZSTD_STATIC_LINKING_ONLY  // ZSTD_estimateCCtxSize_usingCParams (exported by libzstd)
 #include <zstd.h>
 
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -91,9 +90,9 @@ struct Layout {
 
 // ---- temporary files ----
 
-// An anonymous file in the temporary directory: created with O_TMPFILE (or created and unlinked
-// at once where the file system lacks it), so it has no name to leave behind: the kernel frees it
-// when the descriptor closes, on success, on an exception, on SIGINT and even on SIGKILL.
+// An anonymous file in the temporary directory (base/files.h create_unnamed_temp_file): it has no
+// name to leave behind, so the kernel frees it when the descriptor closes, on success, on an
+// exception, on SIGINT and even on SIGKILL.
 class TempFile {
  public:
   explicit TempFile(const std::string& dir) : dir_(dir), fd_(create_unnamed_temp_file(dir)) {}

@@ -1,7 +1,6 @@
 #include "sae/trainer.h"
 
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
