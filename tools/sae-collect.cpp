@@ -5,6 +5,7 @@
 #include <string>
 
 #include "base/cli.h"
+#include "base/manual.h"
 #include "data/collect_model.h"
 #include "data/toy.h"
 #include "stream/stream.h"
@@ -20,7 +21,7 @@ po::options_description output_options() {
   po::options_description g("Output");
   g.add_options()
     ("output,o", po::value<std::string>()->default_value("-"), "output stream (- = stdout; never a terminal)")
-    ("dtype", po::value<std::string>()->default_value("f32"), "storage dtype of the activations: f32, f16 or bf16")
+    ("dtype", sae::cli::choice({"f32", "f16", "bf16"})->default_value("f32"), "storage dtype of the activations: f32, f16 or bf16")
     ("batch-rows", po::value<int64_t>()->default_value(def.batch_rows), "rows per stream batch")
     ("level", po::value<int>()->default_value(w.level), "zstd compression level (negative = faster, larger)")
     ("byte-shuffle", po::bool_switch(), "store payload bytes plane by plane (compresses 16-bit dtypes better)")
@@ -51,10 +52,10 @@ po::options_description model_options() {
     ("batch", po::value<int64_t>()->default_value(d.batch), "sequences per forward pass")
     ("exclude-bos", po::value<bool>()->default_value(d.exclude_bos, "true")->implicit_value(true, "true"),
      "leave out the rows of the BOS token that starts each sequence (--exclude-bos false keeps them)")
-    ("invalid-utf8", po::value<std::string>()->default_value("error"),
+    ("invalid-utf8", sae::cli::choice({"error", "replace"})->default_value("error"),
      "text that is not valid UTF-8: error (refuse it, naming file, line and byte offset) or replace "
      "(read each invalid sequence as U+FFFD)")
-    ("compute", po::value<std::string>()->default_value("f32"),
+    ("compute", sae::cli::choice({"f32", "bf16"})->default_value("f32"),
      "arithmetic of the forward pass: f32, or bf16 (GPU only: weight matrices held in bf16, products of "
      "bf16-rounded activations accumulated in f32; docs/models.md)");
   sae::cli::add_device_option(g);

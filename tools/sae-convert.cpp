@@ -2,6 +2,7 @@
 // EleutherAI sparsify) in the SAELens 6 layout saetools writes, optionally in f16/bf16.
 // docs/sae-format.md describes the formats and the mapping.
 #include "base/cli.h"
+#include "base/manual.h"
 #include "base/dtype.h"
 #include "sae/sae.h"
 
@@ -14,7 +15,7 @@ int main(int argc, char** argv) {
     desc.add_options()
         ("input", po::value<std::string>()->required(), "SAE directory to read")
         ("output,o", po::value<std::string>()->required(), "SAE directory to write (replaced atomically)")
-        ("dtype", po::value<std::string>()->default_value("f32"), "storage dtype of the weights: f32, f16 or bf16");
+        ("dtype", cli::choice({"f32", "f16", "bf16"})->default_value("f32"), "storage dtype of the weights: f32, f16 or bf16");
     po::positional_options_description pos;
     pos.add("input", 1);
     auto vm = cli::parse(argc, argv, desc, "IN_DIR -o OUT_DIR [--dtype f32|f16|bf16]",

@@ -10,6 +10,7 @@
 
 #include "backend/backend.h"
 #include "base/cli.h"
+#include "base/manual.h"
 #include "eval/lm_eval.h"
 #include "eval/metrics.h"
 #include "sae/sae.h"
@@ -38,15 +39,15 @@ po::options_description model_options() {
     ("max-tokens", po::value<int64_t>()->default_value(0), "score at most this many tokens (0: all the text)")
     ("keep-error", po::bool_switch(), "also run with the SAE's error term added back (x_hat + (x - x_hat)): "
      "reproduces the clean loss, a check of the splice")
-    ("splice-bos", po::value<std::string>()->default_value("auto"),
+    ("splice-bos", cli::choice({"true", "false", "auto"})->default_value("auto"),
      "replace the BOS position's activations too: true, false, or auto (true only when the SAE's cfg "
      "records that its training activations kept the BOS rows)")
     ("jsonl-field", po::value<std::string>()->default_value(""),
      "read JSONL, one object per line, the text in this field (default: plain text)")
     ("lines", po::bool_switch(), "plain text: one document per line (default: documents separated by blank lines)")
-    ("invalid-utf8", po::value<std::string>()->default_value("error"),
+    ("invalid-utf8", cli::choice({"error", "replace"})->default_value("error"),
      "text that is not valid UTF-8: error or replace (each invalid sequence read as U+FFFD)")
-    ("compute", po::value<std::string>()->default_value("f32"),
+    ("compute", cli::choice({"f32", "bf16"})->default_value("f32"),
      "arithmetic of the forward passes: f32, or bf16 (GPU only: weight matrices held in bf16, products of "
      "bf16-rounded activations accumulated in f32; docs/models.md)");
   cli::add_device_option(g);
@@ -92,7 +93,7 @@ int main(int argc, char** argv) {
         ("sae", po::value<std::string>()->required(), "SAE directory to evaluate (saetools, SAELens or sparsify)")
         ("input", po::value<std::vector<std::string>>()->multitoken(), "activation streams (default: stdin)")
         ("output,o", po::value<std::string>()->default_value("-"), "write the report here (default: stdout)")
-        ("format", po::value<std::string>()->default_value("json"),
+        ("format", cli::choice({"json", "table"})->default_value("json"),
          "json: JSON report, plus a table on stderr; table: only the table, on stdout or -o")
         ("plots", po::value<std::string>(),
          "write freq_hist.svg, l0_hist.svg and decoder_cos_hist.svg into this directory")

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "base/cli.h"
+#include "base/manual.h"
 #include "base/files.h"
 #include "stream/npy_convert.h"
 #include "stream/stream.h"
@@ -47,14 +48,14 @@ int main(int argc, char** argv) {
       ("output,o", po::value<std::string>()->default_value("-"), "output file (\"-\": stdout, refused if a terminal)")
       ("threads", po::value<int>()->default_value(0),
        "export: decompression threads; import: compression threads (0: all cores)")
-      ("dtype", po::value<std::string>()->default_value("auto"),
+      ("dtype", sae::cli::choice({"auto", "f32", "f16", "bf16"})->default_value("auto"),
        "export: array dtype, auto|f32|f16 (auto: f16 for f16 streams, else f32); "
        "import: stream dtype, auto|f32|f16|bf16 (auto: f16 for <f2 arrays, else f32)");
     po::options_description exp("Export options (stream -> .npy)");
     exp.add_options()
-      ("column", po::value<std::string>()->default_value("x"),
+      ("column", sae::cli::choice({"x", "token", "doc", "pos"})->default_value("x"),
        "what to export: x (activations, shape (rows, d)), token, doc or pos (shape (rows,))")
-      ("nonfinite", po::value<std::string>()->default_value("allow"),
+      ("nonfinite", sae::cli::choice({"allow", "skip", "error"})->default_value("allow"),
        "rows with NaN/Inf: allow, skip (drop them) or error");
     po::options_description imp("Import options (.npy -> stream)");
     imp.add_options()
@@ -70,7 +71,7 @@ int main(int argc, char** argv) {
       ("pos", po::value<std::string>(), ".npy of integers, one position per row");
     po::options_description hidden;
     hidden.add_options()
-      ("command", po::value<std::string>(), "export or import")
+      ("command", sae::cli::choice({"export", "import"}), "export or import")
       ("input", po::value<std::vector<std::string>>(), "inputs");
     po::options_description all;
     all.add(common).add(exp).add(imp);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/cli.h"
+#include "base/manual.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {
@@ -104,16 +105,16 @@ int main(int argc, char** argv) {
     desc.add_options()
       ("model,m", po::value<std::string>(&model)->required(),
        "Hugging Face model directory (tokenizer.json, tokenizer.model, or vocab.json + merges.txt)")
-      ("bos", po::value<std::string>(&o.bos)->default_value("auto"),
+      ("bos", sae::cli::choice({"auto", "always", "never"}, &o.bos)->default_value("auto"),
        "auto: BOS/EOS as the model's HF tokenizer adds them; always: prepend BOS (as "
        "TransformerLens and sae-collect do); never: no BOS/EOS")
-      ("format", po::value<std::string>(&o.format)->default_value("ids"),
+      ("format", sae::cli::choice({"ids", "tsv", "json"}, &o.format)->default_value("ids"),
        "ids: ids separated by spaces, one line per text; tsv: one 'id<TAB>token' line per token, "
        "a blank line after each text; json: {\"ids\":[...],\"tokens\":[...]} per text")
       ("lines", "each input line is a text of its own (without its line ending); otherwise each "
                 "input file is one text")
       ("no-special", "special tokens written in the text (e.g. <|endoftext|>) are plain text")
-      ("invalid-utf8", po::value<std::string>(&o.invalid)->default_value("error"),
+      ("invalid-utf8", sae::cli::choice({"error", "replace"}, &o.invalid)->default_value("error"),
        "error: refuse text that is not valid UTF-8, naming the byte offset; replace: read each "
        "invalid sequence as U+FFFD first")
       ("decode", "read token ids (one text per line) and write the text they stand for")

@@ -8,6 +8,7 @@
 
 #include "backend/backend.h"
 #include "base/cli.h"
+#include "base/manual.h"
 #include "sae/arch.h"
 #include "sae/ops.h"
 #include "sae/trainer.h"
@@ -16,6 +17,12 @@ namespace {
 
 using namespace sae;
 namespace po = cli::po;
+
+std::vector<std::string> arch_names() {
+  std::vector<std::string> names;
+  for (const auto& a : arch_registry()) names.push_back(a.name);
+  return names;
+}
 
 const char* kAbout =
     "Train sparse autoencoders on activation streams (FILEs in order, or stdin) and write each as a\n"
@@ -71,7 +78,7 @@ int body(int argc, char** argv) {
   desc.add_options()
     ("input", po::value<std::vector<std::string>>()->multitoken(), "activation streams (default: stdin)")
     ("output,o", po::value<std::string>(), "SAE directory to write (with --sweep: the directory holding one per run)")
-    ("arch", po::value<std::string>()->default_value("topk"), "architecture: relu, topk, batchtopk, jumprelu, gated, matryoshka")
+    ("arch", cli::choice(arch_names())->default_value("topk"), "architecture: relu, topk, batchtopk, jumprelu, gated, matryoshka")
     ("latents", po::value<int64_t>()->default_value(0), "number of latents d_sae (0: 16 x d_in)")
     ("k", po::value<int>()->default_value(32), "topk/batchtopk/matryoshka: active latents per row (batch mean for batch variants)")
     ("k-aux", po::value<int>()->default_value(0), "AuxK: dead latents used per row (0: d_in/2)")
@@ -107,7 +114,7 @@ int body(int argc, char** argv) {
     ("log", po::value<std::string>(), "write metrics as JSON lines to FILE, one whole line at a time (a resumed run appends)")
     ("log-every", po::value<int64_t>()->default_value(10), "steps between log lines")
     ("skip-nonfinite", po::bool_switch(), "skip rows with NaN/Inf values (counted) instead of stopping with an error")
-    ("dtype", po::value<std::string>()->default_value("f32"), "storage dtype of the exported weights: f32, f16, bf16");
+    ("dtype", cli::choice({"f32", "f16", "bf16"})->default_value("f32"), "storage dtype of the exported weights: f32, f16, bf16");
   // clang-format on
   cli::add_device_option(desc);
   po::positional_options_description pos;

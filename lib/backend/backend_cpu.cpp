@@ -10,6 +10,7 @@
 
 #include "backend/backend.h"
 #include "base/dtype.h"
+#include "base/build_info.h"
 #include "base/errors.h"
 
 // OpenBLAS built with DYNAMIC_ARCH picks its kernels at load time by CPU model. Debian 12's
@@ -18,6 +19,7 @@
 // points (weak: absent from other BLAS builds) let us redo the choice once.
 extern "C" {
 __attribute__((weak)) char* openblas_get_corename(void);
+__attribute__((weak)) char* openblas_get_config(void);
 __attribute__((weak)) void gotoblas_dynamic_init(void);
 __attribute__((weak)) void gotoblas_dynamic_quit(void);
 }
@@ -25,6 +27,9 @@ __attribute__((weak)) void gotoblas_dynamic_quit(void);
 namespace sae {
 
 namespace {
+
+// The kernel set OpenBLAS chose at load time, when fix_openblas_kernels replaced it ("" if not).
+std::string g_openblas_replaced;
 
 // When the user has not chosen (OPENBLAS_CORETYPE) and OpenBLAS settled on a legacy kernel set on
 // a CPU with AVX-512 or AVX2, select the matching kernels: SkylakeX (AVX-512 F/BW/VL/DQ) or
@@ -44,6 +49,7 @@ void fix_openblas_kernels() {
   else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
     want = "Haswell";
   if (!want) return;
+  g_openblas_replaced = core;
   setenv("OPENBLAS_CORETYPE", want, 0);
   gotoblas_dynamic_quit();
   gotoblas_dynamic_init();
@@ -54,6 +60,18 @@ void tune_cpu_blas() {
   static std::once_flag once;
   std::call_once(once, fix_openblas_kernels);
 }
+
+// For --version: the kernel set this process uses, and OpenBLAS's own build description.
+std::string describe_openblas() {
+  if (!openblas_get_corename) return "not OpenBLAS (this BLAS has no openblas_get_corename)";
+  tune_cpu_blas();
+  std::string r = std::string("kernel set ") + openblas_get_corename();
+  if (std::getenv("OPENBLAS_CORETYPE") && g_openblas_replaced.empty()) r += " (OPENBLAS_CORETYPE)";
+  if (!g_openblas_replaced.empty()) r += " (OpenBLAS chose " + g_openblas_replaced + "; saetools replaced it for this CPU)";
+  if (openblas_get_config) r += std::string("; ") + openblas_get_config();
+  return r;
+}
+const bool g_openblas_fact = build_info::add_runtime_fact("OpenBLAS", describe_openblas);
 
 class CpuBackend final : public HostBackend {
  public:

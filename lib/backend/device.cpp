@@ -1,4 +1,5 @@
 #include "backend/backend.h"
+#include "base/build_info.h"
 #include "base/errors.h"
 
 namespace sae {
@@ -11,6 +12,9 @@ std::unique_ptr<Backend> make_cuda_backend_impl();
 bool cuda_compiled() { return true; }
 int cuda_device_count() { return cuda_device_count_impl(); }
 std::string cuda_describe() { return cuda_describe_impl(); }
+namespace {
+const bool g_cuda_fact = build_info::add_runtime_fact("CUDA devices", cuda_describe);
+}
 std::unique_ptr<Backend> make_cuda_backend() {
   if (cuda_device_count() == 0) throw InputError("--device cuda: no CUDA GPU is available (" + cuda_describe() + ")");
   return make_cuda_backend_impl();

@@ -16,6 +16,9 @@
 #include <sstream>
 #include <thread>
 
+#include "base/build_info.h"
+#include "base/manual.h"
+
 namespace sae::cli {
 
 namespace fs = std::filesystem;
@@ -136,33 +139,45 @@ int run(const char* tool, int argc, char** argv, const std::function<int(int, ch
   return rc;
 }
 
+namespace {
+// The options every tool has; cli::parse acts on them before anything else.
+void add_common_options(po::options_description& desc) {
+  const std::string man = "print this manual page (roff) and exit: " + g_tool + " --man | man -l -";
+  const std::string completion =
+      "print a bash completion script for this tool and exit: source <(" + g_tool + " --completion)";
+  desc.add_options()
+    ("help,h", "show this help and exit")
+    ("version", "show the version and the build (compiler, CUDA, MPI, optional parts, OpenBLAS kernels) and exit")
+    ("man", man.c_str())
+    ("completion", completion.c_str());
+}
+}  // namespace
+
 po::variables_map parse(int argc, char** argv, po::options_description& desc,
                         const std::string& usage, const std::string& about,
                         const po::positional_options_description* positional,
                         const po::options_description* visible) {
-  desc.add_options()("help,h", "show this help and exit")("version", "show the version and exit");
+  add_common_options(desc);
+  po::options_description shown;
+  if (visible) {
+    shown.add(*visible);
+    add_common_options(shown);
+  }
+  const ToolHelp help{g_tool, usage, about, visible ? shown : desc, desc, positional};
   po::variables_map vm;
   try {
     po::command_line_parser p(argc, argv);
     p.options(desc);
     if (positional) p.positional(*positional);
     po::store(p.run(), vm);
-    if (vm.count("help")) {
-      std::cout << "Usage: " << g_tool << " " << usage << "\n\n" << about << "\n\n";
-      if (visible) {
-        po::options_description shown;
-        shown.add(*visible);
-        shown.add_options()("help,h", "show this help and exit")("version", "show the version and exit");
-        std::cout << shown << "\n";
-      } else {
-        std::cout << desc << "\n";
-      }
+    const bool asked = vm.count("help") || vm.count("version") || vm.count("man") || vm.count("completion");
+    if (vm.count("help")) std::cout << "Usage: " << g_tool << " " << usage << "\n\n" << about << "\n\n" << help.shown << "\n";
+    else if (vm.count("version")) std::cout << build_info::report(g_tool);
+    else if (vm.count("man")) write_man_page(std::cout, help);
+    else if (vm.count("completion")) write_bash_completion(std::cout, help);
+    if (asked) {
       std::cout.flush();
-      std::exit(0);
-    }
-    if (vm.count("version")) {
-      std::cout << g_tool << " " << SAE_VERSION << "\n";
-      std::exit(0);
+      std::exit(std::cout ? 0 : kExitInput);
     }
     po::notify(vm);
   } catch (const po::error& e) {
@@ -416,7 +431,7 @@ std::string not_rereadable(const std::string& path) {
 
 void add_device_option(po::options_description& desc) {
   const char* env = getenv("SAE_DEVICE");
-  desc.add_options()("device", po::value<std::string>()->default_value(env && *env ? env : "auto"),
+  desc.add_options()("device", choice({"cpu", "cuda", "auto"})->default_value(env && *env ? env : "auto"),
                      "compute device: cpu, cuda or auto (default from $SAE_DEVICE, else auto: "
                      "cuda when a GPU is present)");
 }

@@ -30,8 +30,10 @@ struct BrokenPipe : std::runtime_error {
 // (UsageError/InputError -> 1, anything else -> 2, BrokenPipe -> 0).
 int run(const char* tool, int argc, char** argv, const std::function<int(int, char**)>& body);
 
-// Parses options. Adds --help and --version to `desc`; on --help prints usage, the description
-// and every option with its default, then exits 0. Unknown options and bad values throw UsageError.
+// Parses options. Adds --help, --version, --man and --completion to `desc`; on --help prints
+// usage, the description and every option with its default, on --version the build report
+// (base/build_info.h), on --man the manual page and on --completion the bash completion script
+// (base/manual.h), then exits 0. Unknown options and bad values throw UsageError.
 // `visible`, when given, is what --help lists instead of `desc` (leaving out options that only
 // carry positional arguments).
 po::variables_map parse(int argc, char** argv, po::options_description& desc,

@@ -17,6 +17,7 @@
 #include <memory>
 #include <thread>
 
+#include "base/build_info.h"
 #include "base/cli.h"
 #include "base/files.h"
 #include "base/rng.h"
@@ -576,7 +577,7 @@ int64_t parse_memory_size(const std::string& s, const std::string& what) {
 
 StreamHeader shuffled_header(const StreamHeader& in, const ShuffleOptions& opt, const std::string& part) {
   StreamHeader h = in;
-  json note = {{"tool", cli::tool()}, {"tool_version", SAE_VERSION}, {"seed", opt.seed}};
+  json note = {{"tool", cli::tool()}, {"tool_version", build_info::version()}, {"seed", opt.seed}};
   if (!part.empty())
     note["split"] = {{"name", opt.split_name}, {"fraction", opt.split_fraction}, {"part", part}};
   // A list, so a stream shuffled twice keeps both notes.

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "base/cli.h"
+#include "base/manual.h"
 #include "base/errors.h"
 
 namespace sae::toy {
@@ -411,11 +412,11 @@ po::options_description toy_options() {
      "number of ground-truth features (unit directions; more than d puts them in superposition)")
     ("active", po::value<double>()->default_value(c.active, num(c.active)),
      "expected number of active features per row (parents fired by children included)")
-    ("freq", po::value<std::string>()->default_value(freq_name(c.freq)),
+    ("freq", cli::choice({"uniform", "power"})->default_value(freq_name(c.freq)),
      "feature frequency law: uniform, or power (p_i proportional to (i+1)^-exponent)")
     ("freq-exponent", po::value<double>()->default_value(c.freq_exponent, num(c.freq_exponent)),
      "exponent of the power law, in [0, 10]")
-    ("magnitude", po::value<std::string>()->default_value(mag_name(c.magnitude)),
+    ("magnitude", cli::choice({"uniform", "exponential", "constant"})->default_value(mag_name(c.magnitude)),
      "magnitude of an active feature: uniform in [mag-lo, mag-hi), exponential with mean "
      "mag-mean, or constant mag-mean")
     ("mag-lo", po::value<double>()->default_value(c.mag_lo, num(c.mag_lo)), "uniform magnitudes: lower bound")

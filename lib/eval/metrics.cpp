@@ -6,6 +6,7 @@
 #include <limits>
 #include <sstream>
 
+#include "base/build_info.h"
 #include "base/errors.h"
 #include "base/svg.h"
 
@@ -387,7 +388,7 @@ json eval_report_json(const EvalReport& r) {
   const EvalResult& e = r.eval;
   json j;
   j["tool"] = "sae-eval";
-  j["version"] = SAE_VERSION;
+  j["version"] = build_info::version();
   if (r.sae) {
     const Sae& s = *r.sae;
     json js{{"path", r.sae_path},

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "backend/backend.h"  // host_sgemm
+#include "base/build_info.h"
 #include "base/cli.h"
 #include "base/errors.h"
 #include "base/files.h"
@@ -526,7 +527,7 @@ void save_sae(const Sae& s, const std::string& dir, const SaveOptions& opt) {
   if (s.arch == "topk") cfg["k"] = s.k;
   else cfg.erase("k");
   meta["sae_lens_version"] = kSaeLensVersionWritten;
-  meta["saetools_version"] = SAE_VERSION;
+  meta["saetools_version"] = build_info::version();
   if (!s.hook.empty()) meta["hook_name"] = s.hook;
   if (!s.model.empty()) meta["model_name"] = s.model;
   cfg["metadata"] = meta;

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "base/build_info.h"
 #include "base/cli.h"
 #include "stream/payload.h"
 
@@ -103,7 +104,7 @@ StreamHeader make_header(const std::string& kind, int64_t d, DType dtype) {
   h.d = d;
   h.dtype = dtype;
   h.provenance["tool"] = cli::tool();
-  h.provenance["tool_version"] = SAE_VERSION;
+  h.provenance["tool_version"] = build_info::version();
   return h;
 }
 

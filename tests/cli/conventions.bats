@@ -8,7 +8,8 @@ load stream_helper
   for t in sae-info sae-npy; do
     run $t --version
     assert_success
-    assert_output --regexp "^$t [0-9]+\.[0-9]+\.[0-9]+$"
+    # The version's first line; the build facts after it are tested in install.bats.
+    assert_line --index 0 --regexp "^$t [0-9]+\.[0-9]+\.[0-9]+(-[0-9]+-g[0-9a-f]+)?(-dirty)?$"
   done
 }
 
@@ -18,7 +19,8 @@ load stream_helper
   assert_line --index 0 "Usage: sae-npy export [options] [STREAM...]"
   for opt in '-o \[ --output \] arg \(=-\)' '--threads arg \(=0\)' '--dtype arg \(=auto\)' '--column arg \(=x\)' \
              '--nonfinite arg \(=allow\)' '--batch-rows arg \(=1024\)' '--level arg \(=3\)' '--shuffle' '--hook arg' \
-             '--model arg' '--meta arg' '--token arg' '--doc arg' '--pos arg' '-h \[ --help \]' '--version'; do
+             '--model arg' '--meta arg' '--token arg' '--doc arg' '--pos arg' '-h \[ --help \]' '--version' \
+             '--man' '--completion'; do
     assert_line --regexp "^  $opt "
   done
   refute_line --partial -- '--command'

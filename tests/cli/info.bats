@@ -27,7 +27,7 @@ known_npy() {
   assert_line --regexp '^kind +activations$'
   assert_line --regexp '^d +2$'
   assert_line --regexp '^dtype +f32$'
-  assert_line --regexp '^provenance +hook=blocks\.0\.hook_resid_post source=k\.npy tool=sae-npy tool_version=[0-9.]+$'
+  assert_line --regexp '^provenance +hook=blocks\.0\.hook_resid_post source=k\.npy tool=sae-npy tool_version=[0-9.]+(-[0-9]+-g[0-9a-f]+)?(-dirty)?$'
   assert_line --regexp '^rows +5$'
   assert_line --regexp '^batches +3$'
   assert_line --regexp '^streams +1$'
@@ -67,7 +67,7 @@ known_npy() {
   run sae-info --header cut.sae
   assert_success
   assert_line --regexp '^d +16$'
-  assert_line --regexp '^provenance +hook=h1 source=a\.sae\.npy tool=sae-npy tool_version=[0-9.]+$'
+  assert_line --regexp '^provenance +hook=h1 source=a\.sae\.npy tool=sae-npy tool_version=[0-9.]+(-[0-9]+-g[0-9a-f]+)?(-dirty)?$'
   refute_line --regexp '^rows'
   run sae-info cut.sae
   assert_failure 1
