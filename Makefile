@@ -7,7 +7,13 @@ BIN      := $(BUILD)/bin
 FUZZ_SECONDS ?= 600
 SHARED   ?= $(or $(SAE_SHARED),../shared)
 
-.PHONY: all deps configure build test unit cli demo fuzz fuzz-build fuzz-stream fuzz-npy bench gpu-selftest clean
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+# make deb: a separate tree, portable (no -march=native), without tests and benchmarks.
+DEB_BUILD ?= build-deb
+DEB_CMAKE_FLAGS ?= -DSAE_NATIVE=OFF -DSAE_TESTS=OFF -DSAE_BENCH=OFF
+
+.PHONY: all deps configure build test unit cli demo install uninstall deb fuzz fuzz-build fuzz-stream fuzz-npy bench gpu-selftest clean
 
 all: build
 
@@ -38,6 +44,24 @@ demo: build
 	    MODEL=$(SHARED)/models/stories260K TEXT=$(SHARED)/data/tinystories-sample.txt \
 	    HOOK=blocks.2.hook_resid_post LATENTS=512 K=16 EPOCHS=5 demo; \
 	else echo "real-model demo skipped: $(SHARED)/models/stories260K or $(SHARED)/data/tinystories-sample.txt is absent"; fi
+
+# The tools into PREFIX/bin, man pages into PREFIX/share/man/man1, bash completion into
+# PREFIX/share/bash-completion/completions, recipes and docs into PREFIX/share/saetools; DESTDIR
+# stages it elsewhere. The manifest it writes lets `make uninstall` remove exactly that.
+install: build
+	@bash scripts/install.sh $(BUILD) "$(PREFIX)" "$(DESTDIR)"
+
+uninstall:
+	@bash scripts/uninstall.sh "$(PREFIX)" "$(DESTDIR)"
+
+# A Debian package (CPack) of the same install under /usr, in $(DEB_BUILD). Its Depends come from
+# dpkg-shlibdeps; with nvcc the CUDA backend is in it and its description says so.
+deb: deps
+	cmake -S . -B $(DEB_BUILD) -DCMAKE_BUILD_TYPE=Release $(DEB_CMAKE_FLAGS) $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(DEB_BUILD) -j $(JOBS)
+	rm -f $(DEB_BUILD)/saetools_*.deb
+	cd $(DEB_BUILD) && cpack -G DEB >/dev/null
+	@ls $(DEB_BUILD)/saetools_*.deb
 
 # libFuzzer targets for the stream reader and the .npy reader, built with clang in their own tree
 # (ASan + UBSan), each run for FUZZ_SECONDS (`make -j2 fuzz` runs both at once). The stream corpus
@@ -72,4 +96,4 @@ gpu-selftest: build
 	$(BIN)/sae-selftest --device cuda
 
 clean:
-	rm -rf $(BUILD) build-fuzz
+	rm -rf $(BUILD) build-fuzz $(DEB_BUILD)

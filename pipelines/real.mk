@@ -16,7 +16,12 @@
 # nothing, and changing a parameter redoes that stage and the ones after it. The tools write their
 # outputs atomically: an interrupted run leaves nothing half written under a final name.
 
-BIN         ?= build/bin
+# The tools: build/bin when run from a source tree, else wherever sae-collect is on PATH (an
+# installed saetools); BIN=DIR chooses.
+BIN ?= $(if $(wildcard build/bin/sae-collect),build/bin,$(patsubst %/,%,$(dir $(shell command -v sae-collect))))
+ifeq ($(BIN),)
+$(error no saetools found: run make in the source tree, install them on PATH, or set BIN=DIR)
+endif
 OUT         ?= out/real
 MODEL       ?=
 TEXT        ?=

@@ -10,7 +10,14 @@
 # changed. The tools write their outputs atomically, so an interrupted run leaves nothing half
 # written under a final name. Copy this file as the template for real-model pipelines and cron jobs.
 
-BIN      ?= build/bin
+# The tools: build/bin when run from a source tree, else wherever sae-collect is on PATH (an
+# installed saetools); BIN=DIR chooses.
+BIN ?= $(if $(wildcard build/bin/sae-collect),build/bin,$(patsubst %/,%,$(dir $(shell command -v sae-collect))))
+ifeq ($(BIN),)
+$(error no saetools found: run make in the source tree, install them on PATH, or set BIN=DIR)
+endif
+# This file's own directory, where toy-summary.jq sits beside it.
+PIPELINES := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 OUT      ?= out/toy
 D        ?= 64
 FEATURES ?= 256
@@ -61,5 +68,5 @@ $(OUT)/report.json: $(OUT)/sae/cfg.json $(OUT)/heldout.sae $(OUT)/truth/cfg.json
 demo: $(OUT)/report.json
 	@echo
 	@echo "toy pipeline done: $(ARCH) SAE with $(LATENTS) latents on $(FEATURES) true features in d=$(D)"
-	@jq -r -f pipelines/toy-summary.jq $(OUT)/report.json
+	@jq -r -f $(PIPELINES)/toy-summary.jq $(OUT)/report.json
 	@echo "report: $(OUT)/report.json; plots (SVG, open in a browser): $(OUT)/plots/"

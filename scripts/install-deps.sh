@@ -18,6 +18,7 @@ pkgs=(
   parallel
   time
   jq libxml2-utils
+  man-db groff-base bash-completion dpkg-dev
 )
 missing=()
 for p in "${pkgs[@]}"; do
