@@ -203,7 +203,7 @@ SH
   grep -q '^SAE_CUDA_BUILT:INTERNAL=ON$' "$BUILD/CMakeCache.txt" && cuda=yes
   version_re='[0-9]+\.[0-9]+\.[0-9]+'
   if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-    version_re="$version_re-[0-9]+-g[0-9a-f]{7,}(-dirty)?"
+    version_re="$version_re(-[0-9]+-g[0-9a-f]{7,})?(-dirty)?"
   fi
   for t in $(tools); do
     run "$SAE_BIN/$t" --version
