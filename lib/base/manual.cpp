@@ -272,12 +272,16 @@ void write_man_page(std::ostream& out, const ToolHelp& h) {
     for (const auto& [first_option, caption] : captions)
       if (first_option == o->long_name()) out << ".SS " << roff(caption) << "\n";
     const OptionNames n = names_of(*o);
-    out << ".TP\n";
-    if (!n.short_name.empty()) out << "\\fB" << roff(n.short_name) << "\\fR, ";
-    out << "\\fB" << roff(n.long_name) << "\\fR";
+    std::vector<std::string> names;
+    for (const auto& name : {n.short_name, n.long_name})
+      if (!name.empty()) names.push_back("\\fB" + roff(name) + "\\fR");
+    out << ".TP\n" << join(names, ", ");
     const auto [param, def] = parameter_of(*o);
     if (takes_value(*o)) out << " \\fI" << roff(param) << "\\fR";
-    out << "\n" << roff(o->description());
+    // A description written over several lines: each line is a text line of its own.
+    std::vector<std::string> description;
+    for (const auto& line : split_lines(o->description())) description.push_back(roff(trim(line)));
+    out << "\n" << join(description, "\n");
     if (!def.empty()) out << " (default: " << roff(def) << ")";
     out << "\n";
   }
@@ -301,8 +305,8 @@ void write_bash_completion(std::ostream& out, const ToolHelp& h) {
   for (const auto& o : h.shown.options()) {
     const OptionNames n = names_of(*o);
     std::vector<std::string> names;
-    if (!n.short_name.empty()) names.push_back(n.short_name);
-    names.push_back(n.long_name);
+    for (const auto& name : {n.short_name, n.long_name})
+      if (!name.empty()) names.push_back(name);
     all_names.insert(all_names.end(), names.begin(), names.end());
     if (!takes_value(*o)) continue;
     value_names.insert(value_names.end(), names.begin(), names.end());

@@ -39,7 +39,9 @@ struct Fixture {
     shown.add_options()
       ("output,o", po::value<std::string>()->default_value("-"), "output file (- is stdout)")
       ("mode", cli::choice({"fast", "slow"})->default_value("fast"), "speed: fast or slow")
-      ("verbose", po::bool_switch(), "say more");
+      ("verbose", po::bool_switch(), "say more")
+      (",q", po::bool_switch(), "short name only")
+      ("dots", "first line\n.second line starts with a dot");
     extra.add_options()("level", po::value<int>(), "how much, \xc2\xb1 2");  // U+00B1
     shown.add(extra);
     all.add(shown);
@@ -101,6 +103,9 @@ TEST(Manual, PageHasEverySectionInOrderWithEscapedText) {
   EXPECT_TRUE(has_line(page, ".TP\n\\fB\\-o\\fR, \\fB\\-\\-output\\fR \\fIarg\\fR\noutput file (\\- is stdout) (default: \\-)"))
       << page;
   EXPECT_TRUE(has_line(page, ".TP\n\\fB\\-\\-verbose\\fR\nsay more"));
+  EXPECT_TRUE(has_line(page, ".TP\n\\fB\\-q\\fR\nshort name only")) << page;
+  // Each line of a description is its own text line; one starting with a dot is protected.
+  EXPECT_TRUE(has_line(page, ".TP\n\\fB\\-\\-dots\\fR\nfirst line\n\\&.second line starts with a dot")) << page;
   EXPECT_TRUE(has_line(page, ".SS Extra group: a caption over two lines\n.TP\n\\fB\\-\\-level\\fR \\fIarg\\fR\nhow much, \\[u00B1] 2")) << page;
   // Items, a literal block with a leading dot protected and a backslash escaped.
   EXPECT_TRUE(has_line(page, ".SH EXIT STATUS\n.TP\n.B 0\nsuccess\n.TP\n.B 1\nbad usage or bad input"));
@@ -126,7 +131,7 @@ TEST(Manual, CompletionListsOptionsValuesAndCommands) {
   EXPECT_TRUE(has_line(script, "    --mode) COMPREPLY=($(compgen -W 'fast slow' -- \"$cur\")); return ;;")) << script;
   // Options that take a value other than a choice complete file names (the fallback).
   EXPECT_TRUE(has_line(script, "    -o|--output|--level) return ;;")) << script;
-  EXPECT_TRUE(has_line(script, "    COMPREPLY=($(compgen -W '-o --output --mode --verbose --level' -- \"$cur\"))")) << script;
+  EXPECT_TRUE(has_line(script, "    COMPREPLY=($(compgen -W '-o --output --mode --verbose -q --dots --level' -- \"$cur\"))")) << script;
   EXPECT_TRUE(has_line(script, "    COMPREPLY=($(compgen -W 'export import' -- \"$cur\"))")) << script;
   EXPECT_TRUE(has_line(script, "complete -o default -o bashdefault -F _sae_thing sae-thing"));
 }
