@@ -170,14 +170,22 @@ po::variables_map parse(int argc, char** argv, po::options_description& desc,
     p.options(desc);
     if (positional) p.positional(*positional);
     po::store(p.run(), vm);
-    const bool asked = vm.count("help") || vm.count("version") || vm.count("man") || vm.count("completion");
-    if (vm.count("help")) std::cout << "Usage: " << g_tool << " " << usage << "\n\n" << about << "\n\n" << help.shown << "\n";
-    else if (vm.count("version")) std::cout << build_info::report(g_tool);
-    else if (vm.count("man")) write_man_page(std::cout, help);
-    else if (vm.count("completion")) write_bash_completion(std::cout, help);
-    if (asked) {
+    std::ostringstream text;
+    if (vm.count("help")) text << "Usage: " << g_tool << " " << usage << "\n\n" << about << "\n\n" << help.shown << "\n";
+    else if (vm.count("version")) text << build_info::report(g_tool);
+    else if (vm.count("man")) write_man_page(text, help);
+    else if (vm.count("completion")) write_bash_completion(text, help);
+    if (!text.str().empty()) {
+      // As run() treats stdout: a reader that went away is a quiet success (--help | head), any
+      // other failed write (a full disk) an error, so a build never installs a cut-off page.
+      const std::string out = text.str();
       std::cout.flush();
-      std::exit(std::cout ? 0 : kExitInput);
+      errno = 0;
+      if ((fwrite(out.data(), 1, out.size(), stdout) != out.size() || fflush(stdout) != 0) && errno != EPIPE) {
+        say(std::string("<stdout>: write failed: ") + std::strerror(errno));
+        std::exit(kExitInput);
+      }
+      std::exit(kExitOk);
     }
     po::notify(vm);
   } catch (const po::error& e) {

@@ -189,3 +189,15 @@ npy_data_of() { tail -c +$(( $(od -An -tu2 -j8 -N2 "$1") + 11 )) "$1"; }
   assert_failure 1
   assert_output "sae-info: <stdout>: write failed: No space left on device"
 }
+
+@test "--help, --version, --man and --completion: a full disk is an error; a reader that leaves early is not" {
+  for opt in --help --version --man --completion; do
+    run bash -c "sae-train $opt > /dev/full"
+    assert_failure 1
+    assert_output "sae-train: <stdout>: write failed: No space left on device"
+    # The reader is gone before the tool writes: EPIPE.
+    run bash -c "{ sleep 0.2; sae-train $opt; } | true; exit \${PIPESTATUS[0]}"
+    assert_success
+    assert_output ""
+  done
+}
