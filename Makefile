@@ -13,7 +13,7 @@ DESTDIR  ?=
 DEB_BUILD ?= build-deb
 DEB_CMAKE_FLAGS ?= -DSAE_NATIVE=OFF -DSAE_TESTS=OFF -DSAE_BENCH=OFF
 
-.PHONY: all deps configure build test unit cli demo install uninstall deb fuzz fuzz-build fuzz-stream fuzz-npy bench gpu-selftest clean
+.PHONY: all deps configure build test unit cli demo install uninstall deb fuzz fuzz-build fuzz-stream fuzz-npy fuzz-npz bench gpu-selftest clean
 
 all: build
 
@@ -63,20 +63,20 @@ deb: deps
 	cd $(DEB_BUILD) && cpack -G DEB >/dev/null
 	@ls $(DEB_BUILD)/saetools_*.deb
 
-# libFuzzer targets for the stream reader and the .npy reader, built with clang in their own tree
-# (ASan + UBSan), each run for FUZZ_SECONDS (`make -j2 fuzz` runs both at once). The stream corpus
-# starts from small streams made by sae-npy and the target's own latent-stream seeds, the .npy
-# corpus from the target's own arrays. Both run with a 2 GB RSS limit and a 64 MB limit on any one
-# allocation, so a buffer sized from a header's claim is a finding. Findings land in .fuzz/
-# (crash-*, timeout-*, leak-*, oom-*).
+# libFuzzer targets for the stream reader, the .npy reader and the .npz reader, built with clang in
+# their own tree (ASan + UBSan), each run for FUZZ_SECONDS (`make -j3 fuzz` runs all three at
+# once). The stream corpus starts from small streams made by sae-npy and the target's own
+# latent-stream seeds, the .npy and .npz corpora from the targets' own arrays and archives. All run
+# with a 2 GB RSS limit and a 64 MB limit on any one allocation, so a buffer sized from a header's
+# claim is a finding. Findings land in .fuzz/ (crash-*, timeout-*, leak-*, oom-*).
 FUZZ_FLAGS = -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
   -malloc_limit_mb=64 -print_final_stats=1 -artifact_prefix=.fuzz/
 
-fuzz: fuzz-stream fuzz-npy
+fuzz: fuzz-stream fuzz-npy fuzz-npz
 
 fuzz-build: configure
 	CC=clang CXX=clang++ cmake -S . -B build-fuzz -DSAE_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	cmake --build build-fuzz -j $(JOBS) --target fuzz_stream fuzz_npy
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_stream fuzz_npy fuzz_npz
 	cmake --build $(BUILD) -j $(JOBS) --target sae-npy
 
 fuzz-stream: fuzz-build
@@ -87,6 +87,10 @@ fuzz-stream: fuzz-build
 fuzz-npy: fuzz-build
 	mkdir -p .fuzz/npy-corpus
 	SAE_FUZZ_SEEDS=.fuzz/npy-corpus ./build-fuzz/fuzz_npy $(FUZZ_FLAGS) .fuzz/npy-corpus
+
+fuzz-npz: fuzz-build
+	mkdir -p .fuzz/npz-corpus
+	SAE_FUZZ_SEEDS=.fuzz/npz-corpus ./build-fuzz/fuzz_npz $(FUZZ_FLAGS) .fuzz/npz-corpus
 
 bench: build
 	@for b in $(BUILD)/bench/*; do echo "== $$b"; $$b || exit 1; done

@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(
   build-essential cmake pkg-config
-  libzstd-dev zstd
+  libzstd-dev zstd zlib1g-dev zip
   libmsgpack-cxx-dev
   libboost-program-options-dev
   libopenblas-dev libomp-dev
