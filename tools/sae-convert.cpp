@@ -1,5 +1,6 @@
 // sae-convert: rewrite any SAE directory load_sae reads (saetools, SAELens 6.x or legacy,
-// EleutherAI sparsify) in the SAELens 6 layout saetools writes, optionally in f16/bf16.
+// EleutherAI sparsify, Gemma Scope's params.npz) in the SAELens 6 layout saetools writes,
+// optionally in f16/bf16.
 // docs/sae-format.md describes the formats and the mapping.
 #include "base/cli.h"
 #include "base/manual.h"
@@ -19,8 +20,8 @@ int main(int argc, char** argv) {
     po::positional_options_description pos;
     pos.add("input", 1);
     auto vm = cli::parse(argc, argv, desc, "IN_DIR -o OUT_DIR [--dtype f32|f16|bf16]",
-                         "Convert an SAE directory (saetools, SAELens 6.x or pre-6.0, EleutherAI sparsify) to the\n"
-                         "SAELens 6 layout: cfg.json + sae_weights.safetensors (+ sparsity.safetensors when the\n"
+                         "Convert an SAE directory (saetools, SAELens 6.x or pre-6.0, EleutherAI sparsify, Gemma\n"
+                         "Scope's params.npz) to the SAELens 6 layout: cfg.json + sae_weights.safetensors (+ sparsity.safetensors when the\n"
                          "input has one).",
                          &pos);
     SaveOptions opt;

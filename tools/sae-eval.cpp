@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
   return cli::run("sae-eval", argc, argv, [](int argc, char** argv) {
     po::options_description desc("Options");
     desc.add_options()
-        ("sae", po::value<std::string>()->required(), "SAE directory to evaluate (saetools, SAELens or sparsify)")
+        ("sae", po::value<std::string>()->required(), "SAE directory to evaluate (saetools, SAELens, sparsify or Gemma Scope's params.npz)")
         ("input", po::value<std::vector<std::string>>()->multitoken(), "activation streams (default: stdin)")
         ("output,o", po::value<std::string>()->default_value("-"), "write the report here (default: stdout)")
         ("format", cli::choice({"json", "table"})->default_value("json"),

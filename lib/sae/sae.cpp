@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 #include <numeric>
+#include <regex>
+#include <tuple>
 #include <sstream>
 
 #include "backend/backend.h"  // host_sgemm
@@ -12,6 +14,7 @@
 #include "base/cli.h"
 #include "base/errors.h"
 #include "base/files.h"
+#include "stream/npz.h"
 #include "stream/safetensors.h"
 
 namespace sae {
@@ -243,6 +246,59 @@ Sae load_sparsify(const std::string& dir, const json& cfg) {
   return s;
 }
 
+// The hook a Gemma Scope SAE belongs to, from the release's layout
+// (.../gemma-scope-2b-pt-res/layer_20/width_16k/average_l0_71, also inside a Hugging Face cache
+// as models--google--gemma-scope-2b-pt-res/snapshots/HASH/layer_20/...); "" when the path does not
+// say. As SAELens names them: residual -> hook_resid_post, mlp -> hook_mlp_out, attention ->
+// attn.hook_z (its rows are the heads' outputs, concatenated).
+std::pair<std::string, std::string> gemma_scope_hook(const std::string& dir) {
+  static const std::regex release(R"(gemma-scope-.*-(res|mlp|att)(-canonical)?$)");
+  static const std::regex layer(R"(^layer_([0-9]+)$)");
+  std::string site, layer_index;
+  for (const auto& part : fs::absolute(fs::path(dir)).lexically_normal()) {
+    std::smatch m;
+    const std::string c = part.string();
+    if (std::regex_search(c, m, release)) site = m[1];
+    else if (std::regex_match(c, m, layer)) layer_index = m[1];
+  }
+  if (site.empty() || layer_index.empty()) return {"", "none"};
+  const std::string block = "blocks." + layer_index;
+  if (site == "res") return {block + ".hook_resid_post", "none"};
+  if (site == "mlp") return {block + ".hook_mlp_out", "none"};
+  return {block + ".attn.hook_z", "hook_z"};
+}
+
+// Gemma Scope's own release files: a directory holding params.npz (np.savez) with W_enc [d_in,
+// d_sae], W_dec [d_sae, d_in], b_enc [d_sae], b_dec [d_in] and threshold [d_sae], and no cfg.json.
+// These are JumpReLU SAEs that encode x itself (b_dec is not subtracted first), as Gemma Scope's
+// reference code and SAELens's loader do: f = (x W_enc + b_enc) * [x W_enc + b_enc > threshold].
+Sae load_gemma_scope(const std::string& dir) {
+  const std::string path = dir + "/params.npz";
+  npz::Archive a(path);
+  for (const char* name : {"W_enc", "W_dec", "b_enc", "b_dec", "threshold"})
+    if (!a.has(name))
+      throw InputError(path + ": no array '" + name +
+                       "' (a Gemma Scope params.npz holds W_enc, W_dec, b_enc, b_dec and threshold)");
+  const npy::Header enc = a.header("W_enc");
+  if (enc.shape.size() != 2)
+    throw InputError(path + ": member W_enc.npy: shape " + npy::shape_str(enc.shape) + ", expected 2-D (d_in, d_sae)");
+  Sae s;
+  s.source_format = "gemma-scope";
+  s.arch = "jumprelu";
+  s.apply_b_dec_to_input = false;
+  s.d_in = int64_t(enc.shape[0]);
+  s.d_sae = int64_t(enc.shape[1]);
+  const uint64_t d_in = enc.shape[0], d_sae = enc.shape[1];
+  s.W_enc = a.read_f32("W_enc", {d_in, d_sae});
+  s.W_dec = a.read_f32("W_dec", {d_sae, d_in});
+  s.b_enc = a.read_f32("b_enc", {d_sae});
+  s.b_dec = a.read_f32("b_dec", {d_in});
+  s.threshold = a.read_f32("threshold", {d_sae});
+  std::tie(s.hook, s.reshape_activations) = gemma_scope_hook(dir);
+  s.validate(path);
+  return s;
+}
+
 // Keys of SAELens's SAEMetadata that legacy (pre-6) configs keep at the top level, and the legacy
 // spellings SAELens renames (handle_pre_6_0_config).
 const char* const kMetadataKeys[] = {"model_name",      "hook_name",         "hook_layer",     "hook_head_index",
@@ -330,6 +386,7 @@ Sae load_sae(const std::string& dir_in) {
   if (!fs::is_directory(dir, ec)) throw InputError(dir + ": not a directory (an SAE is a directory with cfg.json)");
   std::string cfg_path = dir + "/cfg.json";
   if (!fs::exists(cfg_path, ec)) {
+    if (fs::exists(dir + "/params.npz", ec)) return load_gemma_scope(dir);
     std::vector<std::string> hooks = sparsify_hookpoints(dir);
     if (!hooks.empty()) {
       std::string list;

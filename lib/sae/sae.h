@@ -1,6 +1,6 @@
 // A sparse autoencoder in memory, its directory format on disk (SAELens-loadable cfg.json +
-// sae_weights.safetensors), readers for SAELens (current and legacy cfg keys) and EleutherAI
-// sparsify directories, and a plain reference encoder/decoder for inference.
+// sae_weights.safetensors), readers for SAELens (current and legacy cfg keys), EleutherAI sparsify
+// and Gemma Scope (params.npz) directories, and a plain reference encoder/decoder for inference.
 // docs/sae-format.md describes every format and how each is mapped onto this struct.
 #pragma once
 #include <cstdint>
@@ -37,7 +37,7 @@ struct Sae {
   std::string reshape_activations = "none";  // none | hook_z (rows are the flattened heads either way)
   std::string hook;           // hook point (cfg metadata.hook_name / hook_name)
   std::string model;          // model name, when known
-  std::string source_format;  // "saetools", "saelens", "saelens-legacy" or "sparsify" (set by load_sae)
+  std::string source_format;  // "saetools", "saelens", "saelens-legacy", "sparsify" or "gemma-scope" (set by load_sae)
   nlohmann::json cfg = nlohmann::json::object();  // the cfg.json as read, or extra keys to write
 
   // Pre-activation: (norm(x) - b_dec if apply_b_dec_to_input) @ W_enc + b_enc, for `rows` rows.
@@ -60,7 +60,7 @@ struct SaveOptions {
   std::vector<float> log10_density;  // if non-empty, written as sparsity.safetensors ("sparsity" [d_sae])
 };
 
-// Reads a saetools, SAELens or sparsify SAE directory; every defect (missing files or tensors,
+// Reads a saetools, SAELens, sparsify or Gemma Scope SAE directory; every defect (missing files or tensors,
 // wrong shapes, NaN weights, unknown architecture) is an InputError naming the directory.
 Sae load_sae(const std::string& dir);
 // Writes dir atomically (a temporary directory renamed into place).

@@ -113,3 +113,55 @@ encodings() { sae-eval --sae "$1" "$2" 2>/dev/null | jq -c 'del(.sae)'; }
   [ "$(ls out | tr '\n' ' ')" = "cfg.json sae_weights.safetensors " ]
   assert_no_output_left . sae out
 }
+
+# gemma_scope DIR ZIP_FLAG: a Gemma Scope release directory whose params.npz Info-ZIP's zip packs
+# (-0 stores, -9 deflates), as an independent writer of the zip format: d_in 2, d_sae 2, identity
+# encoder and decoder, b_enc 0, threshold 0.5, b_dec (1, 1).
+gemma_scope() {
+  local dir=$1 flag=$2 tmp
+  tmp=$(mktemp -d)
+  mkdir -p "$dir"
+  { npy_header '<f4' '(2, 2)'; f32_bytes 1 0 0 1; } >"$tmp/W_enc.npy"
+  { npy_header '<f4' '(2, 2)'; f32_bytes 1 0 0 1; } >"$tmp/W_dec.npy"
+  { npy_header '<f4' '(2,)'; f32_bytes 0 0; } >"$tmp/b_enc.npy"
+  { npy_header '<f4' '(2,)'; f32_bytes 1 1; } >"$tmp/b_dec.npy"
+  { npy_header '<f4' '(2,)'; f32_bytes 0.5 0.5; } >"$tmp/threshold.npy"
+  (cd "$tmp" && zip -q -X "$flag" params.npz ./*.npy)  # -X: no extra fields, so offsets below are exact
+  mv "$tmp/params.npz" "$dir/"
+  rm -rf "$tmp"
+}
+
+@test "Gemma Scope params.npz, stored or deflated (by Info-ZIP) -> SAELens: JumpReLU on x itself, hook from the path" {
+  command -v zip >/dev/null || skip "zip is not installed (scripts/install-deps.sh installs it)"
+  # (1.25, 0.25) and (0.25, 1.25): one latent each fires on x itself; had b_dec been subtracted
+  # first, none would ((0.25, -0.75) is under the threshold).
+  npy_f32 rows.npy 2 2 "1.25 0.25 0.25 1.25"
+  sae-npy import rows.npy -o rows.sae
+  for flag in -0 -9; do
+    d="gs$flag/gemma-scope-2b-pt-res/layer_6/width_16k/average_l0_10"
+    gemma_scope "$d" "$flag"
+    run sae-eval --sae "$d" rows.sae
+    assert_success
+    [ "$(jq -c '[.sae.format, .sae.architecture, .sae.hook, .sae.apply_b_dec_to_input, .sparsity.l0.mean]' <<<"$output")" \
+      = '["gemma-scope","jumprelu","blocks.6.hook_resid_post",false,1]' ]
+    # x_hat = f W_dec + b_dec: (2.25, 1) and (1, 2.25); squared error per row 1 + 0.5625.
+    [ "$(jq -c '.reconstruction.squared_error_per_row' <<<"$output")" = 1.5625 ]
+    run sae-convert "$d" -o "out$flag"
+    assert_success
+    [ "$(jq -c '[.architecture, .d_in, .d_sae, .apply_b_dec_to_input, .metadata.hook_name]' "out$flag/cfg.json")" \
+      = '["jumprelu",2,2,false,"blocks.6.hook_resid_post"]' ]
+    [ "$(encodings "$d" rows.sae)" = "$(encodings "out$flag" rows.sae)" ]
+  done
+}
+
+@test "a damaged params.npz is named with its member and the problem" {
+  command -v zip >/dev/null || skip "zip is not installed (scripts/install-deps.sh installs it)"
+  gemma_scope gs -0
+  # Flip a byte of W_dec's second value (name, 128-byte .npy header, 4 bytes): its CRC-32 no longer matches.
+  off=$(grep -obUaP 'W_dec\.npy' gs/params.npz | head -1 | cut -d: -f1)
+  printf '\xff' | dd of=gs/params.npz bs=1 seek=$((off + 9 + 128 + 4)) conv=notrunc status=none
+  run sae-convert gs -o out
+  assert_failure 1
+  assert_output "sae-convert: gs/params.npz: member W_dec.npy: CRC-32 mismatch (the archive is corrupt)"
+  [ ! -e out ]
+}

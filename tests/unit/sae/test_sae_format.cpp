@@ -1,5 +1,5 @@
 // SAE directory formats: SAELens 6.x (standard, topk, jumprelu, gated), SAELens before 6.0,
-// EleutherAI sparsify and saetools's own layout are read into the same Sae, and its forward pass
+// EleutherAI sparsify, Gemma Scope's params.npz and saetools's own layout are read into the same Sae, and its forward pass
 // matches an independent reference of each format (sae_fixtures.h); save_sae writes a SAELens-6
 // directory that reads back identically; bad directories get one clear message.
 #include <gtest/gtest.h>
@@ -12,6 +12,7 @@
 #include "base/errors.h"
 #include "sae/sae.h"
 #include "stream/safetensors.h"
+#include "support/npz_writer.h"
 #include "support/sae_fixtures.h"
 
 using namespace sae;
@@ -66,6 +67,113 @@ TEST(SaeFormatHand, IdentityFixtureEncodesByHand) {
   s.reconstruct(x.data(), 4, f.data(), xh.data());
   EXPECT_EQ(f, (std::vector<float>{2, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0}));
   EXPECT_EQ(xh, (std::vector<float>{2, 0, 0, 2, 0, 0, 0, 0}));
+}
+
+// ---- Gemma Scope's release files: params.npz ----
+
+namespace {
+
+// A Gemma Scope directory as the release has it: params.npz (np.savez) and nothing else.
+void write_gemma_scope(const std::string& dir, const Weights& w, const fixtures::NpzOptions& o = {}) {
+  using npy::Elem;
+  auto f64 = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+  const uint64_t d_in = uint64_t(w.d_in), d_sae = uint64_t(w.d_sae);
+  fs::create_directories(dir);
+  std::ofstream(dir + "/params.npz", std::ios::binary)
+      << fixtures::npz_bytes({{"W_enc.npy", fixtures::npy_bytes(Elem::f4, {d_in, d_sae}, f64(w.W_enc))},
+                              {"W_dec.npy", fixtures::npy_bytes(Elem::f4, {d_sae, d_in}, f64(w.W_dec))},
+                              {"threshold.npy", fixtures::npy_bytes(Elem::f4, {d_sae}, f64(w.threshold))},
+                              {"b_enc.npy", fixtures::npy_bytes(Elem::f4, {d_sae}, f64(w.b_enc))},
+                              {"b_dec.npy", fixtures::npy_bytes(Elem::f4, {d_in}, f64(w.b_dec))}},
+                             o);
+}
+
+}  // namespace
+
+// Gemma Scope's JumpReLU encodes x itself: f = relu(x W_enc + b_enc) where that exceeds the
+// threshold; b_dec is only added back. By hand first, then against the SAELens reference.
+TEST(SaeFormatGemmaScope, EncodesByHandWithoutSubtractingBDec) {
+  TempDir t;
+  Weights w;
+  w.arch = "jumprelu";
+  w.d_in = 2;
+  w.d_sae = 2;
+  w.W_enc = {1, 0, 0, 1};
+  w.b_enc = {0, 0};
+  w.threshold = {0.5f, 0.5f};
+  w.W_dec = {1, 0, 0, 1};
+  w.b_dec = {1, 1};
+  write_gemma_scope(t / "sae", w);
+  Sae s = load_sae(t / "sae");
+  EXPECT_EQ(s.source_format, "gemma-scope");
+  EXPECT_EQ(s.arch, "jumprelu");
+  EXPECT_FALSE(s.apply_b_dec_to_input);
+  EXPECT_EQ(s.hook, "");  // the path does not follow the release's layout
+  // (2, 0.25): the second coordinate is under its threshold. Subtracting b_dec first would give
+  // (1, -0.75) instead.
+  std::vector<float> x = {2, 0.25f}, f(2), xh(2);
+  s.reconstruct(x.data(), 1, f.data(), xh.data());
+  EXPECT_EQ(f, (std::vector<float>{2, 0}));
+  EXPECT_EQ(xh, (std::vector<float>{3, 1}));
+}
+
+TEST(SaeFormatGemmaScope, ForwardMatchesReferenceStoredOrDeflatedAndSavesAsSaeLens) {
+  for (bool deflate : {false, true}) {
+    SCOPED_TRACE(deflate ? "np.savez_compressed" : "np.savez");
+    TempDir t;
+    Weights w = random_weights("jumprelu", 16, 48, 31);
+    w.apply_b_dec = false;
+    fixtures::NpzOptions o;
+    o.deflate = deflate;
+    o.zip64 = deflate;  // numpy writes large arrays in zip64 form
+    write_gemma_scope(t / "sae", w, o);
+    Sae s = load_sae(t / "sae");
+    std::vector<float> x = randn(size_t(kRows * 16), 7);
+    expect_forward_matches(s, ref_saelens(w, x.data(), kRows), x, kRows, "gemma scope");
+    // Saved in the SAELens layout, it reads back as the same SAE.
+    save_sae(s, t / "converted");
+    Sae c = load_sae(t / "converted");
+    EXPECT_EQ(c.arch, "jumprelu");
+    EXPECT_FALSE(c.apply_b_dec_to_input);
+    expect_forward_matches(c, ref_saelens(w, x.data(), kRows), x, kRows, "gemma scope converted");
+  }
+}
+
+TEST(SaeFormatGemmaScope, HookFromTheReleaseLayout) {
+  TempDir t;
+  Weights w = random_weights("jumprelu", 4, 8, 3);
+  const std::pair<std::string, std::pair<std::string, std::string>> cases[] = {
+      {"gemma-scope-2b-pt-res/layer_20/width_16k/average_l0_71", {"blocks.20.hook_resid_post", "none"}},
+      {"gemma-scope-2b-pt-res-canonical/layer_3/width_16k/canonical", {"blocks.3.hook_resid_post", "none"}},
+      {"models--google--gemma-scope-9b-pt-mlp/snapshots/abc/layer_7/width_131k/average_l0_10",
+       {"blocks.7.hook_mlp_out", "none"}},
+      {"gemma-scope-2b-pt-att/layer_0/width_16k/average_l0_104", {"blocks.0.attn.hook_z", "hook_z"}},
+      {"somewhere/else/layer_4", {"", "none"}},
+  };
+  for (const auto& [path, want] : cases) {
+    write_gemma_scope(t / path, w);
+    Sae s = load_sae(t / path);
+    EXPECT_EQ(s.hook, want.first) << path;
+    EXPECT_EQ(s.reshape_activations, want.second) << path;
+  }
+}
+
+TEST(SaeFormatGemmaScope, MissingArrayAndWrongShapesAreNamed) {
+  TempDir t;
+  using npy::Elem;
+  fs::create_directories(t / "a");
+  std::ofstream(t / "a/params.npz", std::ios::binary)
+      << fixtures::npz_bytes({{"W_enc.npy", fixtures::npy_bytes(Elem::f4, {2, 2}, {1, 0, 0, 1})}});
+  expect_load_error(t / "a", "a/params.npz: no array 'W_dec' (a Gemma Scope params.npz holds W_enc, W_dec, b_enc, "
+                             "b_dec and threshold)");
+  fs::create_directories(t / "b");
+  std::ofstream(t / "b/params.npz", std::ios::binary)
+      << fixtures::npz_bytes({{"W_enc.npy", fixtures::npy_bytes(Elem::f4, {4, 8}, std::vector<double>(32, 0.1))},
+                              {"W_dec.npy", fixtures::npy_bytes(Elem::f4, {4, 8}, std::vector<double>(32, 0.1))},
+                              {"threshold.npy", fixtures::npy_bytes(Elem::f4, {8}, std::vector<double>(8, 0))},
+                              {"b_enc.npy", fixtures::npy_bytes(Elem::f4, {8}, std::vector<double>(8, 0))},
+                              {"b_dec.npy", fixtures::npy_bytes(Elem::f4, {4}, std::vector<double>(4, 0))}});
+  expect_load_error(t / "b", "b/params.npz: member W_dec.npy: shape (4, 8), expected (8, 4)");
 }
 
 // ---- SAELens 6.x: every inference architecture against the reference ----
