@@ -150,9 +150,12 @@ limited() {
 
 # Signals are sent from the test and the tool must be gone well within the test's patience; a
 # tool held by a blocked open or read would sit there until `timeout` killed it (exit 124).
+# `timeout --foreground`: a signal sent to timeout then reaches the tool once. Without it, timeout
+# passes the signal on to the tool and again to its whole process group, so the tool may see two
+# SIGTERMs, and sae-train takes a second one as "stop at once" (a flaky exit 143).
 @test "SIGTERM ends sae-train waiting on a FIFO with no writer" {
   mkfifo p
-  timeout 20 sae-train p -o out 2>err &
+  timeout --foreground 20 sae-train p -o out 2>err &
   pid=$!
   sleep 0.5
   kill -TERM "$pid"
@@ -170,7 +173,7 @@ limited() {
   # The header and the one batch, then a writer that keeps the pipe open and sends nothing.
   ( head -c "$(frame_offset a.sae 2)" a.sae; sleep 30 ) >p &
   writer=$!
-  timeout 20 sae-train p --latents 16 --k 2 --batch 1000 --init-rows 8 --log log.jsonl -o out 2>err &
+  timeout --foreground 20 sae-train p --latents 16 --k 2 --batch 1000 --init-rows 8 --log log.jsonl -o out 2>err &
   pid=$!
   # The log opens once the first rows are in and training (and graceful interrupts) has begun.
   for _ in $(seq 300); do [ -e log.jsonl ] && break; sleep 0.05; done
