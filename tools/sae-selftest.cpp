@@ -463,8 +463,9 @@ struct Harness {
     }
   }
 
-  // The transformer forward pass of two small random models (a GPT-2 with a tied head; a Qwen2,
-  // of the Llama family, with grouped-query attention, RoPE, q/k/v biases and an untied head),
+  // The transformer forward pass of three small random models (a GPT-2 with a tied head; a Qwen2,
+  // of the Llama family, with grouped-query attention, RoPE, q/k/v biases and an untied head; a
+  // Qwen3: the same without biases, with per-head q/k RMSNorm and head_dim 16 != 48 / 4),
   // written to a temporary directory: every hook, the logits and the NLL of the device under test
   // against the reference side, in f32 and in bf16 compute (on the CPU, the bf16 emulation).
   void forward() {
@@ -475,8 +476,14 @@ struct Harness {
                                   {"intermediate_size", 80}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
                                   {"num_key_value_heads", 2}, {"vocab_size", 97}, {"max_position_embeddings", 64},
                                   {"rms_norm_eps", 1e-6}, {"hidden_act", "silu"}, {"tie_word_embeddings", false}};
+    const nlohmann::json qwen3 = {{"model_type", "qwen3"}, {"architectures", {"Qwen3ForCausalLM"}}, {"hidden_size", 48},
+                                  {"head_dim", 16}, {"intermediate_size", 80}, {"num_hidden_layers", 2},
+                                  {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"vocab_size", 97},
+                                  {"max_position_embeddings", 64}, {"rms_norm_eps", 1e-6}, {"hidden_act", "silu"},
+                                  {"attention_bias", false}, {"tie_word_embeddings", false}};
     TempDir dir("sae-selftest");
-    for (const auto& [name, cfg] : {std::make_pair(std::string("gpt2"), gpt2), std::make_pair(std::string("qwen2"), qwen2)}) {
+    for (const auto& [name, cfg] : {std::make_pair(std::string("gpt2"), gpt2), std::make_pair(std::string("qwen2"), qwen2),
+                                    std::make_pair(std::string("qwen3"), qwen3)}) {
       const std::string path = dir / name;
       fs::create_directory(path);
       write_random_model(path, cfg, uint32_t(rng.next_u64()));

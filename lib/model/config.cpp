@@ -155,6 +155,8 @@ void parse_llama(const Fields& f, ModelConfig& c) {
   if (mt == "llama") check_architectures(f, {"LlamaForCausalLM", "LlamaModel"});
   if (mt == "mistral") check_architectures(f, {"MistralForCausalLM", "MistralModel"});
   if (mt == "qwen2") check_architectures(f, {"Qwen2ForCausalLM", "Qwen2Model"});
+  if (mt == "qwen3") check_architectures(f, {"Qwen3ForCausalLM", "Qwen3Model"});
+  c.qk_norm = mt == "qwen3";
   c.arch = ModelArch::llama;
   c.n_layers = to_int(f, "num_hidden_layers", f.positive("num_hidden_layers"));
   c.d_model = to_int(f, "hidden_size", f.positive("hidden_size"));
@@ -206,7 +208,7 @@ void parse_llama(const Fields& f, ModelConfig& c) {
   // the arithmetic.
   bool windowed = false;
   if (mt == "mistral") windowed = f.has("sliding_window");
-  if (mt == "qwen2") windowed = f.boolean("use_sliding_window", false);
+  if (mt == "qwen2" || mt == "qwen3") windowed = f.boolean("use_sliding_window", false);
   if (f.has("layer_types")) {
     for (const auto& t : f.j.at("layer_types"))
       if (t != "full_attention") windowed = true;
@@ -233,10 +235,10 @@ ModelConfig parse_model_config(const json& j, const std::string& where) {
   c.name = f.has("_name_or_path") && j.at("_name_or_path").is_string() ? j.at("_name_or_path").get<std::string>() : "";
   if (c.model_type == "gpt2")
     parse_gpt2(f, c);
-  else if (c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "qwen2")
+  else if (c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "qwen2" || c.model_type == "qwen3")
     parse_llama(f, c);
   else
-    throw f.err("model_type", "'" + c.model_type + "' is not supported (supported: gpt2, llama, mistral, qwen2)");
+    throw f.err("model_type", "'" + c.model_type + "' is not supported (supported: gpt2, llama, mistral, qwen2, qwen3)");
   return c;
 }
 

@@ -37,6 +37,7 @@ std::vector<float> concat(std::vector<std::vector<float>> parts) {
 struct Model::Weights {
   struct Layer {
     Buffer<float> norm1_w, norm1_b, norm2_w, norm2_b;
+    Buffer<float> q_norm_w, k_norm_w;  // Qwen3's per-head q/k RMSNorm weights [head_dim]
     Linear qkv, o, up, down;  // up: GPT-2 c_fc [.., d_mlp], Llama gate|up [.., 2*d_mlp]
   };
   Buffer<float> wte, wpe, norm_f_w, norm_f_b;
@@ -130,6 +131,10 @@ Model::Model(const std::string& dir, Backend& be, Compute compute) : dir_(dir), 
       lin(L.qkv, concat({rd(a + "q_proj.weight", {A, D}), rd(a + "k_proj.weight", {KVW, D}), rd(a + "v_proj.weight", {KVW, D})}),
           qkv_b, D, A + 2 * KVW, true);
       lin(L.o, rd(a + "o_proj.weight", {D, A}), c.o_bias ? rd(a + "o_proj.bias", {D}) : std::vector<float>{}, A, D, true);
+      if (c.qk_norm) {
+        L.q_norm_w = up(rd(a + "q_norm.weight", {c.head_dim}));
+        L.k_norm_w = up(rd(a + "k_norm.weight", {c.head_dim}));
+      }
       std::vector<float> gu_b, down_b;
       if (c.mlp_bias) {
         gu_b = concat({rd(m + "gate_proj.bias", {I}), rd(m + "up_proj.bias", {I})});
@@ -275,6 +280,9 @@ void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const For
     else
       ops.rmsnorm(k.resid.data(), L.norm1_w.data(), k.xn.data(), rows, D, c.norm_eps);
     project(L.qkv, k.xn.data(), k.qkv.data());
+    if (c.qk_norm)
+      ops.qk_rmsnorm(k.qkv.data(), rows, c.n_heads, c.n_kv_heads, c.head_dim, L.q_norm_w.data(), L.k_norm_w.data(),
+                     c.norm_eps);
     if (!gpt2) ops.rope(k.qkv.data(), rows, seq, c.n_heads, c.n_kv_heads, c.head_dim, k.cos.data(), k.sin.data());
     ops.attention(k.qkv.data(), k.attn.data(), batch, seq, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale(l));
     project(L.o, k.attn.data(), k.proj.data());

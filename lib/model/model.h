@@ -1,5 +1,5 @@
 // Hugging Face causal language models (GPT-2 and the Llama family: Llama 2/3, Mistral, Qwen2,
-// SmolLM, TinyLlama) loaded from a model directory and run by our own forward pass on the CPU
+// Qwen3, SmolLM, TinyLlama) loaded from a model directory and run by our own forward pass on the CPU
 // (OpenBLAS + OpenMP) or CUDA (cuBLAS + kernels) backend, with TransformerLens-style hook points.
 //
 // Loading: config.json, then model.safetensors or a sharded model.safetensors.index.json. Weights
@@ -50,7 +50,7 @@ struct RopeScaling {
 
 struct ModelConfig {
   ModelArch arch = ModelArch::gpt2;
-  std::string model_type;  // config.json "model_type" (gpt2, llama, mistral, qwen2)
+  std::string model_type;  // config.json "model_type" (gpt2, llama, mistral, qwen2, qwen3)
   std::string name;        // "_name_or_path" when present, else ""
   int n_layers = 0, d_model = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, d_mlp = 0, vocab = 0;
   // Longest sequence the model runs exactly, and the config field that sets it (for messages).
@@ -60,6 +60,9 @@ struct ModelConfig {
   tk::Activation act = tk::Activation::gelu_tanh;
   bool tied_head = true;
   bool qkv_bias = false, o_bias = false, mlp_bias = false;
+  // Qwen3: every query and key head is RMS-normalised (self_attn.q_norm / k_norm, [head_dim])
+  // after the projection and before the rotary embedding.
+  bool qk_norm = false;
   // GPT-2 attention scaling options.
   bool scale_attn_weights = true, scale_attn_by_inverse_layer_idx = false;
   // Llama family rotary embedding.

@@ -47,6 +47,10 @@ class TransformerOps {
   virtual void bias_act(float* x, const float* b, int64_t rows, int64_t cols, tk::Activation a) = 0;
   // gu rows are [gate (cols) | up (cols)]; out[r][c] = act(gate[c]) * up[c]
   virtual void gated_act(const float* gu, float* out, int64_t rows, int64_t cols, tk::Activation a) = 0;
+  // Qwen3: RMS-normalises every query head with wq [dh] and every key head with wk [dh], in place
+  // in qkv rows [q (n_heads*dh) | k (n_kv*dh) | v], as rmsnorm does a row.
+  virtual void qk_rmsnorm(float* qkv, int64_t rows, int n_heads, int n_kv, int dh, const float* wq, const float* wk,
+                          float eps) = 0;
   // Rotates the query and key heads of qkv rows [q (n_heads*dh) | k (n_kv*dh) | v] in place;
   // cos/sin hold [seq][dh/2] for positions 0..seq-1.
   virtual void rope(float* qkv, int64_t rows, int64_t seq, int n_heads, int n_kv, int dh, const float* cos,

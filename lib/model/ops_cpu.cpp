@@ -104,6 +104,20 @@ class CpuTransformerOps final : public TransformerOps {
     });
   }
 
+  void qk_rmsnorm(float* qkv, int64_t rows, int n_heads, int n_kv, int dh, const float* wq, const float* wk,
+                  float eps) override {
+    const int64_t width = int64_t(n_heads + 2 * n_kv) * dh;
+    for_rows(rows, [&](int64_t r) {
+      for (int h = 0; h < n_heads + n_kv; h++) {
+        float* x = qkv + r * width + int64_t(h) * dh;
+        const float* w = h < n_heads ? wq : wk;
+        const float rstd = tk::rmsnorm_rstd(tk::partial_sum_sq(x, dh, 0, 1), dh, eps);
+#pragma omp simd
+        for (int i = 0; i < dh; i++) x[i] = tk::rmsnorm_elem(x[i], rstd, w[i]);
+      }
+    });
+  }
+
   void add_bias(float* x, const float* b, int64_t rows, int64_t cols) override {
     for_rows(rows, [&](int64_t r) {
       float* xr = x + r * cols;

@@ -84,6 +84,19 @@ __global__ void rmsnorm_kernel(const float* x, const float* w, float* y, int64_t
   for (int64_t i = threadIdx.x; i < d; i += blockDim.x) yr[i] = tk::rmsnorm_elem(xr[i], rstd, w[i]);
 }
 
+// One block per (row, head): blockIdx.x = row * (n_heads + n_kv) + head, over the q and k heads.
+__global__ void qk_rmsnorm_kernel(float* qkv, int n_heads, int n_kv, int dh, const float* wq, const float* wk, float eps) {
+  __shared__ float scratch[32];
+  const int heads = n_heads + n_kv;
+  const int64_t r = blockIdx.x / heads;
+  const int h = int(blockIdx.x % heads);
+  float* x = qkv + r * int64_t(n_heads + 2 * n_kv) * dh + int64_t(h) * dh;
+  const float* w = h < n_heads ? wq : wk;
+  // In place: block_sum's barriers put every thread's reads for the sum before any write.
+  const float rstd = tk::rmsnorm_rstd(block_sum(tk::partial_sum_sq(x, dh, threadIdx.x, blockDim.x), scratch), dh, eps);
+  for (int i = threadIdx.x; i < dh; i += blockDim.x) x[i] = tk::rmsnorm_elem(x[i], rstd, w[i]);
+}
+
 __global__ void add_bias_kernel(float* x, const float* b, int64_t rows, int64_t cols) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * cols; i += int64_t(gridDim.x) * blockDim.x)
     x[i] += b[i % cols];
@@ -193,6 +206,12 @@ class CudaTransformerOps final : public TransformerOps {
   void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps) override {
     rmsnorm_kernel<<<unsigned(rows), kThreads>>>(x, w, y, d, eps);
     check_launch("rmsnorm");
+  }
+  void qk_rmsnorm(float* qkv, int64_t rows, int n_heads, int n_kv, int dh, const float* wq, const float* wk,
+                  float eps) override {
+    if (rows == 0) return;
+    qk_rmsnorm_kernel<<<unsigned(rows * (n_heads + n_kv)), kThreads>>>(qkv, n_heads, n_kv, dh, wq, wk, eps);
+    check_launch("qk_rmsnorm");
   }
   void add_bias(float* x, const float* b, int64_t rows, int64_t cols) override {
     add_bias_kernel<<<blocks_for(rows * cols), kThreads>>>(x, b, rows, cols);

@@ -84,6 +84,10 @@ ModelTensors random_model_tensors(const ModelConfig& c, uint32_t seed, const std
         t.add(h + "self_attn.k_proj.bias", {KV}, randn(g, sz(KV), 0.3f));
         t.add(h + "self_attn.v_proj.bias", {KV}, randn(g, sz(KV), 0.3f));
       }
+      if (c.qk_norm) {
+        t.add(h + "self_attn.q_norm.weight", {c.head_dim}, randn(g, sz(c.head_dim), 0.1f, 1.0f));
+        t.add(h + "self_attn.k_norm.weight", {c.head_dim}, randn(g, sz(c.head_dim), 0.1f, 1.0f));
+      }
       t.add(h + "self_attn.o_proj.weight", {D, A}, randn(g, sz(D * A), ws));
       if (c.o_bias) t.add(h + "self_attn.o_proj.bias", {D}, randn(g, sz(D), 0.3f));
       t.add(h + "post_attention_layernorm.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));

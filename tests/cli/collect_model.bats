@@ -65,6 +65,12 @@ check_case0() {
   check_case0 gpt2-random blocks.2.hook_resid_post 64
 }
 
+@test "qwen3-random rows equal the reference: tokens exactly, activations within 1e-4" {
+  need_shared
+  check_case0 qwen3-random blocks.1.hook_attn_out 64
+  check_case0 qwen3-random blocks.2.hook_resid_post 64
+}
+
 @test "--help lists every model option with its default" {
   run sae-collect --help
   assert_success
@@ -165,7 +171,7 @@ check_case0() {
   # An architecture we do not run, a corrupt weights file, a missing shard.
   mkdir bert
   sed 's/"model_type": "llama"/"model_type": "bert"/' "$m/config.json" > bert/config.json
-  check "bert/config.json: model_type: 'bert' is not supported (supported: gpt2, llama, mistral, qwen2)" \
+  check "bert/config.json: model_type: 'bert' is not supported (supported: gpt2, llama, mistral, qwen2, qwen3)" \
     --model bert --hook blocks.0.hook_resid_pre --text in.txt
   mkdir corrupt
   cp "$m/config.json" corrupt/

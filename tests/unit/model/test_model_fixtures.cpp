@@ -359,7 +359,7 @@ TEST(ModelConfigErrors, UnsupportedValuesNameTheField) {
   EXPECT_EQ(config_error(c), "m/config.json: add_cross_attention: value true is not supported (the forward pass would not match the model)");
   c = gpt2_config();
   c["model_type"] = "bert";
-  EXPECT_EQ(config_error(c), "m/config.json: model_type: 'bert' is not supported (supported: gpt2, llama, mistral, qwen2)");
+  EXPECT_EQ(config_error(c), "m/config.json: model_type: 'bert' is not supported (supported: gpt2, llama, mistral, qwen2, qwen3)");
   c.erase("model_type");
   EXPECT_EQ(config_error(c), "m/config.json: model_type: missing (cannot tell the architecture)");
 }

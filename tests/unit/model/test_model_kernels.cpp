@@ -164,3 +164,29 @@ TEST(ModelKernels, CpuNormsSoftmaxAndRopeMatchDoubleLoops) {
         EXPECT_NEAR(q[c], wc, 1e-6);
       }
 }
+
+// Qwen3's per-head q/k RMSNorm on qkv rows [q (3 heads) | k (2 heads) | v (2 heads)] of head width
+// 6: each query head scaled by wq, each key head by wk, each by its own RMS; v untouched.
+TEST(ModelKernels, CpuQkRmsnormNormalisesEachQueryAndKeyHeadAlone) {
+  auto ops = make_cpu_transformer_ops();
+  const int H = 3, KV = 2, dh = 6;
+  const int64_t R = 4, W = (H + 2 * KV) * dh;
+  std::vector<float> qkv = rnd(size_t(R * W), 8, 2.0f), before = qkv, wq = rnd(size_t(dh), 9), wk = rnd(size_t(dh), 10);
+  ops->qk_rmsnorm(qkv.data(), R, H, KV, dh, wq.data(), wk.data(), 1e-6f);
+  for (int64_t r = 0; r < R; r++)
+    for (int h = 0; h < H + 2 * KV; h++) {
+      const float* x = &before[size_t(r * W + h * dh)];
+      double ms = 0;
+      for (int i = 0; i < dh; i++) ms += double(x[i]) * x[i];
+      ms /= dh;
+      for (int i = 0; i < dh; i++) {
+        const float got = qkv[size_t(r * W + h * dh + i)];
+        if (h >= H + KV) {
+          EXPECT_EQ(got, x[i]) << "v head " << h << " changed";
+        } else {
+          const double want = x[i] / std::sqrt(ms + 1e-6) * (h < H ? wq : wk)[size_t(i)];
+          EXPECT_NEAR(got, want, 1e-5 * (1 + std::fabs(want))) << "row " << r << " head " << h;
+        }
+      }
+    }
+}

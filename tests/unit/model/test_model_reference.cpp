@@ -10,6 +10,10 @@
 // compared absolutely with the same 1e-4 (they are O(1) log-probabilities).
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
 #include "backend/backend.h"
 #include "model/model.h"
 #include "stream/safetensors.h"
@@ -84,6 +88,44 @@ TEST(ModelReference, Stories260KEveryHookLogitsAndNll) {
 TEST(ModelReference, Gpt2RandomEveryHookLogitsAndNll) {
   NEED_SHARED();
   check_model_against_reference("gpt2-random");
+}
+
+// Qwen3 (transformers 5's own save_pretrained, bf16 weights): per-head q/k RMSNorm, GQA, no
+// q/k/v bias, untied head, rope_parameters.
+TEST(ModelReference, Qwen3RandomEveryHookLogitsAndNll) {
+  NEED_SHARED();
+  check_model_against_reference("qwen3-random");
+}
+
+// The same weights under a transformers 4.x config (rope_theta at the top level, torch_dtype, no
+// layer_types or rope_parameters), as most published Qwen3 checkpoints spell it: the same bits.
+TEST(ModelReference, Qwen3TransformersFourConfigGivesTheSameOutputs) {
+  NEED_SHARED();
+  const std::string dir = shared_model("qwen3-random");
+  nlohmann::json cfg = nlohmann::json::parse(std::ifstream(dir + "/config.json"));
+  const double theta = cfg["rope_parameters"]["rope_theta"].get<double>();
+  cfg.erase("rope_parameters");
+  cfg.erase("layer_types");
+  cfg.erase("dtype");
+  cfg["rope_theta"] = theta;
+  cfg["rope_scaling"] = nullptr;
+  cfg["torch_dtype"] = "bfloat16";
+  cfg["transformers_version"] = "4.51.0";
+  TempDir t;
+  std::ofstream(t / "config.json") << cfg.dump(2);
+  std::filesystem::create_symlink(dir + "/model.safetensors", t / "model.safetensors");
+  auto be = make_cpu_backend();
+  Model a(dir, *be), b(t.path(), *be);
+  SafeTensors ref(dir + "/reference.safetensors");
+  std::vector<int32_t> tok = ref.read_i32("case0.tokens");
+  ForwardOptions opt;
+  for (const auto& h : all_hooks(a.config())) opt.capture.push_back(parse_hook(h, a.config()));
+  opt.want_logits = true;
+  const ForwardResult ra = a.forward(tok.data(), 1, int64_t(tok.size()), opt);
+  const ForwardResult rb = b.forward(tok.data(), 1, int64_t(tok.size()), opt);
+  EXPECT_EQ(ra.captured, rb.captured);
+  EXPECT_EQ(ra.logits, rb.logits);
+  EXPECT_EQ(b.config().rope_theta, 1e6);
 }
 
 TEST(ModelReference, TinyGpt2SavePretrainedArtifact) {
