@@ -70,7 +70,9 @@ inline std::string raw_deflate(const std::string& in) {
 // members: {name in the archive ("W_enc.npy"), its bytes}.
 inline std::string npz_bytes(const std::vector<std::pair<std::string, std::string>>& members, const NpzOptions& o = {}) {
   std::string zip, dir;
-  for (const auto& [name, bytes] : members) {
+  for (const auto& member : members) {
+    const std::string& name = member.first;  // not a structured binding: the lambda below uses it
+    const std::string& bytes = member.second;
     const std::string data = o.deflate ? raw_deflate(bytes) : bytes;
     const uint32_t crc = uint32_t(crc32(0, reinterpret_cast<const Bytef*>(bytes.data()), uInt(bytes.size())));
     const uint64_t offset = zip.size();
@@ -83,32 +85,28 @@ inline std::string npz_bytes(const std::vector<std::pair<std::string, std::strin
       put64(extra, offset);
     }
     const uint32_t big = 0xFFFFFFFF;
+    // The fields local and central headers share, from "general purpose flags" to "extra length".
+    auto shared_fields = [&](std::string& s) {
+      put16(s, 0);
+      put16(s, o.deflate ? 8 : 0);
+      put16(s, 0);
+      put16(s, 0x21);
+      put32(s, crc);
+      put32(s, o.zip64 ? big : uint32_t(data.size()));
+      put32(s, o.zip64 ? big : uint32_t(bytes.size()));
+      put16(s, uint32_t(name.size()));
+      put16(s, uint32_t(extra.size()));
+    };
     // Local header.
     put32(zip, 0x04034b50);
     put16(zip, o.zip64 ? 45 : 20);
-    put16(zip, 0);
-    put16(zip, o.deflate ? 8 : 0);
-    put16(zip, 0);
-    put16(zip, 0x21);
-    put32(zip, crc);
-    put32(zip, o.zip64 ? big : uint32_t(data.size()));
-    put32(zip, o.zip64 ? big : uint32_t(bytes.size()));
-    put16(zip, uint32_t(name.size()));
-    put16(zip, uint32_t(extra.size()));
+    shared_fields(zip);
     zip += name + extra + data;
     // Central directory header.
     put32(dir, 0x02014b50);
     put16(dir, 45);
     put16(dir, o.zip64 ? 45 : 20);
-    put16(dir, 0);
-    put16(dir, o.deflate ? 8 : 0);
-    put16(dir, 0);
-    put16(dir, 0x21);
-    put32(dir, crc);
-    put32(dir, o.zip64 ? big : uint32_t(data.size()));
-    put32(dir, o.zip64 ? big : uint32_t(bytes.size()));
-    put16(dir, uint32_t(name.size()));
-    put16(dir, uint32_t(extra.size()));
+    shared_fields(dir);
     put16(dir, 0);
     put16(dir, 0);
     put16(dir, 0);
