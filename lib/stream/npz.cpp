@@ -291,13 +291,20 @@ std::vector<float> Archive::read_f32(const std::string& name, const std::vector<
   if (count > s.left() / elem)
     throw InputError(where + ": truncated: shape " + npy::shape_str(h.shape) + " of " + npy::descr(h.elem) + " needs " +
                      std::to_string(count * elem) + " bytes, the member holds " + std::to_string(s.left()));
-  std::vector<float> out(static_cast<size_t>(count));
-  if (h.elem == npy::Elem::f4) {
-    s.read(out.data(), out.size() * sizeof(float));
-  } else {
-    std::vector<uint8_t> chunk(1 << 20);
-    for (size_t done = 0; done < out.size();) {
-      const size_t n = std::min(out.size() - done, chunk.size() / elem);
+  // A stored member's bytes are in the file, so its array is allocated at once. A deflated one
+  // may claim up to 1032 times its compressed size; its array grows as the data inflates, so a
+  // false claim fails on the data before it costs memory.
+  std::vector<float> out;
+  const size_t total = static_cast<size_t>(count);
+  if (m.method == 0) out.reserve(total);
+  std::vector<uint8_t> chunk(h.elem == npy::Elem::f4 ? 0 : size_t(1) << 20);
+  const size_t step = h.elem == npy::Elem::f4 ? size_t(1) << 22 : chunk.size() / elem;
+  for (size_t done = 0; done < total;) {
+    const size_t n = std::min(total - done, step);
+    out.resize(done + n);
+    if (h.elem == npy::Elem::f4) {
+      s.read(out.data() + done, n * sizeof(float));
+    } else {
       s.read(chunk.data(), n * elem);
       for (size_t i = 0; i < n; i++) {
         if (h.elem == npy::Elem::f2) {
@@ -310,8 +317,8 @@ std::vector<float> Archive::read_f32(const std::string& name, const std::vector<
           out[done + i] = float(v);
         }
       }
-      done += n;
     }
+    done += n;
   }
   s.finish();
   return out;

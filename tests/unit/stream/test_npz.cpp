@@ -122,6 +122,21 @@ TEST(Npz, EveryDefectNamesTheFileTheMemberAndTheProblem) {
   expect_error([&] { npz::Archive x(write_file(dir, "cut.npz", good.substr(0, good.size() - 30))); },
                dir / "cut.npz" + ": not a zip archive (no end-of-central-directory record), so not an .npz");
 
+  // A deflated member whose directory entry claims the size its .npy header needs, while the
+  // deflated data holds less: found when the data runs out, the array having grown only as far.
+  {
+    std::string lie = npy::format_header(Elem::f4, {1000});
+    const size_t claimed = lie.size() + 4000;
+    lie.append(8, '\0');
+    NpzOptions od;
+    od.deflate = true;
+    std::string z = npz_bytes({{"x.npy", lie}}, od);
+    const size_t cd = z.find(std::string("\x50\x4b\x01\x02", 4));
+    for (int b = 0; b < 4; b++) z[cd + 24 + b] = char((claimed >> (8 * b)) & 0xFF);
+    npz::Archive l(write_file(dir, "lie.npz", z));
+    expect_error([&] { l.read_f32("x", {1000}); }, dir / "lie.npz" + ": member x.npy: the deflated data ends early (corrupt)");
+  }
+
   // A deflated member claiming far more than deflate can produce is refused before any allocation.
   NpzOptions o;
   o.deflate = true;
