@@ -25,7 +25,8 @@ po::options_description output_options() {
     ("batch-rows", po::value<int64_t>()->default_value(def.batch_rows), "rows per stream batch")
     ("level", po::value<int>()->default_value(w.level), "zstd compression level (negative = faster, larger)")
     ("byte-shuffle", po::bool_switch(), "store payload bytes plane by plane (compresses 16-bit dtypes better)")
-    ("threads", po::value<int>()->default_value(0), "worker threads for generation and compression (0 = all cores)");
+    ("threads", po::value<int>()->default_value(0), "--toy: threads for generation and compression (0 = all cores); --model: compression threads "
+     "beside the forward pass (0 = none: batches are compressed between forward passes)");
   return g;
 }
 
