@@ -45,7 +45,8 @@ po::options_description model_options() {
      "model.safetensors.index.json, tokenizer files); GPT-2 and the Llama family")
     ("hook", po::value<std::vector<std::string>>()->multitoken(),
      "hook points, comma-separated or repeated: blocks.L.hook_{resid_pre,attn_out,resid_mid,mlp_out,"
-     "resid_post}; one stream each (several hooks need -o with {hook})")
+     "resid_post} or blocks.L.attn.hook_z (n_heads x head_dim wide); one stream each (several hooks need -o "
+     "with {hook})")
     ("text", po::value<std::vector<std::string>>()->multitoken(), "input text files (default: stdin)")
     ("jsonl-field", po::value<std::string>()->default_value(""),
      "read JSONL, one object per line, the text in this field (default: plain text)")

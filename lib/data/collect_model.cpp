@@ -91,7 +91,7 @@ CollectModelStats collect_model(const CollectModelOptions& o) {
       if (outs[j].out->name() == path && path != "-")
         throw UsageError("-o: hooks " + o.hooks[j] + " and " + o.hooks[i] + " would both write " + path);
     h.out = std::make_unique<cli::Output>(path, true);
-    StreamHeader head = make_header("activations", cfg.d_model, o.dtype);
+    StreamHeader head = make_header("activations", hook_width(points[i], cfg), o.dtype);
     head.provenance["model"] = o.model_dir;
     if (!cfg.name.empty()) head.provenance["model_name"] = cfg.name;
     head.provenance["model_type"] = cfg.model_type;
@@ -107,7 +107,6 @@ CollectModelStats collect_model(const CollectModelOptions& o) {
     h.writer = std::make_unique<StreamWriter>(h.out->file(), h.out->name(), head, o.writer);
   }
 
-  const int64_t D = cfg.d_model;
   auto flush = [&](HookOutput& h) {
     if (h.pending.rows == 0) return;
     h.writer->write(std::move(h.pending));
@@ -134,6 +133,7 @@ CollectModelStats collect_model(const CollectModelOptions& o) {
     for (size_t k = 0; k < outs.size(); k++) {
       HookOutput& h = outs[k];
       const std::vector<float>& acts = r.captured[k];
+      const int64_t D = hook_width(h.hook, cfg);
       for (int64_t b = 0; b < B; b++) {
         const TextWindow& w = pending[size_t(b)];
         for (int64_t p = first; p < int64_t(w.tokens.size()); p++) {

@@ -14,6 +14,15 @@ namespace sae {
 
 using ojson = nlohmann::ordered_json;
 
+namespace {
+// What an SAE's d_in must equal at a hook, for messages: "d_model 64", or for attn.hook_z
+// "n_heads x head_dim 64 of blocks.1.attn.hook_z".
+std::string width_name(const HookPoint& h, const ModelConfig& cfg) {
+  if (h.kind != HookKind::attn_z) return "d_model " + std::to_string(cfg.d_model);
+  return "n_heads x head_dim " + std::to_string(hook_width(h, cfg)) + " of " + h.name();
+}
+}  // namespace
+
 HookPoint lm_eval_hook(const Sae& sae, const std::string& sae_dir, const ModelConfig& cfg,
                        const std::string& model_dir, const std::string& hook_override, std::string* note) {
   std::string name = sae.hook;
@@ -31,9 +40,9 @@ HookPoint lm_eval_hook(const Sae& sae, const std::string& sae_dir, const ModelCo
     const std::string whose = hook_override.empty() ? sae_dir + ": the SAE's hook " : "--hook ";
     throw InputError(whose + name + " is not a hook of the model " + model_dir + " (" + e.what() + ")");
   }
-  if (sae.d_in != cfg.d_model)
-    throw InputError(sae_dir + ": the SAE's d_in " + std::to_string(sae.d_in) + " does not match d_model " +
-                     std::to_string(cfg.d_model) + " of the model " + model_dir);
+  if (sae.d_in != hook_width(h, cfg))
+    throw InputError(sae_dir + ": the SAE's d_in " + std::to_string(sae.d_in) + " does not match " + width_name(h, cfg) +
+                     " of the model " + model_dir);
   return h;
 }
 
@@ -42,9 +51,9 @@ HookPoint lm_eval_hook(const Sae& sae, const std::string& sae_dir, const ModelCo
 LmEvaluator::LmEvaluator(Model& model, const Sae& sae, HookPoint hook, LmEvalOptions opt)
     : model_(model), sae_(sae), hook_(hook), opt_(opt), structural_(sae) {
   if (opt_.batch < 1) throw UsageError("--batch must be at least 1, got " + std::to_string(opt_.batch));
-  if (sae.d_in != model.config().d_model)
-    throw InputError("the SAE's d_in " + std::to_string(sae.d_in) + " does not match the model's d_model " +
-                     std::to_string(model.config().d_model));
+  if (sae.d_in != hook_width(hook, model.config()))
+    throw InputError("the SAE's d_in " + std::to_string(sae.d_in) + " does not match the model's " +
+                     width_name(hook, model.config()));
   chunk_rows_ = structural_.chunk_rows();
 }
 
@@ -83,7 +92,7 @@ double nll_sum(const std::vector<float>& nll, const TextWindow* w, int64_t B, in
 
 void LmEvaluator::run_batch(const TextWindow* w, int64_t B) {
   const ModelConfig& cfg = model_.config();
-  const int64_t D = cfg.d_model, V = cfg.vocab, d_sae = sae_.d_sae;
+  const int64_t D = hook_width(hook_, cfg), V = cfg.vocab, d_sae = sae_.d_sae;
   int64_t T = 0;
   for (int64_t b = 0; b < B; b++) {
     if (w[b].tokens.size() < 2) throw InputError("lm eval: a window needs BOS and at least one text token");

@@ -291,12 +291,17 @@ int64_t ModelConfig::matmul_params(int layers, bool with_head) const {
 static const char* const kHookKinds[] = {"resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"};
 
 std::string HookPoint::name() const {
+  if (kind == HookKind::attn_z) return "blocks." + std::to_string(layer) + ".attn.hook_z";
   return "blocks." + std::to_string(layer) + ".hook_" + kHookKinds[int(kind)];
+}
+
+int64_t hook_width(const HookPoint& h, const ModelConfig& cfg) {
+  return h.kind == HookKind::attn_z ? int64_t(cfg.n_heads) * cfg.head_dim : cfg.d_model;
 }
 
 HookPoint parse_hook(const std::string& name, const ModelConfig& cfg) {
   const std::string bad = "hook '" + name + "': ";
-  const std::string expect = "expected blocks.L.hook_{resid_pre,attn_out,resid_mid,mlp_out,resid_post}";
+  const std::string expect = "expected blocks.L.hook_{resid_pre,attn_out,resid_mid,mlp_out,resid_post} or blocks.L.attn.hook_z";
   if (name.rfind("blocks.", 0) != 0) throw UsageError(bad + "unknown hook name (" + expect + ")");
   size_t i = 7, j = i;
   while (j < name.size() && isdigit(static_cast<unsigned char>(name[j]))) j++;
@@ -310,6 +315,10 @@ HookPoint parse_hook(const std::string& name, const ModelConfig& cfg) {
       h.kind = HookKind(k);
       found = true;
     }
+  }
+  if (kind == "attn.hook_z") {
+    h.kind = HookKind::attn_z;
+    found = true;
   }
   if (!found) throw UsageError(bad + "unknown hook name (" + expect + ")");
   if (h.layer >= cfg.n_layers)

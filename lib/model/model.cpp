@@ -217,9 +217,13 @@ void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const For
   for (const auto& e : opt.edits)
     if (e.at.layer < 0 || e.at.layer >= c.n_layers) throw UsageError("forward: hook " + e.at.name() + " is outside the model");
   // Where the pass ends: after the deepest hook captured or edited (hooks order by layer, then
-  // resid_pre < attn_out < resid_mid < mlp_out < resid_post), after stop_after_layer's block, or
-  // after the last block when the head is wanted.
-  auto order = [](int layer, HookKind kind) { return layer * 5 + int(kind); };
+  // resid_pre < attn_z < attn_out < resid_mid < mlp_out < resid_post), after stop_after_layer's
+  // block, or after the last block when the head is wanted.
+  constexpr int kHooksPerBlock = 6;
+  auto order = [](int layer, HookKind kind) {
+    const int within = kind == HookKind::attn_z ? 1 : kind == HookKind::resid_pre ? 0 : int(kind) + 1;
+    return layer * kHooksPerBlock + within;
+  };
   int end = -1;
   for (const auto& h : opt.capture) end = std::max(end, order(h.layer, h.kind));
   for (const auto& e : opt.edits) end = std::max(end, order(e.at.layer, e.at.kind));
@@ -231,7 +235,7 @@ void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const For
     end = order(std::min(opt.stop_after_layer, c.n_layers - 1), HookKind::resid_post);
   }
   if (head) end = order(c.n_layers - 1, HookKind::resid_post);
-  const int last = end < 0 ? -1 : end / 5;
+  const int last = end < 0 ? -1 : end / kHooksPerBlock;
 
   res.batch = batch;
   res.seq = seq;
@@ -245,12 +249,13 @@ void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const For
 
   // Runs the edits, then the captures, registered at one hook; true when the pass ends there.
   auto hook = [&](int layer, HookKind kind, float* x) {
+    const int64_t width = hook_width(HookPoint{layer, kind}, c);
     for (const auto& e : opt.edits)
-      if (e.at.layer == layer && e.at.kind == kind) e.fn(x, rows, D, be_);
+      if (e.at.layer == layer && e.at.kind == kind) e.fn(x, rows, width, be_);
     for (size_t i = 0; i < opt.capture.size(); i++) {
       if (opt.capture[i].layer == layer && opt.capture[i].kind == kind) {
-        res.captured[i].resize(size_t(rows * D));
-        be_.to_host(res.captured[i].data(), x, size_t(rows * D) * sizeof(float));
+        res.captured[i].resize(size_t(rows * width));
+        be_.to_host(res.captured[i].data(), x, size_t(rows * width) * sizeof(float));
       }
     }
     return order(layer, kind) == end;
@@ -285,6 +290,7 @@ void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const For
                      c.norm_eps);
     if (!gpt2) ops.rope(k.qkv.data(), rows, seq, c.n_heads, c.n_kv_heads, c.head_dim, k.cos.data(), k.sin.data());
     ops.attention(k.qkv.data(), k.attn.data(), batch, seq, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale(l));
+    if (hook(l, HookKind::attn_z, k.attn.data())) break;
     project(L.o, k.attn.data(), k.proj.data());
     if (hook(l, HookKind::attn_out, k.proj.data())) break;
     ops.add(k.resid.data(), k.proj.data(), rows * D);

@@ -14,6 +14,9 @@
 //   blocks.L.hook_resid_mid   resid_pre + attn_out
 //   blocks.L.hook_mlp_out     MLP output (after the down projection and its bias)
 //   blocks.L.hook_resid_post  resid_mid + mlp_out (= blocks.L+1.hook_resid_pre)
+//   blocks.L.attn.hook_z      the attention heads' outputs before the output projection, heads
+//                             concatenated: n_heads * head_dim wide (hook_width), where Gemma
+//                             Scope's attention SAEs read; editing it edits what o_proj sees
 //
 // The forward API serves sae-collect and sae-eval:
 //   Model m(dir, backend);
@@ -84,16 +87,21 @@ struct ModelConfig {
 ModelConfig parse_model_config(const nlohmann::json& cfg, const std::string& where);
 ModelConfig load_model_config(const std::string& dir);
 
-enum class HookKind { resid_pre, attn_out, resid_mid, mlp_out, resid_post };
+// attn_z comes last in the enum (loops over the five residual-width kinds stop before it) but
+// runs second in a block: resid_pre, attn_z, attn_out, resid_mid, mlp_out, resid_post.
+enum class HookKind { resid_pre, attn_out, resid_mid, mlp_out, resid_post, attn_z };
 
 struct HookPoint {
   int layer = 0;
   HookKind kind = HookKind::resid_post;
-  std::string name() const;  // "blocks.L.hook_KIND"
+  std::string name() const;  // "blocks.L.hook_KIND", "blocks.L.attn.hook_z"
   bool operator==(const HookPoint& o) const { return layer == o.layer && kind == o.kind; }
 };
 
-// Parses "blocks.L.hook_KIND"; an unknown name or a layer outside the model is a UsageError that
+// Values per row at a hook: n_heads * head_dim for attn.hook_z, d_model for the others.
+int64_t hook_width(const HookPoint& h, const ModelConfig& cfg);
+
+// Parses "blocks.L.hook_KIND" or "blocks.L.attn.hook_z"; an unknown name or a layer outside the model is a UsageError that
 // names the hook (and the model's layer range).
 HookPoint parse_hook(const std::string& name, const ModelConfig& cfg);
 
@@ -119,7 +127,7 @@ struct ForwardOptions {
 
 struct ForwardResult {
   int64_t batch = 0, seq = 0;
-  std::vector<std::vector<float>> captured;  // one per ForwardOptions::capture, [batch*seq, d_model]
+  std::vector<std::vector<float>> captured;  // one per ForwardOptions::capture, [batch*seq, hook_width]
   std::vector<float> logits;                 // logits or log-probs, [batch*seq, vocab], if asked
   std::vector<float> nll;                    // [batch, seq-1], if asked
 };

@@ -69,6 +69,7 @@ check_case0() {
   need_shared
   check_case0 qwen3-random blocks.1.hook_attn_out 64
   check_case0 qwen3-random blocks.2.hook_resid_post 64
+  check_case0 qwen3-random blocks.0.attn.hook_z 64
 }
 
 @test "--help lists every model option with its default" {
@@ -153,7 +154,7 @@ check_case0() {
   m=$(stories)
   check "--hook: hook 'blocks.7.hook_resid_post': layer 7 is out of range (the model has 5 layers, 0-4)" \
     --model "$m" --hook blocks.7.hook_resid_post --text in.txt
-  check "--hook: hook 'blocks.0.hook_resid': unknown hook name (expected blocks.L.hook_{resid_pre,attn_out,resid_mid,mlp_out,resid_post})" \
+  check "--hook: hook 'blocks.0.hook_resid': unknown hook name (expected blocks.L.hook_{resid_pre,attn_out,resid_mid,mlp_out,resid_post} or blocks.L.attn.hook_z)" \
     --model "$m" --hook blocks.0.hook_resid --text in.txt
   check "--context 600 is longer than the model's 512 positions (max_position_embeddings in $m/config.json)" \
     --model "$m" --hook blocks.0.hook_resid_pre --context 600 --text in.txt

@@ -185,7 +185,7 @@ TEST(ModelCollect, BadOptionsAreRefusedBeforeAnyOutput) {
   o.hooks = {"blocks.5.hook_resid_post"};
   EXPECT_EQ(usage(o), "--hook: hook 'blocks.5.hook_resid_post': layer 5 is out of range (the model has 5 layers, 0-4)");
   o.hooks = {"blocks.0.hook_z"};
-  EXPECT_EQ(usage(o), "--hook: hook 'blocks.0.hook_z': unknown hook name (expected blocks.L.hook_{resid_pre,attn_out,resid_mid,mlp_out,resid_post})");
+  EXPECT_EQ(usage(o), "--hook: hook 'blocks.0.hook_z': unknown hook name (expected blocks.L.hook_{resid_pre,attn_out,resid_mid,mlp_out,resid_post} or blocks.L.attn.hook_z)");
   o.hooks = {"blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"};
   EXPECT_EQ(usage(o), "--hook: 2 hooks need one output each: give -o a pattern with {hook}, e.g. -o acts.{hook}.sae");
   o.hooks = {"blocks.0.hook_mlp_out"};

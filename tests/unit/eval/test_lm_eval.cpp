@@ -58,7 +58,7 @@ TEST(LmEvalHook, MatchesTheModelOrSaysWhy) {
   s.hook = "layers.3";  // a sparsify hookpoint name: --hook gives the TransformerLens one
   EXPECT_EQ(message([&] { lm_eval_hook(s, "sae", c, "model", ""); }),
             "sae: the SAE's hook layers.3 is not a hook of the model model (hook 'layers.3': unknown hook name "
-            "(expected blocks.L.hook_{resid_pre,attn_out,resid_mid,mlp_out,resid_post}))");
+            "(expected blocks.L.hook_{resid_pre,attn_out,resid_mid,mlp_out,resid_post} or blocks.L.attn.hook_z))");
   EXPECT_EQ(lm_eval_hook(s, "sae", c, "model", "blocks.3.hook_resid_post").layer, 3);
 
   s.hook = "blocks.2.hook_resid_post";
@@ -66,6 +66,16 @@ TEST(LmEvalHook, MatchesTheModelOrSaysWhy) {
   EXPECT_THROW(lm_eval_hook(s, "sae", c, "model", ""), InputError);
   EXPECT_EQ(message([&] { lm_eval_hook(s, "sae", c, "model", ""); }),
             "sae: the SAE's d_in 128 does not match d_model 64 of the model model");
+  // At attn.hook_z the SAE reads the heads' concatenated outputs: 4 heads of 24 here, not d_model.
+  ModelConfig z = c;
+  z.n_heads = 4;
+  z.head_dim = 24;
+  s.hook = "blocks.1.attn.hook_z";
+  EXPECT_EQ(message([&] { lm_eval_hook(s, "sae", z, "model", ""); }),
+            "sae: the SAE's d_in 128 does not match n_heads x head_dim 96 of blocks.1.attn.hook_z of the model model");
+  s.d_in = 96;
+  EXPECT_EQ(lm_eval_hook(s, "sae", z, "model", "").kind, HookKind::attn_z);
+  s.hook = "blocks.2.hook_resid_post";
 
   s.d_in = 64;
   s.hook.clear();
@@ -223,8 +233,9 @@ TEST(LmEvalStories, IdentitySaeChangesNothing) {
   NEED_STORIES();
   Stories m;
   const auto w = story_windows(64);
+  // attn.hook_z is 8 heads x 8 = 64 wide in stories260K, as its residual stream is.
   for (const auto& [hook, bos] : {std::pair{"blocks.0.hook_resid_pre", true}, {"blocks.2.hook_resid_post", false},
-                                   {"blocks.3.hook_mlp_out", true}}) {
+                                   {"blocks.3.hook_mlp_out", true}, {"blocks.1.attn.hook_z", true}}) {
     {
       SCOPED_TRACE(std::string(hook) + (bos ? " splicing BOS" : ""));
       LmEvalOptions o;

@@ -401,11 +401,15 @@ TEST(ModelHooks, NamesParseAndErrorsNameTheHook) {
   EXPECT_EQ(h.kind, HookKind::mlp_out);
   EXPECT_EQ(h.name(), "blocks.1.hook_mlp_out");
   for (const char* n : {"blocks.0.hook_resid_pre", "blocks.0.hook_attn_out", "blocks.0.hook_resid_mid",
-                        "blocks.1.hook_resid_post"})
+                        "blocks.1.hook_resid_post", "blocks.1.attn.hook_z"})
     EXPECT_EQ(parse_hook(n, c).name(), n);
+  // hook_z is the heads' concatenated outputs: n_heads x head_dim wide, the residual hooks d_model.
+  EXPECT_EQ(parse_hook("blocks.1.attn.hook_z", c).kind, HookKind::attn_z);
+  EXPECT_EQ(hook_width(parse_hook("blocks.1.attn.hook_z", c), c), int64_t(c.n_heads) * c.head_dim);
+  EXPECT_EQ(hook_width(parse_hook("blocks.1.hook_mlp_out", c), c), c.d_model);
   EXPECT_EQ(error_of<UsageError>([&] { parse_hook("blocks.2.hook_resid_post", c); }),
             "hook 'blocks.2.hook_resid_post': layer 2 is out of range (the model has 2 layers, 0-1)");
-  const std::string expect = "expected blocks.L.hook_{resid_pre,attn_out,resid_mid,mlp_out,resid_post}";
+  const std::string expect = "expected blocks.L.hook_{resid_pre,attn_out,resid_mid,mlp_out,resid_post} or blocks.L.attn.hook_z";
   for (const char* n : {"blocks.0.hook_q", "blocks.x.hook_resid_pre", "ln_final.hook_normalized", "blocks.0",
                         "blocks..hook_resid_pre", "blocks.0.hook_resid_post.x"})
     EXPECT_EQ(error_of<UsageError>([&] { parse_hook(n, c); }), std::string("hook '") + n + "': unknown hook name (" + expect + ")");

@@ -47,7 +47,10 @@ void check_model_against_reference(const std::string& name) {
   SafeTensors ref(dir + "/reference.safetensors");
   const int cases = count_cases(ref);
   ASSERT_GT(cases, 0);
-  const auto hooks = all_hooks(m.config());
+  auto hooks = all_hooks(m.config());
+  // The newer references also hold attn.hook_z, the heads' outputs before o_proj.
+  for (int l = 0; l < m.config().n_layers; l++)
+    if (ref.has("case0.blocks." + std::to_string(l) + ".attn.hook_z")) hooks.push_back("blocks." + std::to_string(l) + ".attn.hook_z");
   ForwardOptions opt;
   for (const auto& h : hooks) opt.capture.push_back(parse_hook(h, m.config()));
   opt.want_logits = true;
