@@ -466,8 +466,9 @@ struct Harness {
   // The transformer forward pass of three small random models (a GPT-2 with a tied head; a Qwen2,
   // of the Llama family, with grouped-query attention, RoPE, q/k/v biases and an untied head; a
   // Qwen3: the same without biases, with per-head q/k RMSNorm and head_dim 16 != 48 / 4),
-  // written to a temporary directory: every hook, the logits and the NLL of the device under test
-  // against the reference side, in f32 and in bf16 compute (on the CPU, the bf16 emulation).
+  // written to a temporary directory: every hook (attn.hook_z included), the logits and the NLL
+  // of the device under test against the reference side, in f32 and in bf16 compute (on the CPU,
+  // the bf16 emulation).
   void forward() {
     const nlohmann::json gpt2 = {{"model_type", "gpt2"}, {"architectures", {"GPT2LMHeadModel"}}, {"n_layer", 2},
                                  {"n_embd", 48}, {"n_head", 4}, {"n_positions", 32}, {"vocab_size", 97},
@@ -494,7 +495,9 @@ struct Harness {
         Model a(path, ref.backend(), c), b(path, dut.backend(), c);
         ForwardOptions o;
         for (int l = 0; l < a.config().n_layers; l++)
-          for (int k = 0; k < 5; k++) o.capture.push_back({l, HookKind(k)});
+          for (HookKind k : {HookKind::resid_pre, HookKind::attn_z, HookKind::attn_out, HookKind::resid_mid,
+                             HookKind::mlp_out, HookKind::resid_post})
+            o.capture.push_back({l, k});
         o.want_logits = true;
         o.want_nll = true;
         const ForwardResult ra = a.forward(tokens.data(), batch, seq, o), rb = b.forward(tokens.data(), batch, seq, o);
