@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "base/build_info.h"
+#include "base/utf8.h"
 
 namespace sae::cli {
 
@@ -52,51 +53,33 @@ std::string upper(std::string s) {
 }
 
 // Text for a roff text line: backslashes and hyphens escaped (so options read "--x", not dashes),
-// non-ASCII characters as \[uXXXX] (groff needs no input encoding then), and a leading . or '
-// (which roff would read as a request) protected.
-std::string roff(const std::string& s) {
+// non-ASCII characters as \[uXXXX] (groff needs no input encoding then; a malformed UTF-8
+// sequence shows as U+FFFD), and a leading . or ' (which roff would read as a request) protected.
+std::string roff(const std::string& text) {
+  const std::string s = utf8_replace_invalid(text);
   std::string r;
-  for (size_t i = 0; i < s.size(); ++i) {
+  for (size_t i = 0; i < s.size();) {
     const auto c = static_cast<unsigned char>(s[i]);
-    if (c == '\\') {
-      r += "\\e";
-    } else if (c == '-') {
-      r += "\\-";
-    } else if (c < 0x80) {
-      r += char(c);
-    } else {
-      // One UTF-8 sequence; a malformed one is shown as U+FFFD.
-      int extra = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : -1;
-      uint32_t cp = extra == 3 ? c & 0x07 : extra == 2 ? c & 0x0F : c & 0x1F;
-      for (int k = 0; k < extra; ++k) {
-        const auto n = i + 1 < s.size() ? static_cast<unsigned char>(s[i + 1]) : 0;
-        if ((n & 0xC0) != 0x80) {
-          extra = -1;
-          break;
-        }
-        cp = (cp << 6) | (n & 0x3F);
-        ++i;
-      }
-      if (extra < 0) cp = 0xFFFD;
+    if (c >= 0x80) {
       char buf[16];
-      snprintf(buf, sizeof buf, "\\[u%04X]", unsigned(cp));
+      snprintf(buf, sizeof buf, "\\[u%04X]", unsigned(utf8_next(s, i)));
       r += buf;
+      continue;
     }
+    r += c == '\\' ? "\\e" : c == '-' ? "\\-" : std::string(1, char(c));
+    ++i;
   }
   if (!r.empty() && (r[0] == '.' || r[0] == '\'')) r = "\\&" + r;
   return r;
 }
 
-// Names an option is given by, from boost's "-o [ --output ]" or "--output".
-struct OptionNames {
-  std::string short_name, long_name;
-};
-OptionNames names_of(const po::option_description& o) {
-  OptionNames n;
-  n.long_name = o.long_name().empty() ? "" : "--" + o.long_name();
+// The names an option is given by, short first: {"-o", "--output"} from boost's "-o [ --output ]".
+std::vector<std::string> names_of(const po::option_description& o) {
+  std::vector<std::string> names;
   const std::string f = o.format_name();
-  if (f.size() >= 2 && f[0] == '-' && f[1] != '-') n.short_name = f.substr(0, 2);
-  return n;
+  if (f.size() >= 2 && f[0] == '-' && f[1] != '-') names.push_back(f.substr(0, 2));
+  if (!o.long_name().empty()) names.push_back("--" + o.long_name());
+  return names;
 }
 
 bool takes_value(const po::option_description& o) { return o.semantic()->max_tokens() > 0; }
@@ -271,10 +254,8 @@ void write_man_page(std::ostream& out, const ToolHelp& h) {
   for (const auto& o : h.shown.options()) {
     for (const auto& [first_option, caption] : captions)
       if (first_option == o->long_name()) out << ".SS " << roff(caption) << "\n";
-    const OptionNames n = names_of(*o);
     std::vector<std::string> names;
-    for (const auto& name : {n.short_name, n.long_name})
-      if (!name.empty()) names.push_back("\\fB" + roff(name) + "\\fR");
+    for (const auto& name : names_of(*o)) names.push_back("\\fB" + roff(name) + "\\fR");
     out << ".TP\n" << join(names, ", ");
     const auto [param, def] = parameter_of(*o);
     if (takes_value(*o)) out << " \\fI" << roff(param) << "\\fR";
@@ -303,10 +284,7 @@ void write_bash_completion(std::ostream& out, const ToolHelp& h) {
   std::vector<std::string> all_names, value_names, file_names;
   std::vector<std::pair<std::vector<std::string>, const std::vector<std::string>*>> with_choices;
   for (const auto& o : h.shown.options()) {
-    const OptionNames n = names_of(*o);
-    std::vector<std::string> names;
-    for (const auto& name : {n.short_name, n.long_name})
-      if (!name.empty()) names.push_back(name);
+    const std::vector<std::string> names = names_of(*o);
     all_names.insert(all_names.end(), names.begin(), names.end());
     if (!takes_value(*o)) continue;
     value_names.insert(value_names.end(), names.begin(), names.end());

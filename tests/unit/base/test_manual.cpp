@@ -42,7 +42,7 @@ struct Fixture {
       ("verbose", po::bool_switch(), "say more")
       (",q", po::bool_switch(), "short name only")
       ("dots", "first line\n.second line starts with a dot");
-    extra.add_options()("level", po::value<int>(), "how much, \xc2\xb1 2");  // U+00B1
+    extra.add_options()("level", po::value<int>(), "how much, \xc2\xb1 2\xff");  // U+00B1, a stray byte
     shown.add(extra);
     all.add(shown);
     all.add_options()("command", cli::choice({"export", "import"}), "what")(
@@ -106,7 +106,7 @@ TEST(Manual, PageHasEverySectionInOrderWithEscapedText) {
   EXPECT_TRUE(has_line(page, ".TP\n\\fB\\-q\\fR\nshort name only")) << page;
   // Each line of a description is its own text line; one starting with a dot is protected.
   EXPECT_TRUE(has_line(page, ".TP\n\\fB\\-\\-dots\\fR\nfirst line\n\\&.second line starts with a dot")) << page;
-  EXPECT_TRUE(has_line(page, ".SS Extra group: a caption over two lines\n.TP\n\\fB\\-\\-level\\fR \\fIarg\\fR\nhow much, \\[u00B1] 2")) << page;
+  EXPECT_TRUE(has_line(page, ".SS Extra group: a caption over two lines\n.TP\n\\fB\\-\\-level\\fR \\fIarg\\fR\nhow much, \\[u00B1] 2\\[uFFFD]")) << page;
   // Items, a literal block with a leading dot protected and a backslash escaped.
   EXPECT_TRUE(has_line(page, ".SH EXIT STATUS\n.TP\n.B 0\nsuccess\n.TP\n.B 1\nbad usage or bad input"));
   EXPECT_TRUE(has_line(page, ".SH EXAMPLES\n.PP\nRun it:\n.PP\n.RS 4\n.nf\nsae\\-thing \\-\\-mode fast \\-o out.sae in.sae\n"
