@@ -240,31 +240,34 @@ Reader::Reader(const std::string& path) : name_(path == "-" ? "<stdin>" : path) 
   }
 }
 
-void Reader::read_header() {
-  auto fail = [&](const std::string& m) -> void { throw InputError(name_ + ": " + m); };
+Header read_preamble(const std::function<size_t(void*, size_t)>& read) {
+  auto fail = [](const std::string& m) -> void { throw InputError(m); };
   uint8_t pre[12];  // magic, version, and a 2-byte (1.0) or 4-byte (2.0, 3.0) header length
-  size_t got = fread(pre, 1, 8, f_);
+  size_t got = read(pre, 8);
   if (got == 0) fail("empty input (not a .npy file)");
   if (got < 8 || memcmp(pre, "\x93NUMPY", 6) != 0) fail("not a .npy file (bad magic)");
-  h_.major = pre[6];
-  h_.minor = pre[7];
-  size_t lenbytes = h_.major == 1 ? 2 : (h_.major == 2 || h_.major == 3) ? 4 : 0;
-  if (!lenbytes) fail("unsupported .npy format version " + std::to_string(h_.major) + "." + std::to_string(h_.minor));
-  if (fread(pre + 8, 1, lenbytes, f_) != lenbytes) fail("truncated .npy header");
+  const int major = pre[6], minor = pre[7];
+  size_t lenbytes = major == 1 ? 2 : (major == 2 || major == 3) ? 4 : 0;
+  if (!lenbytes) fail("unsupported .npy format version " + std::to_string(major) + "." + std::to_string(minor));
+  if (read(pre + 8, lenbytes) != lenbytes) fail("truncated .npy header");
   uint32_t hlen = 0;
   for (size_t i = 0; i < lenbytes; i++) hlen |= uint32_t(pre[8 + i]) << (8 * i);
   if (hlen > (1u << 20)) fail("the .npy header claims " + std::to_string(hlen) + " bytes (over 1 MiB: corrupt?)");
   std::string dict(hlen, '\0');
-  if (fread(dict.data(), 1, hlen, f_) != hlen) fail("truncated .npy header");
+  if (read(dict.data(), hlen) != hlen) fail("truncated .npy header");
+  Header h = parse_dict(dict);
+  h.major = major;
+  h.minor = minor;
+  if (h.fortran_order) fail("fortran_order arrays are not supported (save it with np.ascontiguousarray(a))");
+  return h;
+}
+
+void Reader::read_header() {
   try {
-    Header parsed = parse_dict(dict);
-    parsed.major = h_.major;
-    parsed.minor = h_.minor;
-    h_ = parsed;
+    h_ = read_preamble([this](void* p, size_t n) { return fread(p, 1, n, f_); });
   } catch (const InputError& e) {
-    fail(e.what());
+    throw InputError(name_ + ": " + e.what());
   }
-  if (h_.fortran_order) fail("fortran_order arrays are not supported (save it with np.ascontiguousarray(a))");
   left_ = h_.count();
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,12 @@ Header parse_dict(const std::string& dict);
 // The whole preamble (magic, version, length, dict padded with spaces, '\n'), its total length a
 // multiple of 64 as numpy writes it, and at least `min_len` bytes (to rewrite it in place later).
 std::string format_header(Elem e, const std::vector<uint64_t>& shape, size_t min_len = 0);
+
+// Reads the preamble of a .npy array (magic, version, header length, the header dict) through
+// `read(dst, n)`, which returns the bytes it got (fewer only where the input ends), and refuses
+// Fortran order. Throws InputError("<what is wrong>") without a file name. Reader uses it for
+// files and pipes, npz::Archive for the members of an archive.
+Header read_preamble(const std::function<size_t(void* dst, size_t n)>& read);
 
 // "(10, 4)" / "(10,)" as numpy prints shapes.
 std::string shape_str(const std::vector<uint64_t>& shape);

@@ -242,31 +242,18 @@ const Archive::Member& Archive::member(const std::string& name) const {
 
 namespace {
 
-// The .npy preamble at the start of a member: magic, version, length, the header dict.
+// The .npy preamble at the start of a member, read as npy::Reader reads a file's.
 template <class Stream>
 npy::Header read_npy_header(Stream& s, const std::string& where) {
-  auto fail = [&](const std::string& m) -> void { throw InputError(where + ": " + m); };
-  uint8_t pre[12];
-  s.read(pre, 8);
-  if (memcmp(pre, "\x93NUMPY", 6) != 0) fail("not a .npy array (bad magic)");
-  const size_t len_bytes = pre[6] == 1 ? 2 : (pre[6] == 2 || pre[6] == 3) ? 4 : 0;
-  if (!len_bytes) fail("unsupported .npy format version " + std::to_string(pre[6]) + "." + std::to_string(pre[7]));
-  s.read(pre + 8, len_bytes);
-  uint32_t header_len = 0;
-  for (size_t i = 0; i < len_bytes; i++) header_len |= uint32_t(pre[8 + i]) << (8 * i);
-  if (header_len > (1u << 20)) fail("the .npy header claims " + std::to_string(header_len) + " bytes (corrupt?)");
-  std::string dict(header_len, '\0');
-  s.read(dict.data(), header_len);
-  npy::Header h;
   try {
-    h = npy::parse_dict(dict);
+    return npy::read_preamble([&s](void* p, size_t n) {
+      n = size_t(std::min<uint64_t>(n, s.left()));
+      s.read(p, n);
+      return n;
+    });
   } catch (const InputError& e) {
-    fail(e.what());
+    throw InputError(where + ": " + e.what());
   }
-  h.major = pre[6];
-  h.minor = pre[7];
-  if (h.fortran_order) fail("fortran_order arrays are not supported");
-  return h;
 }
 
 }  // namespace

@@ -91,6 +91,11 @@ TEST(Npz, EveryDefectNamesTheFileTheMemberAndTheProblem) {
   npz::Archive c(write_file(dir, "c.npz", flipped));
   expect_error([&] { c.read_f32("b", {2}); }, dir / "c.npz" + ": member b.npy: CRC-32 mismatch (the archive is corrupt)");
 
+  // A member's .npy preamble is read as npy::Reader reads a file's, with the same messages.
+  npz::Archive j(write_file(dir, "j.npz", npz_bytes({{"junk.npy", "hello, not an array"}, {"none.npy", ""}})));
+  expect_error([&] { j.header("junk"); }, dir / "j.npz" + ": member junk.npy: not a .npy file (bad magic)");
+  expect_error([&] { j.header("none"); }, dir / "j.npz" + ": member none.npy: empty input (not a .npy file)");
+
   // An integer array is not a weight.
   std::string ints = npy::format_header(Elem::i8, {2});
   ints.append(16, '\0');
