@@ -46,6 +46,13 @@ void for_rows(int64_t n, F body) {
   });
 }
 
+// y = RMSNorm(x) * w over one row of d values; y may be x.
+void rmsnorm_row(const float* x, const float* w, float* y, int64_t d, float eps) {
+  const float rstd = tk::rmsnorm_rstd(tk::partial_sum_sq(x, d, 0, 1), d, eps);
+#pragma omp simd
+  for (int64_t i = 0; i < d; i++) y[i] = tk::rmsnorm_elem(x[i], rstd, w[i]);
+}
+
 class CpuTransformerOps final : public TransformerOps {
  public:
   // One set of threads for the whole pass: the pool's threads that run the element-wise ops also
@@ -95,13 +102,7 @@ class CpuTransformerOps final : public TransformerOps {
   }
 
   void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps) override {
-    for_rows(rows, [&](int64_t r) {
-      const float* xr = x + r * d;
-      float* yr = y + r * d;
-      float rstd = tk::rmsnorm_rstd(tk::partial_sum_sq(xr, d, 0, 1), d, eps);
-#pragma omp simd
-      for (int64_t i = 0; i < d; i++) yr[i] = tk::rmsnorm_elem(xr[i], rstd, w[i]);
-    });
+    for_rows(rows, [&](int64_t r) { rmsnorm_row(x + r * d, w, y + r * d, d, eps); });
   }
 
   void qk_rmsnorm(float* qkv, int64_t rows, int n_heads, int n_kv, int dh, const float* wq, const float* wk,
@@ -110,10 +111,7 @@ class CpuTransformerOps final : public TransformerOps {
     for_rows(rows, [&](int64_t r) {
       for (int h = 0; h < n_heads + n_kv; h++) {
         float* x = qkv + r * width + int64_t(h) * dh;
-        const float* w = h < n_heads ? wq : wk;
-        const float rstd = tk::rmsnorm_rstd(tk::partial_sum_sq(x, dh, 0, 1), dh, eps);
-#pragma omp simd
-        for (int i = 0; i < dh; i++) x[i] = tk::rmsnorm_elem(x[i], rstd, w[i]);
+        rmsnorm_row(x, h < n_heads ? wq : wk, x, dh, eps);  // in place
       }
     });
   }

@@ -76,12 +76,16 @@ __global__ void layernorm_kernel(const float* x, const float* w, const float* b,
   for (int64_t i = threadIdx.x; i < d; i += blockDim.x) yr[i] = tk::layernorm_elem(xr[i], mean, rstd, w[i], b[i]);
 }
 
+// y = RMSNorm(x) * w over one row of d values, by the whole block; y may be x (block_sum's
+// barriers put every thread's reads for the sum before any write).
+__device__ void rmsnorm_block(const float* x, const float* w, float* y, int64_t d, float eps, float* scratch) {
+  const float rstd = tk::rmsnorm_rstd(block_sum(tk::partial_sum_sq(x, d, threadIdx.x, blockDim.x), scratch), d, eps);
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) y[i] = tk::rmsnorm_elem(x[i], rstd, w[i]);
+}
+
 __global__ void rmsnorm_kernel(const float* x, const float* w, float* y, int64_t d, float eps) {
   __shared__ float scratch[32];
-  const float* xr = x + blockIdx.x * d;
-  float* yr = y + blockIdx.x * d;
-  const float rstd = tk::rmsnorm_rstd(block_sum(tk::partial_sum_sq(xr, d, threadIdx.x, blockDim.x), scratch), d, eps);
-  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) yr[i] = tk::rmsnorm_elem(xr[i], rstd, w[i]);
+  rmsnorm_block(x + blockIdx.x * d, w, y + blockIdx.x * d, d, eps, scratch);
 }
 
 // One block per (row, head): blockIdx.x = row * (n_heads + n_kv) + head, over the q and k heads.
@@ -91,10 +95,7 @@ __global__ void qk_rmsnorm_kernel(float* qkv, int n_heads, int n_kv, int dh, con
   const int64_t r = blockIdx.x / heads;
   const int h = int(blockIdx.x % heads);
   float* x = qkv + r * int64_t(n_heads + 2 * n_kv) * dh + int64_t(h) * dh;
-  const float* w = h < n_heads ? wq : wk;
-  // In place: block_sum's barriers put every thread's reads for the sum before any write.
-  const float rstd = tk::rmsnorm_rstd(block_sum(tk::partial_sum_sq(x, dh, threadIdx.x, blockDim.x), scratch), dh, eps);
-  for (int i = threadIdx.x; i < dh; i += blockDim.x) x[i] = tk::rmsnorm_elem(x[i], rstd, w[i]);
+  rmsnorm_block(x, h < n_heads ? wq : wk, x, dh, eps, scratch);  // in place
 }
 
 __global__ void add_bias_kernel(float* x, const float* b, int64_t rows, int64_t cols) {
