@@ -21,8 +21,8 @@ int main(int argc, char** argv) {
     pos.add("input", 1);
     auto vm = cli::parse(argc, argv, desc, "IN_DIR -o OUT_DIR [--dtype f32|f16|bf16]",
                          "Convert an SAE directory (saetools, SAELens 6.x or pre-6.0, EleutherAI sparsify, Gemma\n"
-                         "Scope's params.npz) to the SAELens 6 layout: cfg.json + sae_weights.safetensors (+ sparsity.safetensors when the\n"
-                         "input has one).",
+                         "Scope's params.npz) to the SAELens 6 layout: cfg.json + sae_weights.safetensors\n"
+                         "(+ sparsity.safetensors when the input has one).",
                          &pos);
     SaveOptions opt;
     try {
