@@ -1,6 +1,6 @@
 // sae-selftest: runs every SAE training op, a training step of every architecture and a few
 // optimiser steps through the trainer on two op sets, then the pieces of the transformer's bf16
-// compute and the forward pass of two small random models in f32 and bf16 compute (on the CPU, bf16
+// compute and the forward pass of six small random models (one per block structure; Gemma 2 and 3; NeoX) in f32 and bf16 compute (on the CPU, bf16
 // is the emulation of lib/model/model.h) on two backends, and compares the results:
 //   --device cuda   the CUDA op set against the CPU op set (the GPU self-test, `make gpu-selftest`)
 //   --device cpu    the CPU op set against the plain single-threaded reference (for the forward
@@ -450,10 +450,18 @@ struct Harness {
     Twin<uint16_t> wte(ref, dut, bf16(randn(size_t(vocab * in))));
     Twin<float> wpe(ref, dut, randn(size_t(15 * in))), emb(ref, dut, size_t(rows * in));
     for (int pos = 0; pos < 2; pos++) {
-      tref->embed_bf16(tok.pa(), rows, 15, wte.pa(), pos ? wpe.pa() : nullptr, in, emb.pa());
-      tdut->embed_bf16(tok.pb(), rows, 15, wte.pb(), pos ? wpe.pb() : nullptr, in, emb.pb());
-      cmp(pos ? "embed_bf16 (with positions)" : "embed_bf16", emb, size_t(rows * in), 0.0);
+      // Without positions, Gemma's scale (an exact product, then one rounding: bit for bit too).
+      const float scale = pos ? 1.0f : 6.9282f;
+      tref->embed_bf16(tok.pa(), rows, 15, wte.pa(), pos ? wpe.pa() : nullptr, in, scale, emb.pa());
+      tdut->embed_bf16(tok.pb(), rows, 15, wte.pb(), pos ? wpe.pb() : nullptr, in, scale, emb.pb());
+      cmp(pos ? "embed_bf16 (with positions)" : "embed_bf16 (scaled, Gemma)", emb, size_t(rows * in), 0.0);
     }
+    // Gemma 2's final logit soft-capping, 30 tanh(x / 30), on logits of scale 40: the shared
+    // tanh_f32, so only the hardware's rounding of its few operations differs.
+    Twin<float> lg(ref, dut, randn(size_t(rows * out), 40.0));
+    tref->softcap(lg.pa(), rows * out, 30.0f);
+    tdut->softcap(lg.pb(), rows * out, 30.0f);
+    cmp("softcap (Gemma 2 logits)", lg, size_t(rows * out), kTolElem);
     Twin<float> xr(ref, dut, randn(size_t(rows * in))), y(ref, dut, size_t(rows * out));
     for (int trans = 0; trans < 2; trans++) {
       Twin<uint16_t> w(ref, dut, bf16(randn(size_t(in * out), 0.2)));
@@ -463,12 +471,18 @@ struct Harness {
     }
   }
 
-  // The transformer forward pass of three small random models (a GPT-2 with a tied head; a Qwen2,
-  // of the Llama family, with grouped-query attention, RoPE, q/k/v biases and an untied head; a
-  // Qwen3: the same without biases, with per-head q/k RMSNorm and head_dim 16 != 48 / 4),
-  // written to a temporary directory: every hook (attn.hook_z included), the logits and the NLL
-  // of the device under test against the reference side, in f32 and in bf16 compute (on the CPU,
-  // the bf16 emulation).
+  // The transformer forward pass of six small random models, written to a temporary directory:
+  //  - a GPT-2 with a tied head;
+  //  - a Qwen2, of the Llama family, with grouped-query attention, RoPE, q/k/v biases and an
+  //    untied head;
+  //  - a Qwen3: the same without biases, with per-head q/k RMSNorm and head_dim 16 != 48 / 4;
+  //  - a Gemma 2: (1 + w) norms, post-norms, a scaled embedding, GeGLU, sliding windows of 6
+  //    keys on layer 0, attention and final soft-capping;
+  //  - a Gemma 3: q/k norms, a sliding layer with its own rope and a global one with linear
+  //    scaling;
+  //  - a GPT-NeoX: LayerNorm, packed qkv, rotary on half of each head, a parallel residual.
+  // Every hook (attn.hook_z included), the logits and the NLL of the device under test against
+  // the reference side, in f32 and in bf16 compute (on the CPU, the bf16 emulation).
   void forward() {
     const nlohmann::json gpt2 = {{"model_type", "gpt2"}, {"architectures", {"GPT2LMHeadModel"}}, {"n_layer", 2},
                                  {"n_embd", 48}, {"n_head", 4}, {"n_positions", 32}, {"vocab_size", 97},
@@ -482,9 +496,27 @@ struct Harness {
                                   {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"vocab_size", 97},
                                   {"max_position_embeddings", 64}, {"rms_norm_eps", 1e-6}, {"hidden_act", "silu"},
                                   {"attention_bias", false}, {"tie_word_embeddings", false}};
+    const nlohmann::json gemma2 = {{"model_type", "gemma2"}, {"architectures", {"Gemma2ForCausalLM"}}, {"hidden_size", 48},
+                                   {"head_dim", 16}, {"intermediate_size", 80}, {"num_hidden_layers", 2},
+                                   {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"vocab_size", 97},
+                                   {"max_position_embeddings", 64}, {"sliding_window", 6}, {"query_pre_attn_scalar", 20},
+                                   {"attn_logit_softcapping", 2.0}, {"final_logit_softcapping", 3.0}, {"dtype", "float32"}};
+    const nlohmann::json gemma3 = {
+        {"model_type", "gemma3_text"}, {"architectures", {"Gemma3ForCausalLM"}}, {"hidden_size", 48}, {"head_dim", 16},
+        {"intermediate_size", 80}, {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+        {"vocab_size", 97}, {"max_position_embeddings", 64}, {"sliding_window", 6}, {"query_pre_attn_scalar", 16},
+        {"layer_types", {"sliding_attention", "full_attention"}},
+        {"rope_parameters",
+         {{"full_attention", {{"rope_type", "linear"}, {"factor", 4.0}, {"rope_theta", 1e6}}},
+          {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 10000.0}}}}}};
+    const nlohmann::json neox = {{"model_type", "gpt_neox"}, {"architectures", {"GPTNeoXForCausalLM"}}, {"hidden_size", 48},
+                                 {"intermediate_size", 96}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                                 {"vocab_size", 97}, {"max_position_embeddings", 64}, {"rotary_pct", 0.5},
+                                 {"hidden_act", "gelu"}, {"use_parallel_residual", true}};
     TempDir dir("sae-selftest");
     for (const auto& [name, cfg] : {std::make_pair(std::string("gpt2"), gpt2), std::make_pair(std::string("qwen2"), qwen2),
-                                    std::make_pair(std::string("qwen3"), qwen3)}) {
+                                    std::make_pair(std::string("qwen3"), qwen3), std::make_pair(std::string("gemma2"), gemma2),
+                                    std::make_pair(std::string("gemma3"), gemma3), std::make_pair(std::string("gpt_neox"), neox)}) {
       const std::string path = dir / name;
       fs::create_directory(path);
       write_random_model(path, cfg, uint32_t(rng.next_u64()));
@@ -494,10 +526,7 @@ struct Harness {
       for (Compute c : {Compute::f32, Compute::bf16}) {
         Model a(path, ref.backend(), c), b(path, dut.backend(), c);
         ForwardOptions o;
-        for (int l = 0; l < a.config().n_layers; l++)
-          for (HookKind k : {HookKind::resid_pre, HookKind::attn_z, HookKind::attn_out, HookKind::resid_mid,
-                             HookKind::mlp_out, HookKind::resid_post})
-            o.capture.push_back({l, k});
+        o.capture = model_hooks(a.config());
         o.want_logits = true;
         o.want_nll = true;
         const ForwardResult ra = a.forward(tokens.data(), batch, seq, o), rb = b.forward(tokens.data(), batch, seq, o);

@@ -134,6 +134,27 @@ SAE_HD void rope_pair(float* x0, float* x1, float c, float s) {
   *x1 = b * c + a * s;
 }
 
+// tanh in f32 to a few ulp, vectorisable (libm's tanhf is a scalar call): near 0 its odd Taylor
+// series (|x| < 0.125: the first omitted term is below 2e-9 relative), elsewhere
+// (1 - e^(-2|x|)) / (1 + e^(-2|x|)) with the sign restored, where the subtraction loses at most
+// two bits. Saturates to +-1 for large |x|; NaN stays NaN.
+SAE_HD float tanh_f32(float x) {
+  const float a = x < 0.0f ? -x : x;
+  const float x2 = x * x;
+  const float series = x * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * -0.0539682540f)));
+  const float e = exp_f32(-2.0f * a);
+  const float t = (1.0f - e) / (1.0f + e);
+  const float big = x < 0.0f ? -t : t;
+  return a < 0.125f ? series : big;
+}
+
+// Gemma 2's soft-capping of attention scores and logits: cap * tanh(x / cap).
+SAE_HD float softcap(float x, float cap) { return cap * tanh_f32(x / cap); }
+
+// The first key position a query at position t sees: 0, or with a sliding window of w keys
+// (itself included: transformers masks key j when t - j >= w) t - w + 1.
+SAE_HD int64_t window_first(int64_t t, int64_t window) { return window > 0 && t >= window ? t - window + 1 : 0; }
+
 // Softmax weight of a score given the row maximum (the caller divides by the sum).
 SAE_HD float softmax_weight(float score, float max) { return exp_f32(score - max); }
 
@@ -143,5 +164,9 @@ SAE_HD float softmax_weight(float score, float max) { return exp_f32(score - max
 // through widen (exact), then added to the position's embedding in f32.
 SAE_HD float widen(float x) { return x; }
 SAE_HD float widen(uint16_t h) { return bf16_to_f32(h); }
+// An embedding element: the table's value times Gemma's scale (1 elsewhere, exact), plus the
+// position's embedding (GPT-2; 0 elsewhere).
+template <class T>
+SAE_HD float embed_elem(T e, float scale, float pos) { return widen(e) * scale + pos; }
 
 }  // namespace sae::tk

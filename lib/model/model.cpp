@@ -36,9 +36,11 @@ std::vector<float> concat(std::vector<std::vector<float>> parts) {
 
 struct Model::Weights {
   struct Layer {
+    // norm1 before attention, norm2 before the MLP; the biases only for LayerNorm.
     Buffer<float> norm1_w, norm1_b, norm2_w, norm2_b;
-    Buffer<float> q_norm_w, k_norm_w;  // Qwen3's per-head q/k RMSNorm weights [head_dim]
-    Linear qkv, o, up, down;  // up: GPT-2 c_fc [.., d_mlp], Llama gate|up [.., 2*d_mlp]
+    Buffer<float> q_norm_w, k_norm_w;  // Qwen3's and Gemma 3's per-head q/k RMSNorm weights [head_dim]
+    Buffer<float> post_attn_norm_w, post_mlp_norm_w;  // Gemma's norms of each sub-block's output
+    Linear qkv, o, up, down;  // up: GPT-2 c_fc / NeoX dense_h_to_4h [.., d_mlp], gated gate|up [.., 2*d_mlp]
   };
   Buffer<float> wte, wpe, norm_f_w, norm_f_b;
   // bf16 compute: the token table (also the tied head) and the untied head in bf16; wte and
@@ -52,7 +54,10 @@ struct Model::Work {
   int64_t rows = 0, seq = 0;
   bool logits = false;
   Buffer<int32_t> tokens, targets;
-  Buffer<float> resid, xn, qkv, attn, proj, mlp, act, head, nll, cos, sin;
+  // xn2: the MLP's normed input under a parallel residual (norm2 of resid_pre). cos/sin: the
+  // rotary tables [seq][rotary_dims/2] of full layers; sliding_cos/sin those of Gemma 3's sliding
+  // layers when their rope differs.
+  Buffer<float> resid, xn, xn2, qkv, attn, proj, mlp, act, head, nll, cos, sin, sliding_cos, sliding_sin;
   Buffer<uint16_t> xh;  // bf16 compute: a projection's input rounded to bf16
 };
 
@@ -81,20 +86,41 @@ Model::Model(const std::string& dir, Backend& be, Compute compute) : dir_(dir), 
     b.upload(h);
     return b;
   };
-  const bool gpt2 = c.arch == ModelArch::gpt2;
-  const std::string pre = gpt2 ? "transformer." : "model.";
+  const bool gpt2 = c.arch == ModelArch::gpt2, neox = c.arch == ModelArch::neox, gemma = c.arch == ModelArch::gemma;
+  std::string pre = gpt2 ? "transformer." : neox ? "gpt_neox." : "model.";
+  if (gemma) {
+    // A multimodal Gemma 3 keeps its text model under a language-model prefix: transformers 5.x
+    // writes "model.language_model.", 4.x "language_model.model.".
+    for (const char* p : {"model.", "model.language_model.", "language_model.model."})
+      if (src.has(p, "embed_tokens.weight")) {
+        pre = p;
+        break;
+      }
+  }
   auto rd = [&](const std::string& name, std::vector<int64_t> shape) { return src.read(pre, name, shape); };
+  // Gemma's RMSNorms multiply by (1 + w); adding 1 once here (in f32, as transformers computes
+  // 1.0 + weight.float()) lets the shared RMSNorm multiply by the stored sum.
+  auto rd_norm = [&](const std::string& name, int64_t n) {
+    std::vector<float> w = rd(name, {n});
+    if (gemma)
+      for (float& v : w) v = 1.0f + v;
+    return w;
+  };
 
   {
-    std::vector<float> wte = rd(gpt2 ? "wte.weight" : "embed_tokens.weight", {V, D});
+    std::vector<float> wte = rd(gpt2 ? "wte.weight" : neox ? "embed_in.weight" : "embed_tokens.weight", {V, D});
     if (bf16) w_->wte_h = up_bf16(wte);
     else w_->wte = up(wte);
   }
   if (gpt2) w_->wpe = up(rd("wpe.weight", {c.max_positions, D}));
-  w_->norm_f_w = up(rd(gpt2 ? "ln_f.weight" : "norm.weight", {D}));
+  w_->norm_f_w = up(rd_norm(gpt2 ? "ln_f.weight" : neox ? "final_layer_norm.weight" : "norm.weight", D));
   if (gpt2) w_->norm_f_b = up(rd("ln_f.bias", {D}));
+  if (neox) w_->norm_f_b = up(rd("final_layer_norm.bias", {D}));
   if (!c.tied_head) {
-    std::vector<float> head = src.read("", "lm_head.weight", {V, D});
+    // GPT-NeoX's untied head is embed_out; a multimodal Gemma 3's may sit under language_model.
+    std::string name = neox ? "embed_out.weight" : "lm_head.weight";
+    if (!src.has("", name) && src.has("language_model.", name)) name = "language_model." + name;
+    std::vector<float> head = src.read("", name, {V, D});
     if (bf16) w_->lm_head_h = up_bf16(head);
     else w_->lm_head = up(head);
   }
@@ -119,9 +145,40 @@ Model::Model(const std::string& dir, Backend& be, Compute compute) : dir_(dir), 
       lin(L.o, rd(p + "attn.c_proj.weight", {D, D}), rd(p + "attn.c_proj.bias", {D}), D, D, false);
       lin(L.up, rd(p + "mlp.c_fc.weight", {D, I}), rd(p + "mlp.c_fc.bias", {I}), D, I, false);
       lin(L.down, rd(p + "mlp.c_proj.weight", {I, D}), rd(p + "mlp.c_proj.bias", {D}), I, D, false);
-    } else {
+    } else if (neox) {
       L.norm1_w = up(rd(p + "input_layernorm.weight", {D}));
+      L.norm1_b = up(rd(p + "input_layernorm.bias", {D}));
       L.norm2_w = up(rd(p + "post_attention_layernorm.weight", {D}));
+      L.norm2_b = up(rd(p + "post_attention_layernorm.bias", {D}));
+      // query_key_value packs each head's [q | k | v] in turn (output row h*3*dh + part*dh + i);
+      // regrouped here into the [q heads | k heads | v heads] the attention reads.
+      const int64_t dh = c.head_dim, H = c.n_heads;
+      const std::string a = p + "attention.";
+      std::vector<float> w = rd(a + "query_key_value.weight", {3 * D, D}), b;
+      if (c.qkv_bias) b = rd(a + "query_key_value.bias", {3 * D});
+      std::vector<float> wq(w.size()), bq(b.size());
+      for (int64_t h = 0; h < H; h++)
+        for (int64_t part = 0; part < 3; part++)
+          for (int64_t i = 0; i < dh; i++) {
+            const int64_t from = (h * 3 + part) * dh + i, to = part * H * dh + h * dh + i;
+            std::copy_n(w.begin() + from * D, D, wq.begin() + to * D);
+            if (!b.empty()) bq[size_t(to)] = b[size_t(from)];
+          }
+      lin(L.qkv, wq, bq, D, 3 * D, true);
+      lin(L.o, rd(a + "dense.weight", {D, D}), c.o_bias ? rd(a + "dense.bias", {D}) : std::vector<float>{}, D, D, true);
+      lin(L.up, rd(p + "mlp.dense_h_to_4h.weight", {I, D}), rd(p + "mlp.dense_h_to_4h.bias", {I}), D, I, true);
+      lin(L.down, rd(p + "mlp.dense_4h_to_h.weight", {D, I}), rd(p + "mlp.dense_4h_to_h.bias", {D}), I, D, true);
+    } else {
+      // Llama and Gemma. Gemma's post_attention_layernorm normalises the attention's output; its
+      // pre_feedforward_layernorm is the Llama family's post_attention_layernorm (the MLP's input).
+      L.norm1_w = up(rd_norm(p + "input_layernorm.weight", D));
+      if (gemma) {
+        L.post_attn_norm_w = up(rd_norm(p + "post_attention_layernorm.weight", D));
+        L.norm2_w = up(rd_norm(p + "pre_feedforward_layernorm.weight", D));
+        L.post_mlp_norm_w = up(rd_norm(p + "post_feedforward_layernorm.weight", D));
+      } else {
+        L.norm2_w = up(rd(p + "post_attention_layernorm.weight", {D}));
+      }
       const std::string a = p + "self_attn.", m = p + "mlp.";
       // q, k and v are fused into one [q | k | v] projection, gate and up into one [gate | up]:
       // fewer, larger GEMMs.
@@ -132,8 +189,8 @@ Model::Model(const std::string& dir, Backend& be, Compute compute) : dir_(dir), 
           qkv_b, D, A + 2 * KVW, true);
       lin(L.o, rd(a + "o_proj.weight", {D, A}), c.o_bias ? rd(a + "o_proj.bias", {D}) : std::vector<float>{}, A, D, true);
       if (c.qk_norm) {
-        L.q_norm_w = up(rd(a + "q_norm.weight", {c.head_dim}));
-        L.k_norm_w = up(rd(a + "k_norm.weight", {c.head_dim}));
+        L.q_norm_w = up(rd_norm(a + "q_norm.weight", c.head_dim));
+        L.k_norm_w = up(rd_norm(a + "k_norm.weight", c.head_dim));
       }
       std::vector<float> gu_b, down_b;
       if (c.mlp_bias) {
@@ -159,9 +216,10 @@ void Model::ensure_work(int64_t rows, int64_t seq, bool logits) {
     k.qkv = Buffer<float>(be_, rows * c.qkv_width());
     k.attn = Buffer<float>(be_, rows * c.n_heads * c.head_dim);
     k.proj = Buffer<float>(be_, rows * c.d_model);
-    const int64_t mlp_cols = c.arch == ModelArch::llama ? 2 * int64_t(c.d_mlp) : c.d_mlp;
+    const int64_t mlp_cols = c.gated_mlp() ? 2 * int64_t(c.d_mlp) : c.d_mlp;
     k.mlp = Buffer<float>(be_, rows * mlp_cols);
-    if (c.arch == ModelArch::llama) k.act = Buffer<float>(be_, rows * c.d_mlp);
+    if (c.gated_mlp()) k.act = Buffer<float>(be_, rows * c.d_mlp);
+    if (c.parallel_residual) k.xn2 = Buffer<float>(be_, rows * c.d_model);
     k.nll = Buffer<float>(be_, rows);
     if (compute_ == Compute::bf16) {
       const int64_t widest = std::max({int64_t(c.d_model), int64_t(c.n_heads) * c.head_dim, int64_t(c.d_mlp)});
@@ -174,22 +232,26 @@ void Model::ensure_work(int64_t rows, int64_t seq, bool logits) {
     k.head = Buffer<float>(be_, k.rows * int64_t(c.vocab));
     k.logits = true;
   }
-  if (c.arch == ModelArch::llama && seq > k.seq) {
+  if (c.rotary_dims > 0 && seq > k.seq) {
     // Rotary tables for positions 0..seq-1, angles computed in double and rounded once.
-    const int half = c.head_dim / 2;
-    std::vector<double> inv = c.rope_inv_freq();
-    std::vector<float> cs(size_t(seq * half)), sn(size_t(seq * half));
-    for (int64_t t = 0; t < seq; t++) {
-      for (int i = 0; i < half; i++) {
-        double ang = double(t) * inv[size_t(i)];
-        cs[size_t(t * half + i)] = float(std::cos(ang));
-        sn[size_t(t * half + i)] = float(std::sin(ang));
+    const int half = c.rotary_dims / 2;
+    auto tables = [&](bool sliding, Buffer<float>& cos_out, Buffer<float>& sin_out) {
+      std::vector<double> inv = c.rope_inv_freq(sliding);
+      std::vector<float> cs(size_t(seq * half)), sn(size_t(seq * half));
+      for (int64_t t = 0; t < seq; t++) {
+        for (int i = 0; i < half; i++) {
+          double ang = double(t) * inv[size_t(i)];
+          cs[size_t(t * half + i)] = float(std::cos(ang));
+          sn[size_t(t * half + i)] = float(std::sin(ang));
+        }
       }
-    }
-    k.cos = Buffer<float>(be_, cs.size());
-    k.sin = Buffer<float>(be_, sn.size());
-    k.cos.upload(cs);
-    k.sin.upload(sn);
+      cos_out = Buffer<float>(be_, cs.size());
+      sin_out = Buffer<float>(be_, sn.size());
+      cos_out.upload(cs);
+      sin_out.upload(sn);
+    };
+    tables(false, k.cos, k.sin);
+    if (c.separate_sliding_rope()) tables(true, k.sliding_cos, k.sliding_sin);
   }
   k.seq = std::max(k.seq, seq);
 }
@@ -212,10 +274,13 @@ void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const For
       throw InputError("token id " + std::to_string(tokens[i]) + " is outside the vocabulary (size " + std::to_string(c.vocab) + ")");
 
   const bool head = opt.want_logits || opt.want_log_probs || opt.want_nll;
-  for (const auto& h : opt.capture)
+  auto check_hook = [&](const HookPoint& h) {
     if (h.layer < 0 || h.layer >= c.n_layers) throw UsageError("forward: hook " + h.name() + " is outside the model");
-  for (const auto& e : opt.edits)
-    if (e.at.layer < 0 || e.at.layer >= c.n_layers) throw UsageError("forward: hook " + e.at.name() + " is outside the model");
+    if (h.kind == HookKind::resid_mid && c.parallel_residual)
+      throw UsageError("forward: hook " + h.name() + " does not exist under a parallel residual");
+  };
+  for (const auto& h : opt.capture) check_hook(h);
+  for (const auto& e : opt.edits) check_hook(e.at);
   // Where the pass ends: after the deepest hook captured or edited (hooks order by layer, then
   // resid_pre < attn_z < attn_out < resid_mid < mlp_out < resid_post), after stop_after_layer's
   // block, or after the last block when the head is wanted.
@@ -274,55 +339,67 @@ void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const For
 
   be_.to_device(k.tokens.data(), tokens, size_t(rows) * sizeof(int32_t));
   const float* wpe = c.arch == ModelArch::gpt2 ? w_->wpe.data() : nullptr;
-  if (bf16) ops.embed_bf16(k.tokens.data(), rows, seq, w_->wte_h.data(), wpe, D, k.resid.data());
-  else ops.embed(k.tokens.data(), rows, seq, w_->wte.data(), wpe, D, k.resid.data());
-  const bool gpt2 = c.arch == ModelArch::gpt2;
+  if (bf16) ops.embed_bf16(k.tokens.data(), rows, seq, w_->wte_h.data(), wpe, D, c.embed_scale, k.resid.data());
+  else ops.embed(k.tokens.data(), rows, seq, w_->wte.data(), wpe, D, c.embed_scale, k.resid.data());
+  // The norm before attention (norm1) or the MLP (norm2): LayerNorm (GPT-2, NeoX) or RMSNorm.
+  auto norm = [&](const Buffer<float>& w, const Buffer<float>& b, const float* x, float* y) {
+    if (c.uses_layernorm()) ops.layernorm(x, w.data(), b.data(), y, rows, D, c.norm_eps);
+    else ops.rmsnorm(x, w.data(), y, rows, D, c.norm_eps);
+  };
   for (int l = 0; l <= last; l++) {
     const Weights::Layer& L = w_->layers[size_t(l)];
     if (hook(l, HookKind::resid_pre, k.resid.data())) break;
-    if (gpt2)
-      ops.layernorm(k.resid.data(), L.norm1_w.data(), L.norm1_b.data(), k.xn.data(), rows, D, c.norm_eps);
-    else
-      ops.rmsnorm(k.resid.data(), L.norm1_w.data(), k.xn.data(), rows, D, c.norm_eps);
+    norm(L.norm1_w, L.norm1_b, k.resid.data(), k.xn.data());
+    if (c.parallel_residual) norm(L.norm2_w, L.norm2_b, k.resid.data(), k.xn2.data());
     project(L.qkv, k.xn.data(), k.qkv.data());
     if (c.qk_norm)
       ops.qk_rmsnorm(k.qkv.data(), rows, c.n_heads, c.n_kv_heads, c.head_dim, L.q_norm_w.data(), L.k_norm_w.data(),
                      c.norm_eps);
-    if (!gpt2) ops.rope(k.qkv.data(), rows, seq, c.n_heads, c.n_kv_heads, c.head_dim, k.cos.data(), k.sin.data());
-    ops.attention(k.qkv.data(), k.attn.data(), batch, seq, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale(l));
+    if (c.rotary_dims > 0) {
+      const bool own = c.sliding(l) && c.separate_sliding_rope();
+      ops.rope(k.qkv.data(), rows, seq, c.n_heads, c.n_kv_heads, c.head_dim, c.rotary_dims,
+               own ? k.sliding_cos.data() : k.cos.data(), own ? k.sliding_sin.data() : k.sin.data());
+    }
+    ops.attention(k.qkv.data(), k.attn.data(), batch, seq, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale(l),
+                  c.attn_softcap, c.attn_window(l));
     if (hook(l, HookKind::attn_z, k.attn.data())) break;
     project(L.o, k.attn.data(), k.proj.data());
+    if (L.post_attn_norm_w.size()) ops.rmsnorm(k.proj.data(), L.post_attn_norm_w.data(), k.proj.data(), rows, D, c.norm_eps);
     if (hook(l, HookKind::attn_out, k.proj.data())) break;
     ops.add(k.resid.data(), k.proj.data(), rows * D);
-    if (hook(l, HookKind::resid_mid, k.resid.data())) break;
-    if (gpt2) {
-      ops.layernorm(k.resid.data(), L.norm2_w.data(), L.norm2_b.data(), k.xn.data(), rows, D, c.norm_eps);
-      // c_fc product, then bias and activation in one pass.
-      product(L.up, k.xn.data(), k.mlp.data());
-      ops.bias_act(k.mlp.data(), L.up.b.data(), rows, L.up.out, c.act);
-      project(L.down, k.mlp.data(), k.proj.data());
-    } else {
-      ops.rmsnorm(k.resid.data(), L.norm2_w.data(), k.xn.data(), rows, D, c.norm_eps);
-      project(L.up, k.xn.data(), k.mlp.data());
+    // Under a parallel residual the MLP reads norm2(resid_pre), computed above; resid_pre +
+    // attn_out is no hook point there (parse_hook refuses resid_mid).
+    const float* mlp_in = k.xn2.data();
+    if (!c.parallel_residual) {
+      if (hook(l, HookKind::resid_mid, k.resid.data())) break;
+      norm(L.norm2_w, L.norm2_b, k.resid.data(), k.xn.data());
+      mlp_in = k.xn.data();
+    }
+    if (c.gated_mlp()) {
+      project(L.up, mlp_in, k.mlp.data());
       ops.gated_act(k.mlp.data(), k.act.data(), rows, c.d_mlp, c.act);
       project(L.down, k.act.data(), k.proj.data());
+    } else {
+      // The up product, then bias and activation in one pass.
+      product(L.up, mlp_in, k.mlp.data());
+      ops.bias_act(k.mlp.data(), L.up.b.data(), rows, L.up.out, c.act);
+      project(L.down, k.mlp.data(), k.proj.data());
     }
+    if (L.post_mlp_norm_w.size()) ops.rmsnorm(k.proj.data(), L.post_mlp_norm_w.data(), k.proj.data(), rows, D, c.norm_eps);
     if (hook(l, HookKind::mlp_out, k.proj.data())) break;
     ops.add(k.resid.data(), k.proj.data(), rows * D);
     if (hook(l, HookKind::resid_post, k.resid.data())) break;
   }
 
   if (head) {
-    if (gpt2)
-      ops.layernorm(k.resid.data(), w_->norm_f_w.data(), w_->norm_f_b.data(), k.xn.data(), rows, D, c.norm_eps);
-    else
-      ops.rmsnorm(k.resid.data(), w_->norm_f_w.data(), k.xn.data(), rows, D, c.norm_eps);
+    norm(w_->norm_f_w, w_->norm_f_b, k.resid.data(), k.xn.data());
     const int64_t V = c.vocab;
     if (bf16)
       ops.project_bf16(be_, true, rows, V, D, k.xn.data(), k.xh.data(), c.tied_head ? w_->wte_h.data() : w_->lm_head_h.data(),
                        k.head.data());
     else
       ops.project(be_, true, rows, V, D, k.xn.data(), c.tied_head ? w_->wte.data() : w_->lm_head.data(), k.head.data());
+    if (c.final_softcap > 0) ops.softcap(k.head.data(), rows * V, c.final_softcap);
     if (opt.want_nll || opt.want_log_probs) {
       std::vector<int32_t> tgt(size_t(rows), -1);
       for (int64_t b = 0; b < batch; b++)
@@ -352,7 +429,9 @@ size_t Model::weight_bytes() const {
   add(w_->wte_h);
   add(w_->lm_head_h);
   for (const auto& L : w_->layers) {
-    for (const Buffer<float>* b : {&L.norm1_w, &L.norm1_b, &L.norm2_w, &L.norm2_b}) add(*b);
+    for (const Buffer<float>* b : {&L.norm1_w, &L.norm1_b, &L.norm2_w, &L.norm2_b, &L.q_norm_w, &L.k_norm_w,
+                                   &L.post_attn_norm_w, &L.post_mlp_norm_w})
+      add(*b);
     for (const Linear* m : {&L.qkv, &L.o, &L.up, &L.down}) {
       add(m->w);
       add(m->b);

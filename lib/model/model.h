@@ -1,5 +1,6 @@
-// Hugging Face causal language models (GPT-2 and the Llama family: Llama 2/3, Mistral, Qwen2,
-// Qwen3, SmolLM, TinyLlama) loaded from a model directory and run by our own forward pass on the CPU
+// Hugging Face causal language models (GPT-2; the Llama family: Llama 2/3, Mistral, Qwen2, Qwen3,
+// SmolLM, TinyLlama; Gemma 2 and Gemma 3; GPT-NeoX/Pythia) loaded from a model directory and run by
+// our own forward pass on the CPU
 // (OpenBLAS + OpenMP) or CUDA (cuBLAS + kernels) backend, with TransformerLens-style hook points.
 //
 // Loading: config.json, then model.safetensors or a sharded model.safetensors.index.json. Weights
@@ -10,9 +11,12 @@
 //
 // Hook points (TransformerLens names), for block L:
 //   blocks.L.hook_resid_pre   residual stream entering the block
-//   blocks.L.hook_attn_out    attention output (after the output projection and its bias)
-//   blocks.L.hook_resid_mid   resid_pre + attn_out
-//   blocks.L.hook_mlp_out     MLP output (after the down projection and its bias)
+//   blocks.L.hook_attn_out    what attention adds to the residual stream (after the output
+//                             projection and its bias, and after Gemma's post-attention norm)
+//   blocks.L.hook_resid_mid   resid_pre + attn_out (absent under GPT-NeoX's parallel residual,
+//                             where the MLP reads resid_pre: parse_hook refuses it)
+//   blocks.L.hook_mlp_out     what the MLP adds (after the down projection and its bias, and
+//                             after Gemma's post-feed-forward norm)
 //   blocks.L.hook_resid_post  resid_mid + mlp_out (= blocks.L+1.hook_resid_pre)
 //   blocks.L.attn.hook_z      the attention heads' outputs before the output projection, heads
 //                             concatenated: n_heads * head_dim wide (hook_width), where Gemma
@@ -39,7 +43,11 @@
 
 namespace sae {
 
-enum class ModelArch { gpt2, llama };
+// The block structure. gpt2: LayerNorm, Conv1D weights, learned positions. llama: RMSNorm, RoPE,
+// SwiGLU (Llama, Mistral, Qwen2, Qwen3). gemma: llama's shape with (1 + w) RMSNorms, a scaled
+// embedding, GeGLU and post-norms on both sub-blocks (Gemma 2, Gemma 3). neox: LayerNorm, packed
+// per-head qkv, partial RoPE, a plain MLP and a parallel or sequential residual (GPT-NeoX, Pythia).
+enum class ModelArch { gpt2, llama, gemma, neox };
 
 enum class RopeScalingType { none, linear, llama3 };
 
@@ -53,7 +61,8 @@ struct RopeScaling {
 
 struct ModelConfig {
   ModelArch arch = ModelArch::gpt2;
-  std::string model_type;  // config.json "model_type" (gpt2, llama, mistral, qwen2, qwen3)
+  std::string model_type;  // config.json "model_type" (gpt2, llama, mistral, qwen2, qwen3, gemma2,
+                           // gemma3_text, gemma3 for the multimodal wrapper, gpt_neox)
   std::string name;        // "_name_or_path" when present, else ""
   int n_layers = 0, d_model = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, d_mlp = 0, vocab = 0;
   // Longest sequence the model runs exactly, and the config field that sets it (for messages).
@@ -63,20 +72,47 @@ struct ModelConfig {
   tk::Activation act = tk::Activation::gelu_tanh;
   bool tied_head = true;
   bool qkv_bias = false, o_bias = false, mlp_bias = false;
-  // Qwen3: every query and key head is RMS-normalised (self_attn.q_norm / k_norm, [head_dim])
-  // after the projection and before the rotary embedding.
+  // Qwen3, Gemma 3: every query and key head is RMS-normalised (self_attn.q_norm / k_norm,
+  // [head_dim]) after the projection and before the rotary embedding.
   bool qk_norm = false;
   // GPT-2 attention scaling options.
   bool scale_attn_weights = true, scale_attn_by_inverse_layer_idx = false;
-  // Llama family rotary embedding.
+  // Gemma: attention scale query_pre_attn_scalar^-1/2 instead of head_dim^-1/2.
+  double query_pre_attn_scalar = 0;
+  // Gemma: the token embedding is multiplied by sqrt(d_model) rounded to the model's dtype (as
+  // transformers rounds it); 1 elsewhere.
+  float embed_scale = 1.0f;
+  // Gemma 2 soft-capping, cap * tanh(x / cap), of the attention scores and of the final logits;
+  // 0 = off.
+  float attn_softcap = 0.0f, final_softcap = 0.0f;
+  // GPT-NeoX: attention and MLP both read resid_pre and add to it (no resid_mid).
+  bool parallel_residual = false;
+  // Rotary embedding (llama, gemma, neox): the first rotary_dims of each head turn (head_dim, or
+  // GPT-NeoX's fraction of it; always even), with rope_theta and rope_scaling; Gemma 3's sliding
+  // layers use their own theta and scaling (the same as the full layers' elsewhere).
+  int rotary_dims = 0;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
+  double sliding_rope_theta = 10000.0;
+  RopeScaling sliding_rope_scaling;
+  // Sliding-window attention (Gemma): a query on a sliding layer sees the sliding_window most
+  // recent positions, itself included. layer_sliding has one entry per layer (empty = none).
+  int64_t sliding_window = 0;
+  std::vector<uint8_t> layer_sliding;
   int64_t bos_token_id = -1, eos_token_id = -1;
 
+  bool uses_layernorm() const { return arch == ModelArch::gpt2 || arch == ModelArch::neox; }
+  bool gated_mlp() const { return arch == ModelArch::llama || arch == ModelArch::gemma; }
+  bool sliding(int layer) const { return !layer_sliding.empty() && layer_sliding[size_t(layer)]; }
+  // Keys a query of `layer` sees, counting itself; 0 = every earlier position.
+  int64_t attn_window(int layer) const { return sliding(layer) ? sliding_window : 0; }
+  // Gemma 3: the sliding layers' rotary embedding differs from the full layers'.
+  bool separate_sliding_rope() const;
   int qkv_width() const { return (n_heads + 2 * n_kv_heads) * head_dim; }
   float attn_scale(int layer) const;
-  // The head_dim/2 rotary inverse frequencies after rope_scaling, computed in double.
-  std::vector<double> rope_inv_freq() const;
+  // The rotary_dims/2 inverse frequencies of a full (or, with `sliding`, a sliding) layer after
+  // its scaling, computed in double.
+  std::vector<double> rope_inv_freq(bool sliding = false) const;
   // Parameters in the matrices the pass multiplies by (all blocks, plus the output head when
   // with_head): the FLOP count of a forward pass is 2 x this x tokens (attention scores aside).
   int64_t matmul_params(int layers, bool with_head) const;
@@ -98,11 +134,16 @@ struct HookPoint {
   bool operator==(const HookPoint& o) const { return layer == o.layer && kind == o.kind; }
 };
 
+// Every hook the model has, in the order the pass reaches them: per block resid_pre, attn_z,
+// attn_out, resid_mid (not under a parallel residual), mlp_out, resid_post.
+std::vector<HookPoint> model_hooks(const ModelConfig& cfg);
+
 // Values per row at a hook: n_heads * head_dim for attn.hook_z, d_model for the others.
 int64_t hook_width(const HookPoint& h, const ModelConfig& cfg);
 
-// Parses "blocks.L.hook_KIND" or "blocks.L.attn.hook_z"; an unknown name or a layer outside the model is a UsageError that
-// names the hook (and the model's layer range).
+// Parses "blocks.L.hook_KIND" or "blocks.L.attn.hook_z"; an unknown name, a layer outside the
+// model or a hook the family lacks (resid_mid under a parallel residual) is a UsageError that
+// names the hook (and the model's layer range, or why).
 HookPoint parse_hook(const std::string& name, const ModelConfig& cfg);
 
 struct HookEdit {

@@ -30,12 +30,13 @@ class TransformerOps {
   }
   // y[i] = x[i] rounded to bf16, to nearest even (f32_to_bf16 of lib/base/dtype.h).
   virtual void to_bf16(const float* x, uint16_t* y, int64_t n) = 0;
-  // out[r] = wte[tokens[r]] (+ wpe[r % seq] when wpe is given), rows = batch * seq.
+  // out[r] = wte[tokens[r]] * scale (+ wpe[r % seq] when wpe is given), rows = batch * seq.
+  // scale is Gemma's sqrt(d_model), else 1.
   virtual void embed(const int32_t* tokens, int64_t rows, int64_t seq, const float* wte, const float* wpe, int64_t d,
-                     float* out) = 0;
+                     float scale, float* out) = 0;
   // The same with the token table in bf16 (bf16 compute), widened exactly to f32.
   virtual void embed_bf16(const int32_t* tokens, int64_t rows, int64_t seq, const uint16_t* wte, const float* wpe,
-                          int64_t d, float* out) = 0;
+                          int64_t d, float scale, float* out) = 0;
   virtual void layernorm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t d,
                          float eps) = 0;
   virtual void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps) = 0;
@@ -51,14 +52,19 @@ class TransformerOps {
   // in qkv rows [q (n_heads*dh) | k (n_kv*dh) | v], as rmsnorm does a row.
   virtual void qk_rmsnorm(float* qkv, int64_t rows, int n_heads, int n_kv, int dh, const float* wq, const float* wk,
                           float eps) = 0;
-  // Rotates the query and key heads of qkv rows [q (n_heads*dh) | k (n_kv*dh) | v] in place;
-  // cos/sin hold [seq][dh/2] for positions 0..seq-1.
-  virtual void rope(float* qkv, int64_t rows, int64_t seq, int n_heads, int n_kv, int dh, const float* cos,
+  // Rotates the first `rot` dimensions (even, <= dh) of the query and key heads of qkv rows
+  // [q (n_heads*dh) | k (n_kv*dh) | v] in place, element i paired with i + rot/2; the rest pass
+  // through. cos/sin hold [seq][rot/2] for positions 0..seq-1.
+  virtual void rope(float* qkv, int64_t rows, int64_t seq, int n_heads, int n_kv, int dh, int rot, const float* cos,
                     const float* sin) = 0;
-  // Causal attention: out[r][h*dh..] = softmax(scale * q_h . k_{h/group}) v_{h/group} over the
-  // positions 0..t of the row's own sequence.
+  // Causal attention: out[r][h*dh..] = softmax(s) v_{h/group} with scores
+  // s_j = scale * q_h . k_{h/group, j} over the positions j of the row's own sequence from
+  // tk::window_first(t, window) (0 when window is 0) to t; with softcap > 0 each score becomes
+  // tk::softcap(s_j, softcap) before the softmax.
   virtual void attention(const float* qkv, float* out, int64_t batch, int64_t seq, int n_heads, int n_kv, int dh,
-                         float scale) = 0;
+                         float scale, float softcap, int64_t window) = 0;
+  // x[i] = tk::softcap(x[i], cap): Gemma 2's final logit soft-capping.
+  virtual void softcap(float* x, int64_t n, float cap) = 0;
   // Per row: nll[r] = logsumexp(x[r]) - x[r][target[r]] where target[r] >= 0 (else nll[r] = 0);
   // with log_probs, x[r] becomes its log-softmax.
   virtual void log_softmax_nll(float* x, int64_t rows, int64_t vocab, const int32_t* target, float* nll,

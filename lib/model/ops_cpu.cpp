@@ -75,12 +75,12 @@ class CpuTransformerOps final : public TransformerOps {
   }
 
   void embed(const int32_t* tokens, int64_t rows, int64_t seq, const float* wte, const float* wpe, int64_t d,
-             float* out) override {
-    embed_rows(tokens, rows, seq, wte, wpe, d, out);
+             float scale, float* out) override {
+    embed_rows(tokens, rows, seq, wte, wpe, d, scale, out);
   }
   void embed_bf16(const int32_t* tokens, int64_t rows, int64_t seq, const uint16_t* wte, const float* wpe, int64_t d,
-                  float* out) override {
-    embed_rows(tokens, rows, seq, wte, wpe, d, out);
+                  float scale, float* out) override {
+    embed_rows(tokens, rows, seq, wte, wpe, d, scale, out);
   }
 
   void to_bf16(const float* x, uint16_t* y, int64_t n) override {
@@ -155,10 +155,10 @@ class CpuTransformerOps final : public TransformerOps {
     });
   }
 
-  void rope(float* qkv, int64_t rows, int64_t seq, int n_heads, int n_kv, int dh, const float* cos,
+  void rope(float* qkv, int64_t rows, int64_t seq, int n_heads, int n_kv, int dh, int rot, const float* cos,
             const float* sin) override {
     const int64_t width = int64_t(n_heads + 2 * n_kv) * dh;
-    const int half = dh / 2;
+    const int half = rot / 2;
     for_rows(rows, [&](int64_t r) {
       const float* c = cos + (r % seq) * half;
       const float* s = sin + (r % seq) * half;
@@ -171,7 +171,7 @@ class CpuTransformerOps final : public TransformerOps {
   }
 
   void attention(const float* qkv, float* out, int64_t batch, int64_t seq, int n_heads, int n_kv, int dh,
-                 float scale) override {
+                 float scale, float softcap, int64_t window) override {
     const int64_t width = int64_t(n_heads + 2 * n_kv) * dh;
     const int64_t out_width = int64_t(n_heads) * dh;
     const int group = n_heads / n_kv;
@@ -200,9 +200,10 @@ class CpuTransformerOps final : public TransformerOps {
         for (int64_t t = 0; t < seq; t++) {
           const float* qr = base + t * width + int64_t(h) * dh;
           for (int d = 0; d < dh; d++) q[size_t(d)] = qr[d] * scale;
-          const int64_t n = t + 1;
+          // Keys lo..t; the score blocks start at a whole vector at or below lo.
+          const int64_t lo = tk::window_first(t, window), n = t + 1;
           float* sc = s.data();
-          for (int64_t j0 = 0; j0 < n; j0 += kLanes) {
+          for (int64_t j0 = lo / kLanes * kLanes; j0 < n; j0 += kLanes) {
             // Four accumulators: one chain of dependent multiply-adds would wait on each result.
             Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {};
             const float* kr = kt.data() + j0;
@@ -216,12 +217,16 @@ class CpuTransformerOps final : public TransformerOps {
             for (; d < dh; d++) a0 += q[size_t(d)] * load_lanes(kr + int64_t(d) * seq_pad);
             store_lanes(sc + j0, (a0 + a1) + (a2 + a3));
           }
+          if (softcap > 0.0f) {
+#pragma omp simd
+            for (int64_t j = lo; j < n; j++) sc[j] = tk::softcap(sc[j], softcap);
+          }
           float m = -INFINITY;
 #pragma omp simd reduction(max : m)
-          for (int64_t j = 0; j < n; j++) m = tk::max_f32(m, sc[j]);
+          for (int64_t j = lo; j < n; j++) m = tk::max_f32(m, sc[j]);
           float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-          for (int64_t j = 0; j < n; j++) {
+          for (int64_t j = lo; j < n; j++) {
             sc[j] = tk::softmax_weight(sc[j], m);
             sum += sc[j];
           }
@@ -230,7 +235,7 @@ class CpuTransformerOps final : public TransformerOps {
           for (int d0 = 0; d0 < dh; d0 += kLanes) {
             Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {};
             const float* vr = v.data() + d0;
-            int64_t j = 0;
+            int64_t j = lo;
             for (; j + 4 <= n; j += 4) {
               a0 += sc[j] * load_lanes(vr + j * dh_pad);
               a1 += sc[j + 1] * load_lanes(vr + (j + 1) * dh_pad);
@@ -246,6 +251,13 @@ class CpuTransformerOps final : public TransformerOps {
           }
         }
       }
+    });
+  }
+
+  void softcap(float* x, int64_t n, float cap) override {
+    ForkJoinPool::global().run(n, [&](int64_t b, int64_t e, int) {
+#pragma omp simd
+      for (int64_t i = b; i < e; i++) x[i] = tk::softcap(x[i], cap);
     });
   }
 
@@ -269,20 +281,20 @@ class CpuTransformerOps final : public TransformerOps {
   }
 
  private:
-  // out[r] = widen(wte[tokens[r]]) (+ wpe[r % seq]) for an f32 or bf16 token table.
+  // out[r] = widen(wte[tokens[r]]) * scale (+ wpe[r % seq]) for an f32 or bf16 token table.
   template <class T>
   static void embed_rows(const int32_t* tokens, int64_t rows, int64_t seq, const T* wte, const float* wpe, int64_t d,
-                         float* out) {
+                         float scale, float* out) {
     for_rows(rows, [&](int64_t r) {
       const T* e = wte + int64_t(tokens[r]) * d;
       float* o = out + r * d;
       if (wpe) {
         const float* p = wpe + (r % seq) * d;
 #pragma omp simd
-        for (int64_t i = 0; i < d; i++) o[i] = tk::widen(e[i]) + p[i];
+        for (int64_t i = 0; i < d; i++) o[i] = tk::embed_elem(e[i], scale, p[i]);
       } else {
 #pragma omp simd
-        for (int64_t i = 0; i < d; i++) o[i] = tk::widen(e[i]);
+        for (int64_t i = 0; i < d; i++) o[i] = tk::embed_elem(e[i], scale, 0.0f);
       }
     });
   }

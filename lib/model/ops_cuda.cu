@@ -53,12 +53,10 @@ __device__ float block_max(float v, float* scratch) {
 // T: float (f32 compute) or uint16_t (a bf16 table, bf16 compute).
 template <class T>
 __global__ void embed_kernel(const int32_t* tokens, int64_t rows, int64_t seq, const T* wte, const float* wpe, int64_t d,
-                             float* out) {
+                             float scale, float* out) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * d; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / d, c = i % d;
-    float v = tk::widen(wte[int64_t(tokens[r]) * d + c]);
-    if (wpe) v += wpe[(r % seq) * d + c];
-    out[i] = v;
+    out[i] = tk::embed_elem(wte[int64_t(tokens[r]) * d + c], scale, wpe ? wpe[(r % seq) * d + c] : 0.0f);
   }
 }
 
@@ -119,10 +117,10 @@ __global__ void gated_act_kernel(const float* gu, float* out, int64_t rows, int6
   }
 }
 
-// One thread per (row, rotated head, pair).
-__global__ void rope_kernel(float* qkv, int64_t rows, int64_t seq, int heads, int width_heads, int dh, const float* cos,
-                            const float* sin) {
-  const int half = dh / 2;
+// One thread per (row, rotated head, pair); the first rot dimensions of each head turn.
+__global__ void rope_kernel(float* qkv, int64_t rows, int64_t seq, int heads, int width_heads, int dh, int rot,
+                            const float* cos, const float* sin) {
+  const int half = rot / 2;
   const int64_t n = rows * heads * half;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / (int64_t(heads) * half);
@@ -135,7 +133,8 @@ __global__ void rope_kernel(float* qkv, int64_t rows, int64_t seq, int heads, in
 
 // One block per (query position, head, sequence). Dynamic shared memory: the score row (seq
 // floats) and the query (dh floats).
-__global__ void attention_kernel(const float* qkv, float* out, int64_t seq, int n_heads, int n_kv, int dh, float scale) {
+__global__ void attention_kernel(const float* qkv, float* out, int64_t seq, int n_heads, int n_kv, int dh, float scale,
+                                 float softcap, int64_t window) {
   extern __shared__ float smem[];
   __shared__ float scratch[32];
   const int64_t t = blockIdx.x;
@@ -148,13 +147,14 @@ __global__ void attention_kernel(const float* qkv, float* out, int64_t seq, int 
   const float* base = qkv + b * seq * width;
   for (int d = threadIdx.x; d < dh; d += blockDim.x) q[d] = base[t * width + int64_t(h) * dh + d] * scale;
   __syncthreads();
-  const int64_t n = t + 1;
+  // Keys lo..t (tk::window_first); the score row is indexed from lo.
+  const int64_t lo = tk::window_first(t, window), n = t + 1 - lo;
   const int64_t koff = int64_t(n_heads + kvh) * dh, voff = int64_t(n_heads + n_kv + kvh) * dh;
   for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
-    const float* k = base + j * width + koff;
+    const float* k = base + (lo + j) * width + koff;
     float acc = 0.0f;
     for (int d = 0; d < dh; d++) acc += q[d] * k[d];
-    s[j] = acc;
+    s[j] = softcap > 0.0f ? tk::softcap(acc, softcap) : acc;
   }
   __syncthreads();
   const float m = block_max(tk::partial_max(s, n, threadIdx.x, blockDim.x), scratch);
@@ -167,9 +167,14 @@ __global__ void attention_kernel(const float* qkv, float* out, int64_t seq, int 
   float* o = out + (b * seq + t) * int64_t(n_heads) * dh + int64_t(h) * dh;
   for (int d = threadIdx.x; d < dh; d += blockDim.x) {
     float acc = 0.0f;
-    for (int64_t j = 0; j < n; j++) acc += s[j] * base[j * width + voff + d];
+    for (int64_t j = 0; j < n; j++) acc += s[j] * base[(lo + j) * width + voff + d];
     o[d] = acc * inv;
   }
+}
+
+__global__ void softcap_kernel(float* x, int64_t n, float cap) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    x[i] = tk::softcap(x[i], cap);
 }
 
 __global__ void log_softmax_nll_kernel(float* x, int64_t vocab, const int32_t* target, float* nll, bool log_probs) {
@@ -187,13 +192,13 @@ __global__ void log_softmax_nll_kernel(float* x, int64_t vocab, const int32_t* t
 class CudaTransformerOps final : public TransformerOps {
  public:
   void embed(const int32_t* tokens, int64_t rows, int64_t seq, const float* wte, const float* wpe, int64_t d,
-             float* out) override {
-    embed_kernel<float><<<blocks_for(rows * d), kThreads>>>(tokens, rows, seq, wte, wpe, d, out);
+             float scale, float* out) override {
+    embed_kernel<float><<<blocks_for(rows * d), kThreads>>>(tokens, rows, seq, wte, wpe, d, scale, out);
     check_launch("embed");
   }
   void embed_bf16(const int32_t* tokens, int64_t rows, int64_t seq, const uint16_t* wte, const float* wpe, int64_t d,
-                  float* out) override {
-    embed_kernel<uint16_t><<<blocks_for(rows * d), kThreads>>>(tokens, rows, seq, wte, wpe, d, out);
+                  float scale, float* out) override {
+    embed_kernel<uint16_t><<<blocks_for(rows * d), kThreads>>>(tokens, rows, seq, wte, wpe, d, scale, out);
     check_launch("embed_bf16");
   }
   void to_bf16(const float* x, uint16_t* y, int64_t n) override {
@@ -230,14 +235,15 @@ class CudaTransformerOps final : public TransformerOps {
     gated_act_kernel<<<blocks_for(rows * cols), kThreads>>>(gu, out, rows, cols, a);
     check_launch("gated_act");
   }
-  void rope(float* qkv, int64_t rows, int64_t seq, int n_heads, int n_kv, int dh, const float* cos,
+  void rope(float* qkv, int64_t rows, int64_t seq, int n_heads, int n_kv, int dh, int rot, const float* cos,
             const float* sin) override {
-    rope_kernel<<<blocks_for(rows * (n_heads + n_kv) * (dh / 2)), kThreads>>>(qkv, rows, seq, n_heads + n_kv,
-                                                                             n_heads + 2 * n_kv, dh, cos, sin);
+    if (rot == 0) return;
+    rope_kernel<<<blocks_for(rows * (n_heads + n_kv) * (rot / 2)), kThreads>>>(qkv, rows, seq, n_heads + n_kv,
+                                                                              n_heads + 2 * n_kv, dh, rot, cos, sin);
     check_launch("rope");
   }
   void attention(const float* qkv, float* out, int64_t batch, int64_t seq, int n_heads, int n_kv, int dh,
-                 float scale) override {
+                 float scale, float softcap, int64_t window) override {
     const size_t smem = size_t(seq + dh) * sizeof(float);
     if (smem > 48 * 1024) {
       int dev = 0, most = 0;
@@ -248,8 +254,12 @@ class CudaTransformerOps final : public TransformerOps {
       SAE_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     }
     const dim3 grid{unsigned(seq), unsigned(n_heads), unsigned(batch)};
-    attention_kernel<<<grid, 128, smem>>>(qkv, out, seq, n_heads, n_kv, dh, scale);
+    attention_kernel<<<grid, 128, smem>>>(qkv, out, seq, n_heads, n_kv, dh, scale, softcap, window);
     check_launch("attention");
+  }
+  void softcap(float* x, int64_t n, float cap) override {
+    softcap_kernel<<<blocks_for(n), kThreads>>>(x, n, cap);
+    check_launch("softcap");
   }
   void log_softmax_nll(float* x, int64_t rows, int64_t vocab, const int32_t* target, float* nll,
                        bool log_probs) override {

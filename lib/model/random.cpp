@@ -71,11 +71,38 @@ ModelTensors random_model_tensors(const ModelConfig& c, uint32_t seed, const std
     }
     t.add(p + "ln_f.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
     t.add(p + "ln_f.bias", {D}, randn(g, sz(D), 0.1f));
+  } else if (c.arch == ModelArch::neox) {
+    // Biases and norms as GPT-2's; query_key_value packed per head as GPT-NeoX stores it.
+    const std::string p = "gpt_neox.";
+    t.add(p + "embed_in.weight", {V, D}, randn(g, sz(V * D), 0.5f));
+    for (int l = 0; l < c.n_layers; l++) {
+      std::string h = p + "layers." + std::to_string(l) + ".";
+      t.add(h + "input_layernorm.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
+      t.add(h + "input_layernorm.bias", {D}, randn(g, sz(D), 0.1f));
+      t.add(h + "post_attention_layernorm.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
+      t.add(h + "post_attention_layernorm.bias", {D}, randn(g, sz(D), 0.1f));
+      t.add(h + "attention.query_key_value.weight", {3 * D, D}, randn(g, sz(3 * D * D), ws));
+      if (c.qkv_bias) t.add(h + "attention.query_key_value.bias", {3 * D}, randn(g, sz(3 * D), 0.1f));
+      t.add(h + "attention.dense.weight", {D, D}, randn(g, sz(D * D), ws));
+      if (c.o_bias) t.add(h + "attention.dense.bias", {D}, randn(g, sz(D), 0.1f));
+      t.add(h + "mlp.dense_h_to_4h.weight", {I, D}, randn(g, sz(I * D), ws));
+      t.add(h + "mlp.dense_h_to_4h.bias", {I}, randn(g, sz(I), 0.1f));
+      t.add(h + "mlp.dense_4h_to_h.weight", {D, I}, randn(g, sz(D * I), ws));
+      t.add(h + "mlp.dense_4h_to_h.bias", {D}, randn(g, sz(D), 0.1f));
+    }
+    t.add(p + "final_layer_norm.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
+    t.add(p + "final_layer_norm.bias", {D}, randn(g, sz(D), 0.1f));
+    if (!c.tied_head) t.add("embed_out.weight", {V, D}, randn(g, sz(V * D), 0.5f));
+    return t;
   } else {
+    // Llama and Gemma. Gemma stores its RMSNorm weights as w for a scale of (1 + w): drawn
+    // around 0 instead of 1, so that the scale is 1 +- 0.1 either way.
+    const float norm_mean = c.arch == ModelArch::gemma ? 0.0f : 1.0f;
+    auto norm = [&](const std::string& name, int64_t n) { t.add(name, {n}, randn(g, sz(n), 0.1f, norm_mean)); };
     t.add("model.embed_tokens.weight", {V, D}, randn(g, sz(V * D), 0.5f));
     for (int l = 0; l < c.n_layers; l++) {
       std::string h = "model.layers." + std::to_string(l) + ".";
-      t.add(h + "input_layernorm.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
+      norm(h + "input_layernorm.weight", D);
       t.add(h + "self_attn.q_proj.weight", {A, D}, randn(g, sz(A * D), ws));
       t.add(h + "self_attn.k_proj.weight", {KV, D}, randn(g, sz(KV * D), ws));
       t.add(h + "self_attn.v_proj.weight", {KV, D}, randn(g, sz(KV * D), ws));
@@ -85,12 +112,16 @@ ModelTensors random_model_tensors(const ModelConfig& c, uint32_t seed, const std
         t.add(h + "self_attn.v_proj.bias", {KV}, randn(g, sz(KV), 0.3f));
       }
       if (c.qk_norm) {
-        t.add(h + "self_attn.q_norm.weight", {c.head_dim}, randn(g, sz(c.head_dim), 0.1f, 1.0f));
-        t.add(h + "self_attn.k_norm.weight", {c.head_dim}, randn(g, sz(c.head_dim), 0.1f, 1.0f));
+        norm(h + "self_attn.q_norm.weight", c.head_dim);
+        norm(h + "self_attn.k_norm.weight", c.head_dim);
       }
       t.add(h + "self_attn.o_proj.weight", {D, A}, randn(g, sz(D * A), ws));
       if (c.o_bias) t.add(h + "self_attn.o_proj.bias", {D}, randn(g, sz(D), 0.3f));
-      t.add(h + "post_attention_layernorm.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
+      norm(h + "post_attention_layernorm.weight", D);
+      if (c.arch == ModelArch::gemma) {
+        norm(h + "pre_feedforward_layernorm.weight", D);
+        norm(h + "post_feedforward_layernorm.weight", D);
+      }
       t.add(h + "mlp.gate_proj.weight", {I, D}, randn(g, sz(I * D), ws));
       t.add(h + "mlp.up_proj.weight", {I, D}, randn(g, sz(I * D), ws));
       t.add(h + "mlp.down_proj.weight", {D, I}, randn(g, sz(D * I), ws));
@@ -100,7 +131,7 @@ ModelTensors random_model_tensors(const ModelConfig& c, uint32_t seed, const std
         t.add(h + "mlp.down_proj.bias", {D}, randn(g, sz(D), 0.3f));
       }
     }
-    t.add("model.norm.weight", {D}, randn(g, sz(D), 0.1f, 1.0f));
+    norm("model.norm.weight", D);
   }
   if (!c.tied_head) t.add("lm_head.weight", {V, D}, randn(g, sz(V * D), 0.5f));
   return t;

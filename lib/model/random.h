@@ -24,10 +24,11 @@ struct ModelTensors {
   void write(const std::string& path, DType dt = DType::f32, const std::vector<std::string>* only = nullptr) const;
 };
 
-// Random weights for every tensor `c` needs: GPT-2 names after `gpt2_prefix`, Llama names after
-// "model.", lm_head.weight when the head is untied. Normal entries: matrices with standard
-// deviation 0.3 (embeddings 0.5, position embeddings 0.2), norm weights 1 +- 0.1, biases 0.1
-// (GPT-2) or 0.3 (Llama). The same seed gives the same weights.
+// Random weights for every tensor `c` needs: GPT-2 names after `gpt2_prefix`, Llama and Gemma
+// names after "model.", GPT-NeoX's after "gpt_neox.", the untied head as lm_head.weight
+// (embed_out.weight for GPT-NeoX). Normal entries: matrices with standard deviation 0.3
+// (embeddings 0.5, position embeddings 0.2), norm scales 1 +- 0.1 (Gemma's stored w of 1 + w
+// around 0), biases 0.1 (GPT-2, NeoX) or 0.3 (Llama). The same seed gives the same weights.
 ModelTensors random_model_tensors(const ModelConfig& c, uint32_t seed, const std::string& gpt2_prefix = "transformer.");
 
 // Writes `dir`/config.json (`cfg`) and `dir`/model.safetensors (random_model_tensors of the parsed

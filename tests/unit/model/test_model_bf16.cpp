@@ -34,7 +34,12 @@ namespace {
 //    projection's output is off by about u * sqrt(2) ~ 3e-3 of its scale (random walk of the
 //    product errors), its worst element a few times that; five layers of projections feed the
 //    residual stream. Measured worst: 1.5e-2 (stories260K hooks), 1.2e-2 (tiny-gpt2 logits),
-//    1.3e-2 (qwen3-random hooks).
+//    1.3e-2 (qwen3-random, gemma2-random hooks).
+//    Final soft-capping (Gemma 2: cap * tanh(z / cap)) passes an error in the raw logit z on
+//    times tanh' <= 1, but shrinks the scale it is measured against from max |z| to the capped
+//    maximum; so the capped logits get kBf16Tol times max |z| / max |capped| (z recovered from the
+//    reference as cap * atanh(y / cap); 5.8 for gemma2-random, whose cap of 3 is small on
+//    purpose). Measured: 2.65e-2 there.
 //  - per-token NLL, absolute: kBf16NllTol = 0.2 nats. An NLL is lse(logits) - logit[target], so
 //    its error is at most twice the logits' largest absolute error, i.e. 2 * 1e-2 of a logit
 //    scale that reaches 22 for stories260K (a bound of ~0.4). Measured worst: 0.092 (qwen2 fixture),
@@ -64,6 +69,7 @@ std::vector<float> randn_vec(std::mt19937& g, size_t n) {
 
 struct Errors {
   double hooks = 0, logits = 0, nll = 0, mean_nll = 0;
+  double logit_scale_ratio = 1;  // max |raw logit| / max |capped logit| (1 without soft-capping)
 };
 
 int count_cases(const SafeTensors& ref) {
@@ -81,8 +87,7 @@ Errors against_reference(const std::string& name, Compute compute) {
   EXPECT_EQ(m.compute(), compute);
   SafeTensors ref(dir + "/reference.safetensors");
   ForwardOptions opt;
-  for (int l = 0; l < m.config().n_layers; l++)
-    for (int k = 0; k < 5; k++) opt.capture.push_back({l, HookKind(k)});
+  opt.capture = model_hooks(m.config());
   opt.want_logits = true;
   opt.want_nll = true;
   Errors e;
@@ -91,8 +96,21 @@ Errors against_reference(const std::string& name, Compute compute) {
     std::vector<int32_t> tok = ref.read_i32(c + "tokens");
     ForwardResult r = m.forward(tok.data(), 1, int64_t(tok.size()), opt);
     for (size_t h = 0; h < opt.capture.size(); h++)
-      e.hooks = std::max(e.hooks, scaled_err(r.captured[h], ref.read_f32(c + opt.capture[h].name())));
-    if (ref.has(c + "logits")) e.logits = std::max(e.logits, scaled_err(r.logits, ref.read_f32(c + "logits")));
+      if (ref.has(c + opt.capture[h].name()))  // the older references have no attn.hook_z
+        e.hooks = std::max(e.hooks, scaled_err(r.captured[h], ref.read_f32(c + opt.capture[h].name())));
+    if (ref.has(c + "logits")) {
+      const std::vector<float> want = ref.read_f32(c + "logits");
+      e.logits = std::max(e.logits, scaled_err(r.logits, want));
+      const double cap = m.config().final_softcap;
+      if (cap > 0) {
+        double raw = 0, capped = 0;
+        for (float y : want) {
+          raw = std::max(raw, std::fabs(cap * std::atanh(double(y) / cap)));
+          capped = std::max(capped, std::fabs(double(y)));
+        }
+        e.logit_scale_ratio = std::max(e.logit_scale_ratio, raw / capped);
+      }
+    }
     std::vector<float> nll = ref.read_f32(c + "nll");
     EXPECT_EQ(r.nll.size(), nll.size());
     double sum = 0;
@@ -102,15 +120,16 @@ Errors against_reference(const std::string& name, Compute compute) {
     }
     e.mean_nll = std::max(e.mean_nll, std::fabs(sum / double(nll.size())));
   }
-  std::printf("[ %s %s ] worst scaled error hooks %.2e, logits %.2e; worst NLL error %.2e, of a mean NLL %.2e\n",
-              name.c_str(), compute_name(compute), e.hooks, e.logits, e.nll, e.mean_nll);
+  std::printf("[ %s %s ] worst scaled error hooks %.2e, logits %.2e (soft-cap scale ratio %.2f); worst NLL error %.2e, "
+              "of a mean NLL %.2e\n",
+              name.c_str(), compute_name(compute), e.hooks, e.logits, e.logit_scale_ratio, e.nll, e.mean_nll);
   return e;
 }
 
 void check_emulation(const std::string& name) {
   const Errors b = against_reference(name, Compute::bf16);
   EXPECT_LE(b.hooks, kBf16Tol) << name;
-  EXPECT_LE(b.logits, kBf16Tol) << name;
+  EXPECT_LE(b.logits, kBf16Tol * b.logit_scale_ratio) << name;
   EXPECT_LE(b.nll, kBf16NllTol) << name;
   EXPECT_LE(b.mean_nll, kBf16MeanNllTol) << name;
   EXPECT_GE(std::max(b.hooks, b.logits), kRoundsAtLeast) << name << ": the bf16 pass computes like the f32 one";
@@ -201,6 +220,21 @@ TEST(Bf16Emulation, Gpt2RandomAgainstFloat64Reference) {
 TEST(Bf16Emulation, Qwen3RandomAgainstFloat64Reference) {
   NEED_SHARED();
   check_emulation("qwen3-random");
+}
+
+TEST(Bf16Emulation, Gemma2RandomAgainstFloat64Reference) {
+  NEED_SHARED();
+  check_emulation("gemma2-random");
+}
+
+TEST(Bf16Emulation, Gemma3RandomAgainstFloat64Reference) {
+  NEED_SHARED();
+  check_emulation("gemma3-random");
+}
+
+TEST(Bf16Emulation, PythiaRandomAgainstFloat64Reference) {
+  NEED_SHARED();
+  check_emulation("pythia-random");
 }
 
 TEST(Bf16Emulation, TinyGpt2AgainstFloat64Reference) {

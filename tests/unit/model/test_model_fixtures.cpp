@@ -34,6 +34,21 @@ json llama_config() {
           {"tie_word_embeddings", false}, {"rope_scaling", nullptr}};
 }
 
+json gemma2_config() {
+  return {{"model_type", "gemma2"},        {"architectures", {"Gemma2ForCausalLM"}}, {"hidden_size", 24},
+          {"head_dim", 8},                 {"intermediate_size", 40},  {"num_hidden_layers", 3},
+          {"num_attention_heads", 4},      {"num_key_value_heads", 2}, {"vocab_size", 50},
+          {"max_position_embeddings", 64}, {"sliding_window", 4},      {"query_pre_attn_scalar", 10},
+          {"attn_logit_softcapping", 1.5}, {"final_logit_softcapping", 2.5}, {"dtype", "float32"}};
+}
+
+json neox_config() {
+  return {{"model_type", "gpt_neox"}, {"architectures", {"GPTNeoXForCausalLM"}}, {"hidden_size", 32},
+          {"intermediate_size", 48},  {"num_hidden_layers", 2},  {"num_attention_heads", 4},
+          {"vocab_size", 50},         {"max_position_embeddings", 64}, {"rotary_pct", 0.5},
+          {"rotary_emb_base", 10000}, {"hidden_act", "gelu"},   {"use_parallel_residual", true}};
+}
+
 // Writes config.json and model.safetensors for `cfg` with random weights; returns the weights.
 Tensors write_model(const std::string& dir, const json& cfg, uint32_t seed, DType dt = DType::f32,
                     const std::string& gpt2_prefix = "transformer.") {
@@ -53,18 +68,19 @@ std::vector<int32_t> some_tokens(int n, int vocab, uint32_t seed) {
 
 ForwardOptions everything(const ModelConfig& c) {
   ForwardOptions o;
-  for (int l = 0; l < c.n_layers; l++)
-    for (int k = 0; k < 5; k++) o.capture.push_back({l, HookKind(k)});
+  o.capture = model_hooks(c);
   o.want_logits = true;
   o.want_nll = true;
   return o;
 }
 
-// Every hook, the logits and the NLL of `dir`'s model against the naive pass over `t`.
-void check_against_naive(const std::string& dir, const Tensors& t, const std::string& gpt2_prefix = "transformer.") {
+// Every hook, the logits and the NLL of `dir`'s model against the naive pass over `t`, on
+// `n_tokens` tokens.
+void check_against_naive(const std::string& dir, const Tensors& t, const std::string& gpt2_prefix = "transformer.",
+                         int n_tokens = 13) {
   auto be = make_cpu_backend();
   Model m(dir, *be);
-  std::vector<int32_t> tok = some_tokens(13, m.config().vocab, 7);
+  std::vector<int32_t> tok = some_tokens(n_tokens, m.config().vocab, 7);
   ForwardOptions o = everything(m.config());
   ForwardResult r = m.forward(tok.data(), 1, int64_t(tok.size()), o);
   NaiveOut ref = naive_forward(m.config(), getter(t, gpt2_prefix), tok);
@@ -140,6 +156,113 @@ TEST(ModelFixture, LlamaUntiedHeadGqaWithAttentionAndMlpBiases) {
   ASSERT_TRUE(t.data.count("model.layers.0.self_attn.o_proj.bias"));
   ASSERT_TRUE(t.data.count("model.layers.0.mlp.down_proj.bias"));
   check_against_naive(d.path(), t);
+}
+
+// Gemma 2 with q/k/v/o biases (attention_bias), a window of 4 keys on layers 0 and 2 against 13
+// tokens, and both soft-caps small enough to bend the scores and logits.
+TEST(ModelFixture, Gemma2BiasesWindowsAndSoftcaps) {
+  TempDir d;
+  json c = gemma2_config();
+  c["attention_bias"] = true;
+  Tensors t = write_model(d.path(), c, 21);
+  ASSERT_TRUE(t.data.count("model.layers.0.self_attn.o_proj.bias"));
+  ASSERT_TRUE(t.data.count("model.layers.2.post_feedforward_layernorm.weight"));
+  check_against_naive(d.path(), t);
+}
+
+// Gemma 3 in the 4.x spelling over 4 layers: sliding_window_pattern 2 (layers 0 and 2 slide),
+// llama3 rope scaling on the global layers only, rope_local_base_freq on the sliding ones.
+TEST(ModelFixture, Gemma3PatternAndPerLayerRope) {
+  TempDir d;
+  json c = gemma2_config();
+  c["model_type"] = "gemma3_text";
+  c["architectures"] = {"Gemma3ForCausalLM"};
+  c["num_hidden_layers"] = 4;
+  c["sliding_window_pattern"] = 2;
+  c["attn_logit_softcapping"] = nullptr;
+  c["final_logit_softcapping"] = nullptr;
+  c["rope_theta"] = 50000.0;
+  c["rope_local_base_freq"] = 100.0;
+  c["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                       {"original_max_position_embeddings", 16}};
+  Tensors t = write_model(d.path(), c, 22);
+  ASSERT_TRUE(t.data.count("model.layers.3.self_attn.q_norm.weight"));
+  const ModelConfig m = parse_model_config(c, "c");
+  EXPECT_EQ(m.layer_sliding, (std::vector<uint8_t>{1, 0, 1, 0}));
+  EXPECT_TRUE(m.separate_sliding_rope());
+  EXPECT_EQ(m.attn_softcap, 0.0f);
+  check_against_naive(d.path(), t);
+}
+
+// GPT-NeoX with a parallel residual and rotary on half of each 8-wide head.
+TEST(ModelFixture, NeoxParallelResidualPartialRotary) {
+  TempDir d;
+  Tensors t = write_model(d.path(), neox_config(), 23);
+  ASSERT_TRUE(t.data.count("embed_out.weight"));
+  check_against_naive(d.path(), t);
+}
+
+// GPT-NeoX's sequential variant (use_parallel_residual false: the MLP reads resid_mid, which
+// exists), with a tied head, no attention biases, full rotary and tanh GELU.
+TEST(ModelFixture, NeoxSequentialResidualTiedHeadNoBias) {
+  TempDir d;
+  json c = neox_config();
+  c["use_parallel_residual"] = false;
+  c["tie_word_embeddings"] = true;
+  c["attention_bias"] = false;
+  c["rotary_pct"] = 1.0;
+  c["hidden_act"] = "gelu_new";
+  Tensors t = write_model(d.path(), c, 24);
+  ASSERT_FALSE(t.data.count("embed_out.weight"));
+  ASSERT_FALSE(t.data.count("gpt_neox.layers.0.attention.dense.bias"));
+  const ModelConfig m = parse_model_config(c, "c");
+  EXPECT_EQ(parse_hook("blocks.1.hook_resid_mid", m).kind, HookKind::resid_mid);
+  check_against_naive(d.path(), t);
+}
+
+// Gemma multiplies the embedding by sqrt(d_model) as a tensor of the model's dtype.
+TEST(ModelConfigGemma, EmbedScaleIsRoundedToTheModelsDtype) {
+  json c = gemma2_config();
+  c["hidden_size"] = 3584;  // Gemma 2 9B: sqrt = 59.866...
+  c["dtype"] = "bfloat16";  // 8 significant bits: steps of 0.25 between 32 and 64
+  EXPECT_EQ(parse_model_config(c, "c").embed_scale, 59.75f);
+  c["dtype"] = "float16";
+  EXPECT_EQ(parse_model_config(c, "c").embed_scale, 59.875f);
+  c["dtype"] = "float32";
+  EXPECT_EQ(parse_model_config(c, "c").embed_scale, float(std::sqrt(3584.0)));
+  c.erase("dtype");
+  c["torch_dtype"] = "bfloat16";  // the 4.x spelling
+  EXPECT_EQ(parse_model_config(c, "c").embed_scale, 59.75f);
+  c["hidden_size"] = 2304;  // Gemma 2 2B: 48 exactly in every dtype
+  EXPECT_EQ(parse_model_config(c, "c").embed_scale, 48.0f);
+}
+
+// A field a Gemma config leaves out takes transformers' default (Gemma2Config,
+// Gemma3TextConfig), as transformers itself does; an explicit null turns soft-capping off.
+TEST(ModelConfigGemma, MissingFieldsTakeTransformersDefaults) {
+  ModelConfig g2 = parse_model_config(json{{"model_type", "gemma2"}}, "c");
+  EXPECT_EQ(g2.n_layers, 26);
+  EXPECT_EQ(g2.d_model, 2304);
+  EXPECT_EQ(g2.head_dim, 256);
+  EXPECT_EQ(g2.n_kv_heads, 4);
+  EXPECT_EQ(g2.vocab, 256000);
+  EXPECT_EQ(g2.attn_softcap, 50.0f);
+  EXPECT_EQ(g2.final_softcap, 30.0f);
+  EXPECT_EQ(g2.sliding_window, 4096);
+  EXPECT_EQ(g2.layer_sliding[0], 1);
+  EXPECT_EQ(g2.layer_sliding[1], 0);
+  EXPECT_EQ(g2.attn_scale(0), float(1 / std::sqrt(256.0)));
+  json off = {{"model_type", "gemma2"}, {"attn_logit_softcapping", nullptr}, {"final_logit_softcapping", nullptr}};
+  EXPECT_EQ(parse_model_config(off, "c").attn_softcap, 0.0f);
+  EXPECT_EQ(parse_model_config(off, "c").final_softcap, 0.0f);
+
+  ModelConfig g3 = parse_model_config(json{{"model_type", "gemma3_text"}}, "c");
+  EXPECT_EQ(g3.vocab, 262208);
+  EXPECT_EQ(g3.attn_softcap, 0.0f);
+  EXPECT_EQ(g3.rope_theta, 1e6);
+  EXPECT_EQ(g3.sliding_rope_theta, 1e4);
+  EXPECT_TRUE(g3.qk_norm);
+  for (int l = 0; l < 26; l++) EXPECT_EQ(g3.sliding(l), (l + 1) % 6 != 0) << l;  // every 6th layer is global
 }
 
 TEST(ModelFixture, LlamaTiedHeadAndExplicitHeadDim) {
@@ -359,9 +482,72 @@ TEST(ModelConfigErrors, UnsupportedValuesNameTheField) {
   EXPECT_EQ(config_error(c), "m/config.json: add_cross_attention: value true is not supported (the forward pass would not match the model)");
   c = gpt2_config();
   c["model_type"] = "bert";
-  EXPECT_EQ(config_error(c), "m/config.json: model_type: 'bert' is not supported (supported: gpt2, llama, mistral, qwen2, qwen3)");
+  EXPECT_EQ(config_error(c), "m/config.json: model_type: 'bert' is not supported (supported: gpt2, llama, mistral, "
+                             "qwen2, qwen3, gemma2, gemma3_text, gemma3, gpt_neox)");
   c.erase("model_type");
   EXPECT_EQ(config_error(c), "m/config.json: model_type: missing (cannot tell the architecture)");
+}
+
+// The bad inputs of the newer families, each naming its field.
+TEST(ModelConfigErrors, NewFamiliesNameTheField) {
+  json c = gemma2_config();
+  c["model_type"] = "gemma3_text";
+  c["architectures"] = {"Gemma3ForCausalLM"};
+  c["layer_types"] = {"sliding_attention", "chunked_attention", "full_attention"};
+  EXPECT_EQ(config_error(c), "m/config.json: layer_types[1]: \"chunked_attention\" is not supported (expected "
+                             "sliding_attention or full_attention)");
+  c["layer_types"] = {"sliding_attention", "full_attention"};
+  EXPECT_EQ(config_error(c), "m/config.json: layer_types: expected a list of 3 layer types, found "
+                             "[\"sliding_attention\",\"full_attention\"]");
+  c.erase("layer_types");
+  c["use_bidirectional_attention"] = true;
+  EXPECT_EQ(config_error(c), "m/config.json: use_bidirectional_attention: value true is not supported (the forward "
+                             "pass would not match the model)");
+
+  c = llama_config();
+  c["num_attention_heads"] = 5;
+  c["num_key_value_heads"] = 5;
+  EXPECT_EQ(config_error(c), "m/config.json: head_dim: missing, and cannot be derived: num_attention_heads 5 does not "
+                             "divide hidden_size 32");
+
+  c = neox_config();
+  c["rotary_pct"] = 0.375;  // 3 of 8 dimensions
+  EXPECT_EQ(config_error(c), "m/config.json: rotary_pct: 0.375 of head_dim 8 leaves 3 rotary dimensions, an odd number "
+                             "(rotary pairs them)");
+  c.erase("rotary_pct");
+  c["rope_parameters"] = {{"rope_theta", 10000}, {"partial_rotary_factor", 0.125}};  // 1 of 8
+  EXPECT_EQ(config_error(c), "m/config.json: rope_parameters.partial_rotary_factor: 0.125 of head_dim 8 leaves 1 rotary "
+                             "dimensions, an odd number (rotary pairs them)");
+  c = neox_config();
+  c["architectures"] = {"GPTNeoXForTokenClassification"};
+  EXPECT_EQ(config_error(c), "m/config.json: architectures: 'GPTNeoXForTokenClassification' is not supported (expected "
+                             "GPTNeoXForCausalLM, GPTNeoXModel)");
+
+  json mm = {{"model_type", "gemma3"}, {"architectures", {"Gemma3ForConditionalGeneration"}}, {"vision_config", json::object()}};
+  EXPECT_EQ(config_error(mm), "m/config.json: text_config: missing (a multimodal Gemma 3 config holds its text model "
+                              "there; without it there is no text tower to run)");
+  mm["text_config"] = {{"model_type", "siglip"}};
+  EXPECT_EQ(config_error(mm), "m/config.json: text_config.model_type: 'siglip' is not supported (expected gemma3_text)");
+  mm["text_config"] = {{"hidden_size", "wide"}};
+  EXPECT_EQ(config_error(mm), "m/config.json: text_config.hidden_size: expected an integer, found \"wide\"");
+}
+
+// GPT-NeoX's parallel residual has no resid_mid: the hook is refused by name, with the reason.
+TEST(ModelHooks, ParallelResidualHasNoResidMid) {
+  const ModelConfig c = parse_model_config(neox_config(), "c");
+  EXPECT_EQ(error_of<UsageError>([&] { parse_hook("blocks.1.hook_resid_mid", c); }),
+            "hook 'blocks.1.hook_resid_mid': this gpt_neox model has a parallel residual (attention and the MLP both read "
+            "resid_pre), so there is no resid_mid; resid_post = resid_pre + attn_out + mlp_out");
+  EXPECT_EQ(model_hooks(c).size(), size_t(2 * 5));
+  TempDir d;
+  write_model(d.path(), neox_config(), 25);
+  auto be = make_cpu_backend();
+  Model m(d.path(), *be);
+  ForwardOptions o;
+  o.capture = {{0, HookKind::resid_mid}};
+  std::vector<int32_t> tok = some_tokens(4, 50, 1);
+  EXPECT_EQ(error_of<UsageError>([&] { m.forward(tok.data(), 1, 4, o); }),
+            "forward: hook blocks.0.hook_resid_mid does not exist under a parallel residual");
 }
 
 // A sliding window equals full attention while the sequence fits in it, so it lowers the longest

@@ -2,10 +2,12 @@
 // the CPU transformer ops against plain double loops on random inputs of awkward sizes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
 
+#include "base/dtype.h"
 #include "model/kernels.h"
 #include "model/ops.h"
 
@@ -61,40 +63,119 @@ TEST(ModelKernels, ActivationsMatchDoubleFormulas) {
   EXPECT_EQ(tk::relu(3.0f), 3.0f);
 }
 
+// tanh_f32 (behind Gemma 2's soft-capping) within 4 ulp-sized steps of libm's tanh in double
+// (relative 5e-7) over both its branches and the switch between them, and exact at 0 and in
+// saturation.
+TEST(ModelKernels, TanhF32AndSoftcapMatchDouble) {
+  double worst = 0;
+  for (double x = -12; x <= 12; x += 0.000917) {
+    const float xf = float(x);
+    const double want = std::tanh(double(xf));
+    if (want != 0) worst = std::max(worst, std::fabs(tk::tanh_f32(xf) - want) / std::fabs(want));
+  }
+  for (double x = 1e-30; x < 1; x *= 1.37) {  // tiny arguments: the series keeps full precision
+    const float xf = float(x);
+    worst = std::max(worst, std::fabs(tk::tanh_f32(xf) - std::tanh(double(xf))) / std::tanh(double(xf)));
+    worst = std::max(worst, std::fabs(tk::tanh_f32(-xf) + std::tanh(double(xf))) / std::tanh(double(xf)));
+  }
+  EXPECT_LE(worst, 5e-7);
+  EXPECT_EQ(tk::tanh_f32(0.0f), 0.0f);
+  EXPECT_EQ(tk::tanh_f32(100.0f), 1.0f);
+  EXPECT_EQ(tk::tanh_f32(-100.0f), -1.0f);
+  EXPECT_TRUE(std::isnan(tk::tanh_f32(NAN)));
+  // The op over a vector: cap * tanh(x / cap), bounded by the cap.
+  std::vector<float> x = rnd(1001, 11, 40.0f), y = x;
+  make_cpu_transformer_ops()->softcap(y.data(), int64_t(y.size()), 30.0f);
+  for (size_t i = 0; i < x.size(); i++) {
+    const double want = 30.0 * std::tanh(double(x[i]) / 30.0);
+    EXPECT_NEAR(y[i], want, 1e-6 * 30.0) << x[i];
+    EXPECT_LE(std::fabs(y[i]), 30.0f);
+  }
+}
+
 // Causal grouped-query attention on 2 sequences of 37 tokens, 6 query heads sharing 2 key/value
-// heads of width 20: against double loops, to 1e-5 of the output scale (f32 dot products of 20
-// terms and softmax sums of up to 37 terms).
-TEST(ModelKernels, CpuAttentionMatchesDoubleLoops) {
+// heads of width 20, with and without Gemma's score soft-capping and sliding windows (5 keys,
+// within one vector of 8 or 16 lanes; 19, across vectors; 37, the whole sequence; 100, more than
+// it): against double loops, to 1e-5 of the output scale (f32 dot products of 20 terms and
+// softmax sums of up to 37 terms).
+namespace {
+void check_attention(float softcap, int64_t window) {
   const int64_t B = 2, T = 37;
   const int H = 6, KV = 2, dh = 20;
   const int64_t W = int64_t(H + 2 * KV) * dh;
   std::vector<float> qkv = rnd(size_t(B * T * W), 1), out(size_t(B * T * H * dh));
   const float scale = 0.3f;
-  make_cpu_transformer_ops()->attention(qkv.data(), out.data(), B, T, H, KV, dh, scale);
+  make_cpu_transformer_ops()->attention(qkv.data(), out.data(), B, T, H, KV, dh, scale, softcap, window);
   double worst = 0, big = 0;
   for (int64_t b = 0; b < B; b++)
     for (int64_t t = 0; t < T; t++)
       for (int h = 0; h < H; h++) {
         int kh = h / (H / KV);
         const float* q = &qkv[size_t((b * T + t) * W + h * dh)];
-        std::vector<double> s(size_t(t + 1));
+        const int64_t lo = window > 0 ? std::max<int64_t>(0, t - window + 1) : 0;
+        std::vector<double> s(size_t(t + 1), 0.0);
         double m = -1e300, sum = 0;
-        for (int64_t j = 0; j <= t; j++) {
+        for (int64_t j = lo; j <= t; j++) {
           const float* k = &qkv[size_t((b * T + j) * W + (H + kh) * dh)];
           double d = 0;
           for (int i = 0; i < dh; i++) d += double(q[i]) * k[i];
           s[size_t(j)] = d * scale;
+          if (softcap > 0) s[size_t(j)] = softcap * std::tanh(s[size_t(j)] / softcap);
           m = std::max(m, s[size_t(j)]);
         }
-        for (auto& e : s) sum += (e = std::exp(e - m));
+        for (int64_t j = lo; j <= t; j++) sum += (s[size_t(j)] = std::exp(s[size_t(j)] - m));
         for (int i = 0; i < dh; i++) {
           double o = 0;
-          for (int64_t j = 0; j <= t; j++) o += s[size_t(j)] / sum * qkv[size_t((b * T + j) * W + (H + KV + kh) * dh + i)];
+          for (int64_t j = lo; j <= t; j++) o += s[size_t(j)] / sum * qkv[size_t((b * T + j) * W + (H + KV + kh) * dh + i)];
           worst = std::max(worst, std::fabs(o - out[size_t((b * T + t) * H * dh + h * dh + i)]));
           big = std::max(big, std::fabs(o));
         }
       }
-  EXPECT_LE(worst / big, 1e-5);
+  EXPECT_LE(worst / big, 1e-5) << "softcap " << softcap << ", window " << window;
+}
+}  // namespace
+
+TEST(ModelKernels, CpuAttentionMatchesDoubleLoops) { check_attention(0.0f, 0); }
+
+TEST(ModelKernels, CpuAttentionSoftcapAndSlidingWindowMatchDoubleLoops) {
+  check_attention(0.5f, 0);  // scores of scale ~1.3 against a cap of 0.5: tanh far from linear
+  for (int64_t w : {1, 5, 19, 37, 100}) check_attention(0.0f, w);
+  check_attention(0.5f, 5);
+}
+
+// A window of 1 leaves each query only itself: the output is its own value row.
+TEST(ModelKernels, CpuAttentionWindowOfOneIsTheValueRow) {
+  const int64_t T = 9;
+  const int H = 2, KV = 1, dh = 4;
+  const int64_t W = int64_t(H + 2 * KV) * dh;
+  std::vector<float> qkv = rnd(size_t(T * W), 12), out(size_t(T * H * dh));
+  make_cpu_transformer_ops()->attention(qkv.data(), out.data(), 1, T, H, KV, dh, 1.0f, 0.0f, 1);
+  for (int64_t t = 0; t < T; t++)
+    for (int h = 0; h < H; h++)
+      for (int i = 0; i < dh; i++) EXPECT_EQ(out[size_t(t * H * dh + h * dh + i)], qkv[size_t(t * W + (H + KV) * dh + i)]);
+}
+
+// The embedding times Gemma's scale, with and without position embeddings, from f32 and bf16
+// tables: exactly widen(e) * scale + pos, each a single rounding of the exact value.
+TEST(ModelKernels, CpuEmbedScalesTheTableRow) {
+  auto ops = make_cpu_transformer_ops();
+  const int64_t V = 7, D = 19, seq = 3, rows = 6;
+  std::vector<float> wte = rnd(size_t(V * D), 13), wpe = rnd(size_t(seq * D), 14), out(size_t(rows * D));
+  std::vector<uint16_t> wte_h(wte.size());
+  for (size_t i = 0; i < wte.size(); i++) wte_h[i] = f32_to_bf16(wte[i]);
+  const std::vector<int32_t> tok = {3, 0, 6, 6, 1, 2};
+  const float scale = 7.9375f;
+  for (int bf16 = 0; bf16 < 2; bf16++)
+    for (int pos = 0; pos < 2; pos++) {
+      if (bf16) ops->embed_bf16(tok.data(), rows, seq, wte_h.data(), pos ? wpe.data() : nullptr, D, scale, out.data());
+      else ops->embed(tok.data(), rows, seq, wte.data(), pos ? wpe.data() : nullptr, D, scale, out.data());
+      for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < D; i++) {
+          const size_t e = size_t(tok[size_t(r)] * D + i);
+          const double v = double(bf16 ? bf16_to_f32(wte_h[e]) : wte[e]) * scale + (pos ? wpe[size_t((r % seq) * D + i)] : 0.0);
+          EXPECT_EQ(out[size_t(r * D + i)], float(v)) << "bf16 " << bf16 << " pos " << pos;
+        }
+    }
 }
 
 TEST(ModelKernels, CpuNormsSoftmaxAndRopeMatchDoubleLoops) {
@@ -142,27 +223,33 @@ TEST(ModelKernels, CpuNormsSoftmaxAndRopeMatchDoubleLoops) {
   }
 
   // RoPE on 3 query and 1 key head of width 8 at positions 0..3: pairs (i, i + 4) turn by t*f_i.
+  // Then GPT-NeoX's partial rotary: only the first 4 dimensions turn, pairs (i, i + 2), and the
+  // last 4 pass through.
   const int H = 3, KV = 1, dh = 8, T = 4;
   const int64_t Wd = (H + 2 * KV) * dh;
-  std::vector<float> q = rnd(size_t(T * Wd), 6), q0 = q, cs(size_t(T * dh / 2)), sn(size_t(T * dh / 2));
   const double f[] = {1.0, 0.3, 0.05, 0.001};
-  for (int t = 0; t < T; t++)
-    for (int i = 0; i < dh / 2; i++) {
-      cs[size_t(t * dh / 2 + i)] = float(std::cos(t * f[i]));
-      sn[size_t(t * dh / 2 + i)] = float(std::sin(t * f[i]));
-    }
-  ops->rope(q.data(), T, T, H, KV, dh, cs.data(), sn.data());
-  for (int t = 0; t < T; t++)
-    for (int h = 0; h < H + 2 * KV; h++)
-      for (int i = 0; i < dh / 2; i++) {
-        const size_t a = size_t(t * Wd + h * dh + i), c = a + dh / 2;
-        double ang = t * f[i];
-        bool rotated = h < H + KV;  // value heads are left alone
-        double wa = rotated ? q0[a] * std::cos(ang) - q0[c] * std::sin(ang) : q0[a];
-        double wc = rotated ? q0[c] * std::cos(ang) + q0[a] * std::sin(ang) : q0[c];
-        EXPECT_NEAR(q[a], wa, 1e-6);
-        EXPECT_NEAR(q[c], wc, 1e-6);
+  for (int rot : {dh, 4}) {
+    std::vector<float> q = rnd(size_t(T * Wd), 6), q0 = q, cs(size_t(T * rot / 2)), sn(size_t(T * rot / 2));
+    for (int t = 0; t < T; t++)
+      for (int i = 0; i < rot / 2; i++) {
+        cs[size_t(t * rot / 2 + i)] = float(std::cos(t * f[i]));
+        sn[size_t(t * rot / 2 + i)] = float(std::sin(t * f[i]));
       }
+    ops->rope(q.data(), T, T, H, KV, dh, rot, cs.data(), sn.data());
+    for (int t = 0; t < T; t++)
+      for (int h = 0; h < H + 2 * KV; h++) {
+        const bool rotated = h < H + KV;  // value heads are left alone
+        for (int i = 0; i < rot / 2; i++) {
+          const size_t a = size_t(t * Wd + h * dh + i), c = a + size_t(rot / 2);
+          double ang = t * f[i];
+          double wa = rotated ? q0[a] * std::cos(ang) - q0[c] * std::sin(ang) : q0[a];
+          double wc = rotated ? q0[c] * std::cos(ang) + q0[a] * std::sin(ang) : q0[c];
+          EXPECT_NEAR(q[a], wa, 1e-6) << "rot " << rot;
+          EXPECT_NEAR(q[c], wc, 1e-6) << "rot " << rot;
+        }
+        for (int i = rot; i < dh; i++) EXPECT_EQ(q[size_t(t * Wd + h * dh + i)], q0[size_t(t * Wd + h * dh + i)]) << "rot " << rot;
+      }
+  }
 }
 
 // Qwen3's per-head q/k RMSNorm on qkv rows [q (3 heads) | k (2 heads) | v (2 heads)] of head width
