@@ -16,10 +16,15 @@ using ojson = nlohmann::ordered_json;
 
 namespace {
 // What an SAE's d_in must equal at a hook, for messages: "d_model 64", or for attn.hook_z
-// "n_heads x head_dim 64 of blocks.1.attn.hook_z".
-std::string width_name(const HookPoint& h, const ModelConfig& cfg) {
+// "n_heads x head_dim 4 x 16 = 64 of blocks.1.attn.hook_z", saying too when d_in is not even a
+// whole number of heads (an SAE made for a model with other heads).
+std::string width_name(const HookPoint& h, const ModelConfig& cfg, int64_t d_in) {
   if (h.kind != HookKind::attn_z) return "d_model " + std::to_string(cfg.d_model);
-  return "n_heads x head_dim " + std::to_string(hook_width(h, cfg)) + " of " + h.name();
+  std::string s = "n_heads x head_dim " + std::to_string(cfg.n_heads) + " x " + std::to_string(cfg.head_dim) + " = " +
+                  std::to_string(hook_width(h, cfg)) + " of " + h.name();
+  if (d_in % cfg.n_heads)
+    s += " (" + std::to_string(d_in) + " is not a whole number of the " + std::to_string(cfg.n_heads) + " heads)";
+  return s;
 }
 }  // namespace
 
@@ -41,7 +46,7 @@ HookPoint lm_eval_hook(const Sae& sae, const std::string& sae_dir, const ModelCo
     throw InputError(whose + name + " is not a hook of the model " + model_dir + " (" + e.what() + ")");
   }
   if (sae.d_in != hook_width(h, cfg))
-    throw InputError(sae_dir + ": the SAE's d_in " + std::to_string(sae.d_in) + " does not match " + width_name(h, cfg) +
+    throw InputError(sae_dir + ": the SAE's d_in " + std::to_string(sae.d_in) + " does not match " + width_name(h, cfg, sae.d_in) +
                      " of the model " + model_dir);
   return h;
 }
@@ -53,7 +58,7 @@ LmEvaluator::LmEvaluator(Model& model, const Sae& sae, HookPoint hook, LmEvalOpt
   if (opt_.batch < 1) throw UsageError("--batch must be at least 1, got " + std::to_string(opt_.batch));
   if (sae.d_in != hook_width(hook, model.config()))
     throw InputError("the SAE's d_in " + std::to_string(sae.d_in) + " does not match the model's " +
-                     width_name(hook, model.config()));
+                     width_name(hook, model.config(), sae.d_in));
   chunk_rows_ = structural_.chunk_rows();
 }
 

@@ -72,6 +72,36 @@ check_case0() {
   check_case0 qwen3-random blocks.0.attn.hook_z 64
 }
 
+@test "gemma2-random rows equal the reference: sliding windows, soft-capping, hook_z of 4 heads x 24" {
+  need_shared
+  check_case0 gemma2-random blocks.0.hook_attn_out 64
+  check_case0 gemma2-random blocks.2.hook_resid_post 64
+  check_case0 gemma2-random blocks.1.attn.hook_z 96
+}
+
+@test "gemma3-random rows equal the reference: bf16 weights, per-layer rope, q/k norms" {
+  need_shared
+  check_case0 gemma3-random blocks.2.hook_mlp_out 64
+  check_case0 gemma3-random blocks.1.hook_resid_mid 64
+  check_case0 gemma3-random blocks.2.attn.hook_z 64
+}
+
+@test "pythia-random rows equal the reference: parallel residual, partial rotary, f16 weights" {
+  need_shared
+  check_case0 pythia-random blocks.2.hook_resid_post 64
+  check_case0 pythia-random blocks.1.hook_mlp_out 64
+  check_case0 pythia-random blocks.0.attn.hook_z 64
+}
+
+@test "a hook the family lacks is refused by name: resid_mid under GPT-NeoX's parallel residual" {
+  need_shared
+  echo "Once upon a time" > t.txt
+  run sae-collect --model "$SAE_SHARED/models/pythia-random" --hook blocks.1.hook_resid_mid --text t.txt -o out.sae
+  assert_failure 1
+  assert_line --index 0 "sae-collect: --hook: hook 'blocks.1.hook_resid_mid': this gpt_neox model has a parallel residual (attention and the MLP both read resid_pre), so there is no resid_mid; resid_post = resid_pre + attn_out + mlp_out"
+  [ ! -e out.sae ]
+}
+
 @test "--help lists every model option with its default" {
   run sae-collect --help
   assert_success
@@ -172,7 +202,7 @@ check_case0() {
   # An architecture we do not run, a corrupt weights file, a missing shard.
   mkdir bert
   sed 's/"model_type": "llama"/"model_type": "bert"/' "$m/config.json" > bert/config.json
-  check "bert/config.json: model_type: 'bert' is not supported (supported: gpt2, llama, mistral, qwen2, qwen3)" \
+  check "bert/config.json: model_type: 'bert' is not supported (supported: gpt2, llama, mistral, qwen2, qwen3, gemma2, gemma3_text, gemma3, gpt_neox)" \
     --model bert --hook blocks.0.hook_resid_pre --text in.txt
   mkdir corrupt
   cp "$m/config.json" corrupt/

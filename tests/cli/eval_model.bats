@@ -14,8 +14,9 @@ stories_text() {
   awk -v n="$1" 'BEGIN { RS = ""; ORS = "\n\n" } NR <= n' "$SAE_SHARED/data/tinystories-sample.txt"
 }
 
-# identity_sae DIR HOOK: the ±I SAE on d_in 64 (W_enc = [I, -I], W_dec = [I; -I], ReLU): x_hat = x
-# exactly, negative coordinates included. HOOK "" leaves the hook out of cfg.json.
+# identity_sae DIR HOOK [B_ENC]: the ±I SAE on d_in 64 (W_enc = [I, -I], W_dec = [I; -I], ReLU): x_hat = x
+# exactly, negative coordinates included. HOOK "" leaves the hook out of cfg.json. A negative B_ENC (default
+# 0) makes it a soft threshold, which loses the coordinates smaller than -B_ENC.
 identity_sae() {
   mkdir -p "$1"
   local meta='"sae_lens_version": "6.5.0", "model_name": "stories260K"'
@@ -27,7 +28,7 @@ JSON
   local enc dec
   enc=$(awk 'BEGIN { for (i = 0; i < 64; i++) for (j = 0; j < 128; j++) printf "%d ", (j == i) - (j == i + 64) }')
   dec=$(awk 'BEGIN { for (j = 0; j < 128; j++) for (i = 0; i < 64; i++) printf "%d ", (j == i) - (j == i + 64) }')
-  safetensors "$1/sae_weights.safetensors" W_enc "[64,128]" "$enc" b_enc "[128]" "$(printf '0 %.0s' {1..128})" \
+  safetensors "$1/sae_weights.safetensors" W_enc "[64,128]" "$enc" b_enc "[128]" "$(printf -- "${3:-0} %.0s" {1..128})" \
     W_dec "[128,64]" "$dec" b_dec "[64]" "$(printf '0 %.0s' {1..64})"
 }
 
@@ -88,6 +89,43 @@ JSON
   [ "$(num r.json .lm_loss.splice_bos)" = false ]
   [ "$(num r.json .lm_loss.context)" = 128 ]
   [ "$(num r.json .lm_loss.compute)" = f32 ]
+}
+
+@test "every new family: the identity SAE and the error term give the clean loss; a lossy SAE does not" {
+  need_shared
+  stories_text 4 > in.txt
+  for case in gemma2-random:blocks.1.hook_resid_post gemma3-random:blocks.0.attn.hook_z \
+              qwen3-random:blocks.2.hook_mlp_out pythia-random:blocks.1.attn.hook_z pythia-random:blocks.2.hook_attn_out; do
+    model=$SAE_SHARED/models/${case%%:*} hook=${case#*:}
+    identity_sae id "$hook"
+    run sae-eval --sae id --model "$model" --text in.txt --keep-error -o r.json
+    assert_success
+    [ "$(num r.json .lm_loss.ce_loss_spliced)" = "$(num r.json .lm_loss.ce_loss_clean)" ]
+    [ "$(num r.json .lm_loss.kl_div)" = 0 ]
+    # a soft threshold at 0.3 changes what the model sees, but x_hat + (x - x_hat) puts it back
+    # (to an ulp: two f32 roundings)
+    identity_sae lossy "$hook" -0.3
+    run sae-eval --sae lossy --model "$model" --text in.txt --keep-error -o r.json
+    assert_success
+    jq -e '.lm_loss.kl_div > 1e-4 and .lm_loss.ce_loss_spliced != .lm_loss.ce_loss_clean' r.json
+    jq -e '(.lm_loss.ce_loss_keep_error - .lm_loss.ce_loss_clean | if . < 0 then -. else . end) < 1e-5' r.json
+    jq -e '.lm_loss.kl_div_keep_error < 1e-6' r.json
+    rm -rf id lossy
+  done
+}
+
+@test "an attn.hook_z SAE must be n_heads x head_dim wide: the message names the heads" {
+  need_shared
+  stories_text 1 > in.txt
+  identity_sae id blocks.1.attn.hook_z
+  run sae-eval --sae id --model "$SAE_SHARED/models/gemma2-random" --text in.txt -o r.json
+  assert_failure 1
+  assert_output "sae-eval: id: the SAE's d_in 64 does not match n_heads x head_dim 4 x 24 = 96 of blocks.1.attn.hook_z of the model $SAE_SHARED/models/gemma2-random"
+  [ ! -e r.json ]
+  hand_sae narrow
+  run sae-eval --sae narrow --model "$SAE_SHARED/models/gemma2-random" --text in.txt --hook blocks.1.attn.hook_z -o r.json
+  assert_failure 1
+  assert_output "sae-eval: narrow: the SAE's d_in 2 does not match n_heads x head_dim 4 x 24 = 96 of blocks.1.attn.hook_z (2 is not a whole number of the 4 heads) of the model $SAE_SHARED/models/gemma2-random"
 }
 
 @test "a stream given with --model gives the structural metrics; --max-tokens, --splice-bos, --context" {

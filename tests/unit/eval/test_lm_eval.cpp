@@ -72,7 +72,11 @@ TEST(LmEvalHook, MatchesTheModelOrSaysWhy) {
   z.head_dim = 24;
   s.hook = "blocks.1.attn.hook_z";
   EXPECT_EQ(message([&] { lm_eval_hook(s, "sae", z, "model", ""); }),
-            "sae: the SAE's d_in 128 does not match n_heads x head_dim 96 of blocks.1.attn.hook_z of the model model");
+            "sae: the SAE's d_in 128 does not match n_heads x head_dim 4 x 24 = 96 of blocks.1.attn.hook_z of the model model");
+  s.d_in = 90;  // not a whole number of heads
+  EXPECT_EQ(message([&] { lm_eval_hook(s, "sae", z, "model", ""); }),
+            "sae: the SAE's d_in 90 does not match n_heads x head_dim 4 x 24 = 96 of blocks.1.attn.hook_z (90 is not a "
+            "whole number of the 4 heads) of the model model");
   s.d_in = 96;
   EXPECT_EQ(lm_eval_hook(s, "sae", z, "model", "").kind, HookKind::attn_z);
   s.hook = "blocks.2.hook_resid_post";
