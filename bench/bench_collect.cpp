@@ -1,6 +1,6 @@
 // sae-collect's CPU throughput as a fraction of the FLOP bound, for a GPT-2-small-shaped model
-// with random weights (written by this benchmark to a temporary directory) and for
-// ../shared/models/stories260K.
+// and a Gemma-2-2B-shaped slice with random weights (written by this benchmark to temporary
+// directories) and for ../shared/models/stories260K.
 //
 // The bound: a forward pass to the last block multiplies every token by each block's matrices,
 // 2 x (matrix parameters) x tokens FLOPs. We time OpenBLAS sgemm on exactly those shapes
@@ -26,6 +26,7 @@
 #include "base/files.h"
 #include "data/collect_model.h"
 #include "model/model.h"
+#include "model/random.h"
 #include "stream/safetensors.h"
 
 using namespace sae;
@@ -77,15 +78,28 @@ void write_gpt2_small(const std::string& dir) {
   w.write(dir + "/model.safetensors");
 }
 
+// Four layers of Gemma 2 2B (d_model 2304, 8 heads of 256, 4 KV heads, GeGLU of 9216, sliding
+// windows of 4096 on alternate layers, both soft-caps), stored as bf16. The vocabulary is cut to
+// 4096: the benchmark captures the last block's resid_post, so the head never runs, and Gemma's
+// 256000 x 2304 table would only cost 2.4 GB of memory.
+nlohmann::json gemma2_2b_slice() {
+  return {{"model_type", "gemma2"},          {"architectures", {"Gemma2ForCausalLM"}}, {"num_hidden_layers", 4},
+          {"hidden_size", 2304},             {"num_attention_heads", 8}, {"num_key_value_heads", 4},
+          {"head_dim", 256},                 {"intermediate_size", 9216}, {"vocab_size", 4096},
+          {"max_position_embeddings", 8192}, {"sliding_window", 4096},   {"query_pre_attn_scalar", 256},
+          {"attn_logit_softcapping", 50.0},  {"final_logit_softcapping", 30.0}, {"dtype", "bfloat16"},
+          {"_name_or_path", "bench/gemma2-2b-slice-random"}};
+}
+
 // The model's block products on `rows` rows, in the layout the forward pass uses (GPT-2: x W;
-// Llama: x W^T), with buffers of their real sizes. run() does one pass through every layer's
+// the others: x W^T), with buffers of their real sizes. run() does one pass through every layer's
 // products in order, which is the forward pass with everything but the GEMMs taken out.
 class GemmPass {
  public:
   GemmPass(Backend& be, const ModelConfig& c, int64_t rows) : be_(be), c_(c), rows_(rows) {
     const int64_t D = c.d_model, A = int64_t(c.n_heads) * c.head_dim;
     shapes_ = {{D, c.qkv_width()}, {A, D}};
-    if (c.arch == ModelArch::llama)
+    if (c.gated_mlp())
       shapes_.insert(shapes_.end(), {{D, 2 * int64_t(c.d_mlp)}, {c.d_mlp, D}});
     else
       shapes_.insert(shapes_.end(), {{D, c.d_mlp}, {c.d_mlp, D}});
@@ -106,7 +120,7 @@ class GemmPass {
       }
   }
   void run() {
-    const bool trans = c_.arch == ModelArch::llama;
+    const bool trans = c_.arch != ModelArch::gpt2;
     size_t i = 0;
     for (int l = 0; l < c_.n_layers; l++)
       for (const auto& s : shapes_)
@@ -254,6 +268,16 @@ int main(int argc, char** argv) {
       std::ofstream(part) << text.substr(0, text.find("\n\n", quick ? 4000 : 12000));
       collect_end_to_end("gpt2-small (random)", f, m, dir, part, 8, 128);
     }
+  }
+
+  {
+    TempDir gemma_dir("bench-collect-gemma2");
+    t0 = Clock::now();
+    write_random_model(gemma_dir.path(), gemma2_2b_slice(), 1, DType::bf16);
+    Model m(gemma_dir.path(), *be);
+    std::printf("wrote and loaded a random Gemma-2-2B-shaped slice (4 layers) in %.1f s\n", seconds_since(t0));
+    const Figures f = measure(m, 8, 128, rounds);
+    report("gemma2-2b slice (random)", f, 8, 128);
   }
 
   const std::string stories = shared + "/models/stories260K";
