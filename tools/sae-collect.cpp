@@ -42,7 +42,7 @@ po::options_description model_options() {
       std::to_string(kModelContext) + " here");
   g.add_options()
     ("model", po::value<std::string>(), "Hugging Face model directory (config.json, model.safetensors or "
-     "model.safetensors.index.json, tokenizer files); GPT-2 and the Llama family")
+     "model.safetensors.index.json, tokenizer files); GPT-2, the Llama family, Gemma 2/3, GPT-NeoX")
     ("hook", po::value<std::vector<std::string>>()->multitoken(),
      "hook points, comma-separated or repeated: blocks.L.hook_{resid_pre,attn_out,resid_mid,mlp_out,"
      "resid_post} or blocks.L.attn.hook_z (n_heads x head_dim wide); one stream each (several hooks need -o "
@@ -138,8 +138,9 @@ int main(int argc, char** argv) {
     auto vm = sae::cli::parse(
         argc, argv, all, "--toy [options] | --model DIR --hook NAME[,NAME...] [--text FILE...] [options]",
         "Write a stream of activations (kind activations) to stdout or -o FILE.\n"
-        "--model: runs a Hugging Face model (GPT-2, Llama family) over text and writes its activations\n"
-        "at each hook, one stream per hook, rows carrying token, document and position (docs/models.md).\n"
+        "--model: runs a Hugging Face model (GPT-2, Llama family, Gemma 2/3, GPT-NeoX) over text and\n"
+        "writes its activations at each hook, one stream per hook, rows carrying token, document and\n"
+        "position (docs/models.md).\n"
         "--toy: rows are sparse non-negative combinations of known unit feature directions plus\n"
         "Gaussian noise; the same options and seed give byte-identical output (docs/toy.md).");
 

@@ -30,7 +30,8 @@ po::options_description model_options() {
       "hook (docs/lm-eval.md). Streams are then read only when named; without one, the structural\n"
       "metrics are those of the hook's activations over the text");
   g.add_options()
-    ("model", po::value<std::string>(), "Hugging Face model directory the SAE belongs to (GPT-2, Llama family)")
+    ("model", po::value<std::string>(), "Hugging Face model directory the SAE belongs to (GPT-2, Llama family, Gemma 2/3, "
+     "GPT-NeoX)")
     ("text", po::value<std::vector<std::string>>()->multitoken(), "held-out text files (- = stdin); required with --model")
     ("hook", po::value<std::string>()->default_value(""), "hook to splice at (default: the SAE's recorded hook)")
     ("context", po::value<int64_t>()->default_value(0),

@@ -1,7 +1,8 @@
 // sae-selftest: runs every SAE training op, a training step of every architecture and a few
 // optimiser steps through the trainer on two op sets, then the pieces of the transformer's bf16
-// compute and the forward pass of six small random models (one per block structure; Gemma 2 and 3; NeoX) in f32 and bf16 compute (on the CPU, bf16
-// is the emulation of lib/model/model.h) on two backends, and compares the results:
+// compute and the forward pass of six small random models (GPT-2, Qwen2, Qwen3, Gemma 2, Gemma 3,
+// GPT-NeoX) in f32 and bf16 compute (on the CPU, bf16 is the emulation of lib/model/model.h) on
+// two backends, and compares the results:
 //   --device cuda   the CUDA op set against the CPU op set (the GPU self-test, `make gpu-selftest`)
 //   --device cpu    the CPU op set against the plain single-threaded reference (for the forward
 //                   pass: OpenBLAS products against the reference's float64 sums, the same

@@ -1,7 +1,7 @@
 #!/usr/bin/env bats
 # sae-collect --model: the stream's rows against ../shared's reference.safetensors (read with od),
 # and the command line around lib/data/collect_model (options, outputs, messages, bad input). Every hook
-# of every reference case is compared by tests/unit/test_model_collect.cpp.
+# of every reference case is compared by tests/unit/data/test_collect_model.cpp.
 load helper
 
 stories() { echo "$SAE_SHARED/models/stories260K"; }

@@ -49,11 +49,12 @@ std::string write_cases_jsonl(const std::string& model, const std::string& path)
   return path;
 }
 
-std::vector<std::string> every_hook(int layers) {
+// Every hook of the model that its reference holds (the older references lack attn.hook_z).
+std::vector<std::string> every_hook(const std::string& model) {
+  SafeTensors ref(shared_model(model) + "/reference.safetensors");
   std::vector<std::string> v;
-  for (int l = 0; l < layers; l++)
-    for (const char* k : {"resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"})
-      v.push_back("blocks." + std::to_string(l) + ".hook_" + k);
+  for (const HookPoint& h : model_hooks(load_model_config(shared_model(model))))
+    if (ref.has("case0." + h.name())) v.push_back(h.name());
   return v;
 }
 
@@ -99,10 +100,11 @@ TEST(ModelCollect, OutputPathPattern) {
 
 // Every hook of every reference case, collected in one run (one stream per hook), for every
 // shared model: tokenizers of both kinds (sentencepiece BPE; GPT-2 byte-level BPE from
-// tokenizer.json), and a real save_pretrained artifact.
+// tokenizer.json), a real save_pretrained artifact, and every family.
 TEST(ModelCollect, EveryHookOfEverySharedModelMatchesReference) {
   NEED_SHARED();
-  for (std::string model : {"stories260K", "gpt2-random", "tiny-gpt2"}) {
+  for (std::string model : {"stories260K", "gpt2-random", "tiny-gpt2", "qwen3-random", "gemma2-random", "gemma3-random",
+                            "pythia-random"}) {
     TempDir d;
     CollectModelOptions o;
     o.model_dir = shared_model(model);
@@ -111,7 +113,8 @@ TEST(ModelCollect, EveryHookOfEverySharedModelMatchesReference) {
     o.context = 128;  // every case fits in one window
     o.batch = 3;      // batches of unequal lengths, one partial
     o.device = "cpu";
-    o.hooks = every_hook(load_model_config(o.model_dir).n_layers);
+    o.hooks = every_hook(model);
+    ASSERT_GE(o.hooks.size(), size_t(4 * load_model_config(o.model_dir).n_layers)) << model;
     o.output = d / "{hook}.sae";
     o.batch_rows = 50;
     CollectModelStats st = collect_model(o);
