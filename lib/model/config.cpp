@@ -93,6 +93,14 @@ tk::Activation parse_activation(const Fields& f, const char* field, const char* 
   throw f.err(field, "'" + act + "' is not supported (gelu_new, gelu_pytorch_tanh, gelu_fast, gelu, relu, silu)");
 }
 
+// bos_token_id and eos_token_id when they are single integers; -1 otherwise (absent, or a list of
+// several end tokens, as Llama 3 and Gemma 3 give).
+void read_special_tokens(const Fields& f, ModelConfig& c) {
+  auto id = [&](const char* k) { return f.has(k) && f.j.at(k).is_number_integer() ? f.integer(k) : int64_t(-1); };
+  c.bos_token_id = id("bos_token_id");
+  c.eos_token_id = id("eos_token_id");
+}
+
 void parse_gpt2(const Fields& f, ModelConfig& c) {
   check_architectures(f, {"GPT2LMHeadModel", "GPT2Model"});
   c.arch = ModelArch::gpt2;
@@ -228,8 +236,7 @@ void parse_llama(const Fields& f, ModelConfig& c) {
       c.max_positions_field = "sliding_window";
     }
   }
-  c.bos_token_id = f.has("bos_token_id") ? f.integer("bos_token_id") : -1;
-  c.eos_token_id = f.has("eos_token_id") && f.j.at("eos_token_id").is_number_integer() ? f.integer("eos_token_id") : -1;
+  read_special_tokens(f, c);
 }
 
 // The defaults of transformers' Gemma2Config and Gemma3TextConfig: transformers fills a field a
@@ -401,8 +408,7 @@ void parse_gemma(const Fields& outer, ModelConfig& c) {
   c.rope_scaling = full.scaling;
   c.sliding_rope_theta = local.theta;
   c.sliding_rope_scaling = local.scaling;
-  c.bos_token_id = f.has("bos_token_id") && f.j.at("bos_token_id").is_number_integer() ? f.integer("bos_token_id") : -1;
-  c.eos_token_id = f.has("eos_token_id") && f.j.at("eos_token_id").is_number_integer() ? f.integer("eos_token_id") : -1;
+  read_special_tokens(f, c);
 }
 
 // GPT-NeoX (Pythia): 5.x spells the rotary settings rope_parameters {rope_theta,
@@ -455,8 +461,7 @@ void parse_neox(const Fields& f, ModelConfig& c) {
                                std::to_string(c.rotary_dims) + " rotary dimensions, an odd number (rotary pairs them)");
   c.sliding_rope_theta = c.rope_theta;
   c.sliding_rope_scaling = c.rope_scaling;
-  c.bos_token_id = f.has("bos_token_id") && f.j.at("bos_token_id").is_number_integer() ? f.integer("bos_token_id") : -1;
-  c.eos_token_id = f.has("eos_token_id") && f.j.at("eos_token_id").is_number_integer() ? f.integer("eos_token_id") : -1;
+  read_special_tokens(f, c);
 }
 
 }  // namespace
