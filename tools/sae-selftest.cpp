@@ -448,13 +448,16 @@ struct Harness {
     std::vector<int32_t> htok(static_cast<size_t>(rows));
     for (auto& t : htok) t = int32_t(rng.next_u64() % uint64_t(vocab));
     Twin<int32_t> tok(ref, dut, htok);
+    std::vector<int32_t> hpos(static_cast<size_t>(rows));
+    for (size_t i = 0; i < hpos.size(); i++) hpos[i] = int32_t(i % 15);
+    Twin<int32_t> positions(ref, dut, hpos);
     Twin<uint16_t> wte(ref, dut, bf16(randn(size_t(vocab * in))));
     Twin<float> wpe(ref, dut, randn(size_t(15 * in))), emb(ref, dut, size_t(rows * in));
     for (int pos = 0; pos < 2; pos++) {
       // Without positions, Gemma's scale (an exact product, then one rounding: bit for bit too).
       const float scale = pos ? 1.0f : 6.9282f;
-      tref->embed_bf16(tok.pa(), rows, 15, wte.pa(), pos ? wpe.pa() : nullptr, in, scale, emb.pa());
-      tdut->embed_bf16(tok.pb(), rows, 15, wte.pb(), pos ? wpe.pb() : nullptr, in, scale, emb.pb());
+      tref->embed_bf16(tok.pa(), positions.pa(), rows, wte.pa(), pos ? wpe.pa() : nullptr, in, scale, emb.pa());
+      tdut->embed_bf16(tok.pb(), positions.pb(), rows, wte.pb(), pos ? wpe.pb() : nullptr, in, scale, emb.pb());
       cmp(pos ? "embed_bf16 (with positions)" : "embed_bf16 (scaled, Gemma)", emb, size_t(rows * in), 0.0);
     }
     // Gemma 2's final logit soft-capping, 30 tanh(x / 30), on logits of scale 40: the shared

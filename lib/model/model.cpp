@@ -51,9 +51,9 @@ struct Model::Weights {
 };
 
 struct Model::Work {
-  int64_t rows = 0, seq = 0;
+  int64_t rows = 0, positions = 0;  // rows the buffers hold; positions the rotary tables cover
   bool logits = false;
-  Buffer<int32_t> tokens, targets;
+  Buffer<int32_t> tokens, targets, pos;  // pos: each row's position
   // xn2: the MLP's normed input under a parallel residual (norm2 of resid_pre). cos/sin: the
   // rotary tables [seq][rotary_dims/2] of full layers; sliding_cos/sin those of Gemma 3's sliding
   // layers when their rope differs.
@@ -205,12 +205,14 @@ Model::Model(const std::string& dir, Backend& be, Compute compute) : dir_(dir), 
 }
 
 void Model::ensure_work(int64_t rows, int64_t seq, bool logits) {
+  // seq: the number of positions (0..seq-1) the rotary tables must cover.
   Work& k = *work_;
   const ModelConfig& c = cfg_;
   if (rows > k.rows) {
     k.rows = rows;
     k.tokens = Buffer<int32_t>(be_, rows);
     k.targets = Buffer<int32_t>(be_, rows);
+    k.pos = Buffer<int32_t>(be_, rows);
     k.resid = Buffer<float>(be_, rows * c.d_model);
     k.xn = Buffer<float>(be_, rows * c.d_model);
     k.qkv = Buffer<float>(be_, rows * c.qkv_width());
@@ -232,7 +234,7 @@ void Model::ensure_work(int64_t rows, int64_t seq, bool logits) {
     k.head = Buffer<float>(be_, k.rows * int64_t(c.vocab));
     k.logits = true;
   }
-  if (c.rotary_dims > 0 && seq > k.seq) {
+  if (c.rotary_dims > 0 && seq > k.positions) {
     // Rotary tables for positions 0..seq-1, angles computed in double and rounded once.
     const int half = c.rotary_dims / 2;
     auto tables = [&](bool sliding, Buffer<float>& cos_out, Buffer<float>& sin_out) {
@@ -253,7 +255,7 @@ void Model::ensure_work(int64_t rows, int64_t seq, bool logits) {
     tables(false, k.cos, k.sin);
     if (c.separate_sliding_rope()) tables(true, k.sliding_cos, k.sliding_sin);
   }
-  k.seq = std::max(k.seq, seq);
+  k.positions = std::max(k.positions, seq);
 }
 
 ForwardResult Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const ForwardOptions& opt) {
@@ -263,10 +265,73 @@ ForwardResult Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, 
 }
 
 void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const ForwardOptions& opt, ForwardResult& res) {
+  run(tokens, batch, seq, nullptr, opt, res);
+}
+
+size_t KvCache::bytes() const {
+  size_t n = key_start_.size() * sizeof(int32_t);
+  for (const auto& b : k_) n += b.size() * sizeof(float);
+  for (const auto& b : v_) n += b.size() * sizeof(float);
+  return n;
+}
+
+KvCache Model::make_cache(int64_t batch, int64_t capacity, std::vector<int32_t> pad) {
+  const ModelConfig& c = cfg_;
+  if (batch <= 0 || capacity <= 0)
+    throw UsageError("KV cache: empty (" + std::to_string(batch) + " sequences x " + std::to_string(capacity) + " slots)");
+  if (pad.empty()) pad.assign(size_t(batch), 0);
+  if (int64_t(pad.size()) != batch) throw UsageError("KV cache: " + std::to_string(pad.size()) + " paddings for " +
+                                                     std::to_string(batch) + " sequences");
+  int32_t least = pad[0];
+  for (int32_t p : pad) {
+    if (p < 0 || p >= capacity) throw UsageError("KV cache: padding " + std::to_string(p) + " outside 0-" + std::to_string(capacity - 1));
+    least = std::min(least, p);
+  }
+  if (capacity - least > c.max_positions)
+    throw InputError("sequence of " + std::to_string(capacity - least) + " tokens is longer than the model's " +
+                     std::to_string(c.max_positions) + " positions (" + c.max_positions_field + ")");
+  KvCache kv;
+  const size_t per_layer = size_t(batch * capacity) * size_t(c.n_kv_heads) * size_t(c.head_dim);
+  for (int l = 0; l < c.n_layers; l++) {
+    kv.k_.emplace_back(be_, per_layer);
+    kv.v_.emplace_back(be_, per_layer);
+  }
+  kv.key_start_ = Buffer<int32_t>(be_, size_t(batch));
+  kv.key_start_.upload(pad.data(), pad.size());
+  kv.pad_ = std::move(pad);
+  kv.batch_ = batch;
+  kv.capacity_ = capacity;
+  return kv;
+}
+
+void Model::forward(const int32_t* tokens, int64_t batch, int64_t n_new, KvCache& cache, const ForwardOptions& opt,
+                    ForwardResult& res) {
+  if (cache.k_.size() != size_t(cfg_.n_layers)) throw UsageError("forward: the KV cache was not made by this model");
+  if (batch != cache.batch())
+    throw UsageError("forward: " + std::to_string(batch) + " sequences for a KV cache of " + std::to_string(cache.batch()));
+  if (cache.length() + n_new > cache.capacity())
+    throw InputError("forward: " + std::to_string(cache.length() + n_new) + " slots do not fit the KV cache's " +
+                     std::to_string(cache.capacity()));
+  run(tokens, batch, n_new, &cache, opt, res);
+  cache.length_ += n_new;
+}
+
+void Model::run(const int32_t* tokens, int64_t batch, int64_t seq, KvCache* cache, const ForwardOptions& opt,
+                ForwardResult& res) {
   const ModelConfig& c = cfg_;
   if (batch <= 0 || seq <= 0) throw InputError("forward: empty batch (" + std::to_string(batch) + " x " + std::to_string(seq) + " tokens)");
-  if (seq > c.max_positions)
-    throw InputError("sequence of " + std::to_string(seq) + " tokens is longer than the model's " +
+  const int64_t past = cache ? cache->length() : 0;
+  // Each row's position: its slot, less its sequence's left padding.
+  std::vector<int32_t> positions(size_t(batch * seq));
+  int64_t last_position = 0;
+  for (int64_t b = 0; b < batch; b++)
+    for (int64_t t = 0; t < seq; t++) {
+      const int64_t p = cache ? cache->position(b, past + t) : t;
+      positions[size_t(b * seq + t)] = int32_t(p);
+      last_position = std::max(last_position, p);
+    }
+  if (last_position >= c.max_positions)
+    throw InputError("sequence of " + std::to_string(last_position + 1) + " tokens is longer than the model's " +
                      std::to_string(c.max_positions) + " positions (" + c.max_positions_field + ")");
   const int64_t rows = batch * seq;
   for (int64_t i = 0; i < rows; i++)
@@ -274,6 +339,7 @@ void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const For
       throw InputError("token id " + std::to_string(tokens[i]) + " is outside the vocabulary (size " + std::to_string(c.vocab) + ")");
 
   const bool head = opt.want_logits || opt.want_log_probs || opt.want_nll;
+  if (opt.last_row_only && opt.want_nll) throw UsageError("forward: last_row_only leaves no targets for the NLL");
   auto check_hook = [&](const HookPoint& h) {
     if (h.layer < 0 || h.layer >= c.n_layers) throw UsageError("forward: hook " + h.name() + " is outside the model");
     if (h.kind == HookKind::resid_mid && c.parallel_residual)
@@ -299,7 +365,8 @@ void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const For
       throw UsageError("forward: a hook lies after stop_after_layer " + std::to_string(opt.stop_after_layer));
     end = order(std::min(opt.stop_after_layer, c.n_layers - 1), HookKind::resid_post);
   }
-  if (head) end = order(c.n_layers - 1, HookKind::resid_post);
+  // Every block with a cache: a block left out would leave its keys and values missing.
+  if (head || cache) end = order(c.n_layers - 1, HookKind::resid_post);
   const int last = end < 0 ? -1 : end / kHooksPerBlock;
 
   res.batch = batch;
@@ -307,7 +374,7 @@ void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const For
   res.captured.resize(opt.capture.size());
   if (!(opt.want_logits || opt.want_log_probs)) res.logits.clear();
   if (!opt.want_nll) res.nll.clear();
-  ensure_work(rows, seq, head);
+  ensure_work(rows, last_position + 1, head);
   Work& k = *work_;
   TransformerOps& ops = *ops_;
   const int64_t D = c.d_model;
@@ -338,9 +405,10 @@ void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const For
   };
 
   be_.to_device(k.tokens.data(), tokens, size_t(rows) * sizeof(int32_t));
+  be_.to_device(k.pos.data(), positions.data(), size_t(rows) * sizeof(int32_t));
   const float* wpe = c.arch == ModelArch::gpt2 ? w_->wpe.data() : nullptr;
-  if (bf16) ops.embed_bf16(k.tokens.data(), rows, seq, w_->wte_h.data(), wpe, D, c.embed_scale, k.resid.data());
-  else ops.embed(k.tokens.data(), rows, seq, w_->wte.data(), wpe, D, c.embed_scale, k.resid.data());
+  if (bf16) ops.embed_bf16(k.tokens.data(), k.pos.data(), rows, w_->wte_h.data(), wpe, D, c.embed_scale, k.resid.data());
+  else ops.embed(k.tokens.data(), k.pos.data(), rows, w_->wte.data(), wpe, D, c.embed_scale, k.resid.data());
   // The norm before attention (norm1) or the MLP (norm2): LayerNorm (GPT-2, NeoX) or RMSNorm.
   auto norm = [&](const Buffer<float>& w, const Buffer<float>& b, const float* x, float* y) {
     if (c.uses_layernorm()) ops.layernorm(x, w.data(), b.data(), y, rows, D, c.norm_eps);
@@ -357,11 +425,31 @@ void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const For
                      c.norm_eps);
     if (c.rotary_dims > 0) {
       const bool own = c.sliding(l) && c.separate_sliding_rope();
-      ops.rope(k.qkv.data(), rows, seq, c.n_heads, c.n_kv_heads, c.head_dim, c.rotary_dims,
+      ops.rope(k.qkv.data(), k.pos.data(), rows, c.n_heads, c.n_kv_heads, c.head_dim, c.rotary_dims,
                own ? k.sliding_cos.data() : k.cos.data(), own ? k.sliding_sin.data() : k.sin.data());
     }
-    ops.attention(k.qkv.data(), k.attn.data(), batch, seq, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale(l),
-                  c.attn_softcap, c.attn_window(l));
+    if (cache) {
+      // The new keys and values join the cache; attention reads every slot from there.
+      const int64_t kvw = int64_t(c.n_kv_heads) * c.head_dim;
+      float* kc = cache->k_[size_t(l)].data();
+      float* vc = cache->v_[size_t(l)].data();
+      ops.store_kv(k.qkv.data(), batch, seq, c.n_heads, c.n_kv_heads, c.head_dim, kc, vc, cache->capacity(), past);
+      AttentionInput in;
+      in.q = k.qkv.data();
+      in.q_stride = c.qkv_width();
+      in.k = kc;
+      in.v = vc;
+      in.kv_stride = kvw;
+      in.kv_batch_stride = cache->capacity() * kvw;
+      in.n_q = seq;
+      in.q_pos0 = past;
+      in.key_start = cache->key_start_.data();
+      ops.attend(in, k.attn.data(), batch, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale(l), c.attn_softcap,
+                 c.attn_window(l));
+    } else {
+      ops.attention(k.qkv.data(), k.attn.data(), batch, seq, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale(l),
+                    c.attn_softcap, c.attn_window(l));
+    }
     if (hook(l, HookKind::attn_z, k.attn.data())) break;
     project(L.o, k.attn.data(), k.proj.data());
     if (L.post_attn_norm_w.size()) ops.rmsnorm(k.proj.data(), L.post_attn_norm_w.data(), k.proj.data(), rows, D, c.norm_eps);
@@ -394,21 +482,31 @@ void Model::forward(const int32_t* tokens, int64_t batch, int64_t seq, const For
   if (head) {
     norm(w_->norm_f_w, w_->norm_f_b, k.resid.data(), k.xn.data());
     const int64_t V = c.vocab;
+    // The head's rows: all, or each sequence's last, gathered into proj (free by now).
+    const float* x = k.xn.data();
+    int64_t head_rows = rows;
+    if (opt.last_row_only) {
+      for (int64_t b = 0; b < batch; b++)
+        be_.copy(k.proj.data() + b * D, k.xn.data() + (b * seq + seq - 1) * D, size_t(D) * sizeof(float));
+      x = k.proj.data();
+      head_rows = batch;
+    }
     if (bf16)
-      ops.project_bf16(be_, true, rows, V, D, k.xn.data(), k.xh.data(), c.tied_head ? w_->wte_h.data() : w_->lm_head_h.data(),
+      ops.project_bf16(be_, true, head_rows, V, D, x, k.xh.data(), c.tied_head ? w_->wte_h.data() : w_->lm_head_h.data(),
                        k.head.data());
     else
-      ops.project(be_, true, rows, V, D, k.xn.data(), c.tied_head ? w_->wte.data() : w_->lm_head.data(), k.head.data());
-    if (c.final_softcap > 0) ops.softcap(k.head.data(), rows * V, c.final_softcap);
+      ops.project(be_, true, head_rows, V, D, x, c.tied_head ? w_->wte.data() : w_->lm_head.data(), k.head.data());
+    if (c.final_softcap > 0) ops.softcap(k.head.data(), head_rows * V, c.final_softcap);
     if (opt.want_nll || opt.want_log_probs) {
-      std::vector<int32_t> tgt(size_t(rows), -1);
-      for (int64_t b = 0; b < batch; b++)
-        for (int64_t t = 0; t + 1 < seq; t++) tgt[size_t(b * seq + t)] = tokens[b * seq + t + 1];
+      std::vector<int32_t> tgt(size_t(head_rows), -1);
+      if (!opt.last_row_only)
+        for (int64_t b = 0; b < batch; b++)
+          for (int64_t t = 0; t + 1 < seq; t++) tgt[size_t(b * seq + t)] = tokens[b * seq + t + 1];
       k.targets.upload(tgt.data(), tgt.size());
-      ops.log_softmax_nll(k.head.data(), rows, V, k.targets.data(), k.nll.data(), opt.want_log_probs);
+      ops.log_softmax_nll(k.head.data(), head_rows, V, k.targets.data(), k.nll.data(), opt.want_log_probs);
     }
     if (opt.want_logits || opt.want_log_probs) {
-      res.logits.resize(size_t(rows * V));
+      res.logits.resize(size_t(head_rows * V));
       be_.to_host(res.logits.data(), k.head.data(), res.logits.size() * sizeof(float));
     }
     if (opt.want_nll) {

@@ -164,12 +164,15 @@ struct ForwardOptions {
   bool want_logits = false;     // [rows, vocab] raw logits
   bool want_log_probs = false;  // [rows, vocab] log-softmax of the logits (replaces logits)
   bool want_nll = false;        // [batch, seq-1]: -log p(tokens[b][t+1] | tokens[b][..t])
+  // Logits or log-probs of each sequence's last row only ([batch, vocab]): what decoding needs,
+  // without the head's product over every row. Not with want_nll.
+  bool last_row_only = false;
 };
 
 struct ForwardResult {
   int64_t batch = 0, seq = 0;
   std::vector<std::vector<float>> captured;  // one per ForwardOptions::capture, [batch*seq, hook_width]
-  std::vector<float> logits;                 // logits or log-probs, [batch*seq, vocab], if asked
+  std::vector<float> logits;                 // logits or log-probs, [batch*seq, vocab] ([batch, vocab] with last_row_only), if asked
   std::vector<float> nll;                    // [batch, seq-1], if asked
 };
 
@@ -191,6 +194,33 @@ Compute parse_compute(const std::string& s);
 void check_compute_device(Compute c, Device d);
 
 class TransformerOps;  // per-backend element-wise ops (lib/model/ops.h)
+class Model;
+
+// The keys and values of every layer for `batch` sequences of up to `capacity` slots, on the
+// model's backend: what incremental decoding reuses (Model::forward with a cache). Sequence b's
+// first pad[b] slots are left padding: never attended to, and its positions count from the first
+// real slot, so prompts of different lengths share one batch.
+class KvCache {
+ public:
+  KvCache() = default;
+  int64_t batch() const { return batch_; }
+  int64_t capacity() const { return capacity_; }
+  int64_t length() const { return length_; }  // slots filled, the same for every sequence
+  const std::vector<int32_t>& pad() const { return pad_; }
+  // Position of sequence b's slot s (0 for a pad slot).
+  int64_t position(int64_t b, int64_t slot) const {
+    return slot < pad_[size_t(b)] ? 0 : slot - pad_[size_t(b)];
+  }
+  // Bytes held in the backend's memory.
+  size_t bytes() const;
+
+ private:
+  friend class Model;
+  std::vector<Buffer<float>> k_, v_;  // per layer [batch][capacity][n_kv * head_dim]
+  Buffer<int32_t> key_start_;         // pad, in the backend's memory
+  std::vector<int32_t> pad_;
+  int64_t batch_ = 0, capacity_ = 0, length_ = 0;
+};
 
 // A loaded model on one backend. forward() reuses preallocated buffers, so one Model serves one
 // thread at a time.
@@ -219,10 +249,23 @@ class Model {
   // batch after batch saves allocating and zeroing the captured activations each time).
   void forward(const int32_t* tokens, int64_t batch, int64_t seq, const ForwardOptions& opt, ForwardResult& out);
 
+  // A KV cache for `batch` sequences of up to `capacity` slots; pad (empty: none) gives each
+  // sequence's left padding. A capacity whose last position exceeds the model's is an InputError.
+  KvCache make_cache(int64_t batch, int64_t capacity, std::vector<int32_t> pad = {});
+  // Incremental decoding: runs tokens [batch, n_new] as the next n_new slots of every sequence in
+  // `cache` (each attending to the slots before it), appends their keys and values, and advances
+  // cache.length() by n_new. Hooks, edits, logits and NLL are as in forward() for these rows (the
+  // NLL within the n_new tokens); every block runs, whatever is captured, so that the cache stays
+  // whole. The logits equal those of forward() over the whole sequence, to f32 rounding.
+  void forward(const int32_t* tokens, int64_t batch, int64_t n_new, KvCache& cache, const ForwardOptions& opt,
+               ForwardResult& out);
+
  private:
   struct Weights;
   struct Work;
-  void ensure_work(int64_t rows, int64_t seq, bool logits);
+  void ensure_work(int64_t rows, int64_t positions, bool logits);
+  void run(const int32_t* tokens, int64_t batch, int64_t n, KvCache* cache, const ForwardOptions& opt,
+           ForwardResult& out);
   std::string dir_;
   Backend& be_;
   ModelConfig cfg_;

@@ -12,6 +12,24 @@
 
 namespace sae {
 
+// Where attention reads its queries, keys and values, and which keys each query sees. Sequence b
+// holds key/value slots 0..q_pos0 + n_q - 1; its n_q queries sit at the last n_q slots. Slot j's key
+// heads are at k + b * kv_batch_stride + j * kv_stride (kv head g at + g * dh), its values at the
+// same offsets from v; query row r = b * n_q + t has its heads at q + r * q_stride. The plain pass
+// reads all three from the packed qkv rows (q_pos0 = 0); the cached one reads keys and values from
+// the KV cache (q_pos0 = the positions already cached).
+struct AttentionInput {
+  const float* q = nullptr;
+  int64_t q_stride = 0;
+  const float* k = nullptr;
+  const float* v = nullptr;
+  int64_t kv_stride = 0, kv_batch_stride = 0;
+  int64_t n_q = 0, q_pos0 = 0;
+  // Per sequence, the first slot any of its queries may see (left padding: the pad slots before
+  // it are never attended to); null means 0. In the backend's memory.
+  const int32_t* key_start = nullptr;
+};
+
 class TransformerOps {
  public:
   virtual ~TransformerOps() = default;
@@ -30,13 +48,13 @@ class TransformerOps {
   }
   // y[i] = x[i] rounded to bf16, to nearest even (f32_to_bf16 of lib/base/dtype.h).
   virtual void to_bf16(const float* x, uint16_t* y, int64_t n) = 0;
-  // out[r] = wte[tokens[r]] * scale (+ wpe[r % seq] when wpe is given), rows = batch * seq.
-  // scale is Gemma's sqrt(d_model), else 1.
-  virtual void embed(const int32_t* tokens, int64_t rows, int64_t seq, const float* wte, const float* wpe, int64_t d,
-                     float scale, float* out) = 0;
+  // out[r] = wte[tokens[r]] * scale (+ wpe[positions[r]] when wpe is given). scale is Gemma's
+  // sqrt(d_model), else 1.
+  virtual void embed(const int32_t* tokens, const int32_t* positions, int64_t rows, const float* wte, const float* wpe,
+                     int64_t d, float scale, float* out) = 0;
   // The same with the token table in bf16 (bf16 compute), widened exactly to f32.
-  virtual void embed_bf16(const int32_t* tokens, int64_t rows, int64_t seq, const uint16_t* wte, const float* wpe,
-                          int64_t d, float scale, float* out) = 0;
+  virtual void embed_bf16(const int32_t* tokens, const int32_t* positions, int64_t rows, const uint16_t* wte,
+                          const float* wpe, int64_t d, float scale, float* out) = 0;
   virtual void layernorm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t d,
                          float eps) = 0;
   virtual void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps) = 0;
@@ -53,16 +71,34 @@ class TransformerOps {
   virtual void qk_rmsnorm(float* qkv, int64_t rows, int n_heads, int n_kv, int dh, const float* wq, const float* wk,
                           float eps) = 0;
   // Rotates the first `rot` dimensions (even, <= dh) of the query and key heads of qkv rows
-  // [q (n_heads*dh) | k (n_kv*dh) | v] in place, element i paired with i + rot/2; the rest pass
-  // through. cos/sin hold [seq][rot/2] for positions 0..seq-1.
-  virtual void rope(float* qkv, int64_t rows, int64_t seq, int n_heads, int n_kv, int dh, int rot, const float* cos,
-                    const float* sin) = 0;
-  // Causal attention: out[r][h*dh..] = softmax(s) v_{h/group} with scores
-  // s_j = scale * q_h . k_{h/group, j} over the positions j of the row's own sequence from
-  // tk::window_first(t, window) (0 when window is 0) to t; with softcap > 0 each score becomes
-  // tk::softcap(s_j, softcap) before the softmax.
-  virtual void attention(const float* qkv, float* out, int64_t batch, int64_t seq, int n_heads, int n_kv, int dh,
-                         float scale, float softcap, int64_t window) = 0;
+  // [q (n_heads*dh) | k (n_kv*dh) | v] in place, element i paired with i + rot/2, by the angles of
+  // the row's position (positions[r]); the rest pass through. cos/sin hold [position][rot/2].
+  virtual void rope(float* qkv, const int32_t* positions, int64_t rows, int n_heads, int n_kv, int dh, int rot,
+                    const float* cos, const float* sin) = 0;
+  // Causal attention over `in`: the query at slot p = q_pos0 + t of sequence b sees the slots j
+  // from max(key_start[b], tk::window_first(p, window)) to p; out[b * n_q + t][h*dh..] =
+  // softmax(s) v_{h/group} with s_j = scale * q_h . k_{h/group, j}, each score first soft-capped
+  // (tk::softcap) when softcap > 0.
+  virtual void attend(const AttentionInput& in, float* out, int64_t batch, int n_heads, int n_kv, int dh, float scale,
+                      float softcap, int64_t window) = 0;
+  // attend() over packed qkv rows [q (n_heads*dh) | k (n_kv*dh) | v], seq per sequence.
+  void attention(const float* qkv, float* out, int64_t batch, int64_t seq, int n_heads, int n_kv, int dh, float scale,
+                 float softcap, int64_t window) {
+    AttentionInput in;
+    const int64_t width = int64_t(n_heads + 2 * n_kv) * dh;
+    in.q = qkv;
+    in.q_stride = width;
+    in.k = qkv + int64_t(n_heads) * dh;
+    in.v = qkv + int64_t(n_heads + n_kv) * dh;
+    in.kv_stride = width;
+    in.kv_batch_stride = seq * width;
+    in.n_q = seq;
+    attend(in, out, batch, n_heads, n_kv, dh, scale, softcap, window);
+  }
+  // KV cache: copies the key and value heads of the qkv rows [b * n_new + t] to slots slot0 + t of
+  // the caches k and v ([batch][capacity][n_kv*dh]).
+  virtual void store_kv(const float* qkv, int64_t batch, int64_t n_new, int n_heads, int n_kv, int dh, float* k,
+                        float* v, int64_t capacity, int64_t slot0) = 0;
   // x[i] = tk::softcap(x[i], cap): Gemma 2's final logit soft-capping.
   virtual void softcap(float* x, int64_t n, float cap) = 0;
   // Per row: nll[r] = logsumexp(x[r]) - x[r][target[r]] where target[r] >= 0 (else nll[r] = 0);

@@ -3,6 +3,7 @@
 // the shared per-element functions of lib/model/kernels.h. Every inner loop runs
 // over a contiguous dimension under `omp simd`, so the compiler vectorises it (exp_f32 is written
 // for that).
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -74,13 +75,13 @@ class CpuTransformerOps final : public TransformerOps {
     openblas_set_num_threads(blas_threads);
   }
 
-  void embed(const int32_t* tokens, int64_t rows, int64_t seq, const float* wte, const float* wpe, int64_t d,
-             float scale, float* out) override {
-    embed_rows(tokens, rows, seq, wte, wpe, d, scale, out);
+  void embed(const int32_t* tokens, const int32_t* positions, int64_t rows, const float* wte, const float* wpe,
+             int64_t d, float scale, float* out) override {
+    embed_rows(tokens, positions, rows, wte, wpe, d, scale, out);
   }
-  void embed_bf16(const int32_t* tokens, int64_t rows, int64_t seq, const uint16_t* wte, const float* wpe, int64_t d,
-                  float scale, float* out) override {
-    embed_rows(tokens, rows, seq, wte, wpe, d, scale, out);
+  void embed_bf16(const int32_t* tokens, const int32_t* positions, int64_t rows, const uint16_t* wte, const float* wpe,
+                  int64_t d, float scale, float* out) override {
+    embed_rows(tokens, positions, rows, wte, wpe, d, scale, out);
   }
 
   void to_bf16(const float* x, uint16_t* y, int64_t n) override {
@@ -155,13 +156,13 @@ class CpuTransformerOps final : public TransformerOps {
     });
   }
 
-  void rope(float* qkv, int64_t rows, int64_t seq, int n_heads, int n_kv, int dh, int rot, const float* cos,
-            const float* sin) override {
+  void rope(float* qkv, const int32_t* positions, int64_t rows, int n_heads, int n_kv, int dh, int rot,
+            const float* cos, const float* sin) override {
     const int64_t width = int64_t(n_heads + 2 * n_kv) * dh;
     const int half = rot / 2;
     for_rows(rows, [&](int64_t r) {
-      const float* c = cos + (r % seq) * half;
-      const float* s = sin + (r % seq) * half;
+      const float* c = cos + int64_t(positions[r]) * half;
+      const float* s = sin + int64_t(positions[r]) * half;
       for (int h = 0; h < n_heads + n_kv; h++) {  // query heads, then key heads
         float* x = qkv + r * width + int64_t(h) * dh;
 #pragma omp simd
@@ -170,38 +171,41 @@ class CpuTransformerOps final : public TransformerOps {
     });
   }
 
-  void attention(const float* qkv, float* out, int64_t batch, int64_t seq, int n_heads, int n_kv, int dh,
-                 float scale, float softcap, int64_t window) override {
-    const int64_t width = int64_t(n_heads + 2 * n_kv) * dh;
+  void attend(const AttentionInput& in, float* out, int64_t batch, int n_heads, int n_kv, int dh, float scale,
+              float softcap, int64_t window) override {
     const int64_t out_width = int64_t(n_heads) * dh;
     const int group = n_heads / n_kv;
+    const int64_t slots = in.q_pos0 + in.n_q;  // keys per sequence
     // Each thread takes a range of (sequence, head) pairs. Both products are register-blocked
     // over 16 lanes (a GCC vector, one AVX-512 register where there is one): 16 scores accumulate
     // over the head dimension, and 16 output dimensions over the keys, so each multiply-add loads
     // one operand instead of loading and storing its accumulator too.
-    const int64_t seq_pad = (seq + kLanes - 1) / kLanes * kLanes;
+    const int64_t slots_pad = (slots + kLanes - 1) / kLanes * kLanes;
     const int dh_pad = (dh + kLanes - 1) / kLanes * kLanes;
     ForkJoinPool::global().run(batch * n_heads, [&](int64_t first, int64_t last, int) {
-      // Per thread: this head's keys transposed to [dh][seq_pad] and its values as [seq][dh_pad]
-      // (both zero-padded to whole vectors), the scaled query and the scores.
-      std::vector<float> kt(size_t(dh) * size_t(seq_pad), 0.0f), v(size_t(seq) * size_t(dh_pad), 0.0f),
-          s(static_cast<size_t>(seq_pad)), q(static_cast<size_t>(dh));
+      // Per thread: this head's keys transposed to [dh][slots_pad] and its values as
+      // [slots][dh_pad] (both zero-padded to whole vectors), the scaled query and the scores.
+      std::vector<float> kt(size_t(dh) * size_t(slots_pad), 0.0f), v(size_t(slots) * size_t(dh_pad), 0.0f),
+          s(static_cast<size_t>(slots_pad)), q(static_cast<size_t>(dh));
       for (int64_t pair = first; pair < last; pair++) {
         const int64_t b = pair / n_heads;
         const int h = int(pair % n_heads);
         const int kvh = h / group;
-        const float* base = qkv + b * seq * width;
-        const int64_t koff = int64_t(n_heads + kvh) * dh, voff = int64_t(n_heads + n_kv + kvh) * dh;
-        for (int64_t j = 0; j < seq; j++) {
-          const float* kr = base + j * width + koff;
-          for (int d = 0; d < dh; d++) kt[size_t(d * seq_pad + j)] = kr[d];
-          std::memcpy(&v[size_t(j * dh_pad)], base + j * width + voff, size_t(dh) * sizeof(float));
+        const int64_t start = in.key_start ? in.key_start[b] : 0;
+        const float* kb = in.k + b * in.kv_batch_stride + int64_t(kvh) * dh;
+        const float* vb = in.v + b * in.kv_batch_stride + int64_t(kvh) * dh;
+        for (int64_t j = start; j < slots; j++) {
+          const float* kr = kb + j * in.kv_stride;
+          for (int d = 0; d < dh; d++) kt[size_t(d * slots_pad + j)] = kr[d];
+          std::memcpy(&v[size_t(j * dh_pad)], vb + j * in.kv_stride, size_t(dh) * sizeof(float));
         }
-        for (int64_t t = 0; t < seq; t++) {
-          const float* qr = base + t * width + int64_t(h) * dh;
+        for (int64_t t = 0; t < in.n_q; t++) {
+          const float* qr = in.q + (b * in.n_q + t) * in.q_stride + int64_t(h) * dh;
           for (int d = 0; d < dh; d++) q[size_t(d)] = qr[d] * scale;
-          // Keys lo..t; the score blocks start at a whole vector at or below lo.
-          const int64_t lo = tk::window_first(t, window), n = t + 1;
+          // Keys lo..p; the score blocks start at a whole vector at or below lo (reading only
+          // slots this sequence has filled, or zero padding).
+          const int64_t p = in.q_pos0 + t, n = p + 1;
+          const int64_t lo = std::max(start, tk::window_first(p, window));
           float* sc = s.data();
           for (int64_t j0 = lo / kLanes * kLanes; j0 < n; j0 += kLanes) {
             // Four accumulators: one chain of dependent multiply-adds would wait on each result.
@@ -209,12 +213,12 @@ class CpuTransformerOps final : public TransformerOps {
             const float* kr = kt.data() + j0;
             int d = 0;
             for (; d + 4 <= dh; d += 4) {
-              a0 += q[size_t(d)] * load_lanes(kr + int64_t(d) * seq_pad);
-              a1 += q[size_t(d + 1)] * load_lanes(kr + int64_t(d + 1) * seq_pad);
-              a2 += q[size_t(d + 2)] * load_lanes(kr + int64_t(d + 2) * seq_pad);
-              a3 += q[size_t(d + 3)] * load_lanes(kr + int64_t(d + 3) * seq_pad);
+              a0 += q[size_t(d)] * load_lanes(kr + int64_t(d) * slots_pad);
+              a1 += q[size_t(d + 1)] * load_lanes(kr + int64_t(d + 1) * slots_pad);
+              a2 += q[size_t(d + 2)] * load_lanes(kr + int64_t(d + 2) * slots_pad);
+              a3 += q[size_t(d + 3)] * load_lanes(kr + int64_t(d + 3) * slots_pad);
             }
-            for (; d < dh; d++) a0 += q[size_t(d)] * load_lanes(kr + int64_t(d) * seq_pad);
+            for (; d < dh; d++) a0 += q[size_t(d)] * load_lanes(kr + int64_t(d) * slots_pad);
             store_lanes(sc + j0, (a0 + a1) + (a2 + a3));
           }
           if (softcap > 0.0f) {
@@ -231,7 +235,7 @@ class CpuTransformerOps final : public TransformerOps {
             sum += sc[j];
           }
           const float inv = 1.0f / sum;
-          float* o = out + (b * seq + t) * out_width + int64_t(h) * dh;
+          float* o = out + (b * in.n_q + t) * out_width + int64_t(h) * dh;
           for (int d0 = 0; d0 < dh; d0 += kLanes) {
             Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {};
             const float* vr = v.data() + d0;
@@ -251,6 +255,17 @@ class CpuTransformerOps final : public TransformerOps {
           }
         }
       }
+    });
+  }
+
+  void store_kv(const float* qkv, int64_t batch, int64_t n_new, int n_heads, int n_kv, int dh, float* k, float* v,
+                int64_t capacity, int64_t slot0) override {
+    const int64_t width = int64_t(n_heads + 2 * n_kv) * dh, kvw = int64_t(n_kv) * dh;
+    for_rows(batch * n_new, [&](int64_t r) {
+      const int64_t b = r / n_new, slot = slot0 + r % n_new;
+      const float* row = qkv + r * width + int64_t(n_heads) * dh;
+      std::memcpy(k + (b * capacity + slot) * kvw, row, size_t(kvw) * sizeof(float));
+      std::memcpy(v + (b * capacity + slot) * kvw, row + kvw, size_t(kvw) * sizeof(float));
     });
   }
 
@@ -281,15 +296,15 @@ class CpuTransformerOps final : public TransformerOps {
   }
 
  private:
-  // out[r] = widen(wte[tokens[r]]) * scale (+ wpe[r % seq]) for an f32 or bf16 token table.
+  // out[r] = widen(wte[tokens[r]]) * scale (+ wpe[positions[r]]) for an f32 or bf16 token table.
   template <class T>
-  static void embed_rows(const int32_t* tokens, int64_t rows, int64_t seq, const T* wte, const float* wpe, int64_t d,
-                         float scale, float* out) {
+  static void embed_rows(const int32_t* tokens, const int32_t* positions, int64_t rows, const T* wte, const float* wpe,
+                         int64_t d, float scale, float* out) {
     for_rows(rows, [&](int64_t r) {
       const T* e = wte + int64_t(tokens[r]) * d;
       float* o = out + r * d;
       if (wpe) {
-        const float* p = wpe + (r % seq) * d;
+        const float* p = wpe + int64_t(positions[r]) * d;
 #pragma omp simd
         for (int64_t i = 0; i < d; i++) o[i] = tk::embed_elem(e[i], scale, p[i]);
       } else {

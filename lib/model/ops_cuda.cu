@@ -52,11 +52,11 @@ __device__ float block_max(float v, float* scratch) {
 
 // T: float (f32 compute) or uint16_t (a bf16 table, bf16 compute).
 template <class T>
-__global__ void embed_kernel(const int32_t* tokens, int64_t rows, int64_t seq, const T* wte, const float* wpe, int64_t d,
-                             float scale, float* out) {
+__global__ void embed_kernel(const int32_t* tokens, const int32_t* positions, int64_t rows, const T* wte, const float* wpe,
+                             int64_t d, float scale, float* out) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * d; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / d, c = i % d;
-    out[i] = tk::embed_elem(wte[int64_t(tokens[r]) * d + c], scale, wpe ? wpe[(r % seq) * d + c] : 0.0f);
+    out[i] = tk::embed_elem(wte[int64_t(tokens[r]) * d + c], scale, wpe ? wpe[int64_t(positions[r]) * d + c] : 0.0f);
   }
 }
 
@@ -118,40 +118,43 @@ __global__ void gated_act_kernel(const float* gu, float* out, int64_t rows, int6
 }
 
 // One thread per (row, rotated head, pair); the first rot dimensions of each head turn.
-__global__ void rope_kernel(float* qkv, int64_t rows, int64_t seq, int heads, int width_heads, int dh, int rot,
-                            const float* cos, const float* sin) {
+__global__ void rope_kernel(float* qkv, const int32_t* positions, int64_t rows, int heads, int width_heads, int dh,
+                            int rot, const float* cos, const float* sin) {
   const int half = rot / 2;
   const int64_t n = rows * heads * half;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / (int64_t(heads) * half);
     const int h = int((i / half) % heads), k = int(i % half);
     float* x = qkv + r * int64_t(width_heads) * dh + int64_t(h) * dh;
-    const int64_t t = r % seq;
+    const int64_t t = positions[r];
     tk::rope_pair(x + k, x + k + half, cos[t * half + k], sin[t * half + k]);
   }
 }
 
-// One block per (query position, head, sequence). Dynamic shared memory: the score row (seq
-// floats) and the query (dh floats).
-__global__ void attention_kernel(const float* qkv, float* out, int64_t seq, int n_heads, int n_kv, int dh, float scale,
+// One block per (query, head, sequence). Dynamic shared memory: the score row (one float per
+// slot) and the query (dh floats).
+__global__ void attention_kernel(AttentionInput in, float* out, int n_heads, int n_kv, int dh, float scale,
                                  float softcap, int64_t window) {
   extern __shared__ float smem[];
   __shared__ float scratch[32];
   const int64_t t = blockIdx.x;
   const int h = blockIdx.y;
   const int64_t b = blockIdx.z;
-  const int64_t width = int64_t(n_heads + 2 * n_kv) * dh;
   const int kvh = h / (n_heads / n_kv);
+  const int64_t slots = in.q_pos0 + in.n_q;
   float* s = smem;
-  float* q = smem + seq;
-  const float* base = qkv + b * seq * width;
-  for (int d = threadIdx.x; d < dh; d += blockDim.x) q[d] = base[t * width + int64_t(h) * dh + d] * scale;
+  float* q = smem + slots;
+  const float* qr = in.q + (b * in.n_q + t) * in.q_stride + int64_t(h) * dh;
+  for (int d = threadIdx.x; d < dh; d += blockDim.x) q[d] = qr[d] * scale;
   __syncthreads();
-  // Keys lo..t (tk::window_first); the score row is indexed from lo.
-  const int64_t lo = tk::window_first(t, window), n = t + 1 - lo;
-  const int64_t koff = int64_t(n_heads + kvh) * dh, voff = int64_t(n_heads + n_kv + kvh) * dh;
+  // Keys lo..p (the sequence's first visible slot, and tk::window_first); the score row is indexed
+  // from lo.
+  const int64_t p = in.q_pos0 + t, start = in.key_start ? in.key_start[b] : 0;
+  const int64_t lo = max(start, tk::window_first(p, window)), n = p + 1 - lo;
+  const float* kb = in.k + b * in.kv_batch_stride + int64_t(kvh) * dh;
+  const float* vb = in.v + b * in.kv_batch_stride + int64_t(kvh) * dh;
   for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
-    const float* k = base + (lo + j) * width + koff;
+    const float* k = kb + (lo + j) * in.kv_stride;
     float acc = 0.0f;
     for (int d = 0; d < dh; d++) acc += q[d] * k[d];
     s[j] = softcap > 0.0f ? tk::softcap(acc, softcap) : acc;
@@ -164,11 +167,24 @@ __global__ void attention_kernel(const float* qkv, float* out, int64_t seq, int 
     part += s[j];
   }
   const float inv = 1.0f / block_sum(part, scratch);  // block_sum's barriers also publish s[]
-  float* o = out + (b * seq + t) * int64_t(n_heads) * dh + int64_t(h) * dh;
+  float* o = out + (b * in.n_q + t) * int64_t(n_heads) * dh + int64_t(h) * dh;
   for (int d = threadIdx.x; d < dh; d += blockDim.x) {
     float acc = 0.0f;
-    for (int64_t j = 0; j < n; j++) acc += s[j] * base[(lo + j) * width + voff + d];
+    for (int64_t j = 0; j < n; j++) acc += s[j] * vb[(lo + j) * in.kv_stride + d];
     o[d] = acc * inv;
+  }
+}
+
+// One thread per value copied: row r's key and value heads to slot slot0 + r % n_new.
+__global__ void store_kv_kernel(const float* qkv, int64_t rows, int64_t n_new, int n_heads, int n_kv, int dh, float* k,
+                                float* v, int64_t capacity, int64_t slot0) {
+  const int64_t width = int64_t(n_heads + 2 * n_kv) * dh, kvw = int64_t(n_kv) * dh;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * kvw; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / kvw, c = i % kvw;
+    const int64_t dst = ((r / n_new) * capacity + slot0 + r % n_new) * kvw + c;
+    const float* row = qkv + r * width + int64_t(n_heads) * dh;
+    k[dst] = row[c];
+    v[dst] = row[kvw + c];
   }
 }
 
@@ -191,14 +207,14 @@ __global__ void log_softmax_nll_kernel(float* x, int64_t vocab, const int32_t* t
 
 class CudaTransformerOps final : public TransformerOps {
  public:
-  void embed(const int32_t* tokens, int64_t rows, int64_t seq, const float* wte, const float* wpe, int64_t d,
-             float scale, float* out) override {
-    embed_kernel<float><<<blocks_for(rows * d), kThreads>>>(tokens, rows, seq, wte, wpe, d, scale, out);
+  void embed(const int32_t* tokens, const int32_t* positions, int64_t rows, const float* wte, const float* wpe,
+             int64_t d, float scale, float* out) override {
+    embed_kernel<float><<<blocks_for(rows * d), kThreads>>>(tokens, positions, rows, wte, wpe, d, scale, out);
     check_launch("embed");
   }
-  void embed_bf16(const int32_t* tokens, int64_t rows, int64_t seq, const uint16_t* wte, const float* wpe, int64_t d,
-                  float scale, float* out) override {
-    embed_kernel<uint16_t><<<blocks_for(rows * d), kThreads>>>(tokens, rows, seq, wte, wpe, d, scale, out);
+  void embed_bf16(const int32_t* tokens, const int32_t* positions, int64_t rows, const uint16_t* wte, const float* wpe,
+                  int64_t d, float scale, float* out) override {
+    embed_kernel<uint16_t><<<blocks_for(rows * d), kThreads>>>(tokens, positions, rows, wte, wpe, d, scale, out);
     check_launch("embed_bf16");
   }
   void to_bf16(const float* x, uint16_t* y, int64_t n) override {
@@ -235,27 +251,34 @@ class CudaTransformerOps final : public TransformerOps {
     gated_act_kernel<<<blocks_for(rows * cols), kThreads>>>(gu, out, rows, cols, a);
     check_launch("gated_act");
   }
-  void rope(float* qkv, int64_t rows, int64_t seq, int n_heads, int n_kv, int dh, int rot, const float* cos,
-            const float* sin) override {
+  void rope(float* qkv, const int32_t* positions, int64_t rows, int n_heads, int n_kv, int dh, int rot,
+            const float* cos, const float* sin) override {
     if (rot == 0) return;
-    rope_kernel<<<blocks_for(rows * (n_heads + n_kv) * (rot / 2)), kThreads>>>(qkv, rows, seq, n_heads + n_kv,
+    rope_kernel<<<blocks_for(rows * (n_heads + n_kv) * (rot / 2)), kThreads>>>(qkv, positions, rows, n_heads + n_kv,
                                                                               n_heads + 2 * n_kv, dh, rot, cos, sin);
     check_launch("rope");
   }
-  void attention(const float* qkv, float* out, int64_t batch, int64_t seq, int n_heads, int n_kv, int dh,
-                 float scale, float softcap, int64_t window) override {
-    const size_t smem = size_t(seq + dh) * sizeof(float);
+  void attend(const AttentionInput& in, float* out, int64_t batch, int n_heads, int n_kv, int dh, float scale,
+              float softcap, int64_t window) override {
+    const int64_t slots = in.q_pos0 + in.n_q;
+    const size_t smem = size_t(slots + dh) * sizeof(float);
     if (smem > 48 * 1024) {
       int dev = 0, most = 0;
       SAE_CUDA_CHECK(cudaGetDevice(&dev));
       SAE_CUDA_CHECK(cudaDeviceGetAttribute(&most, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
       if (smem + 32 * sizeof(float) > size_t(most))
-        throw std::runtime_error("CUDA attention: a context of " + std::to_string(seq) + " tokens needs more shared memory than this GPU has");
+        throw std::runtime_error("CUDA attention: a context of " + std::to_string(slots) + " tokens needs more shared memory than this GPU has");
       SAE_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     }
-    const dim3 grid{unsigned(seq), unsigned(n_heads), unsigned(batch)};
-    attention_kernel<<<grid, 128, smem>>>(qkv, out, seq, n_heads, n_kv, dh, scale, softcap, window);
+    const dim3 grid{unsigned(in.n_q), unsigned(n_heads), unsigned(batch)};
+    attention_kernel<<<grid, 128, smem>>>(in, out, n_heads, n_kv, dh, scale, softcap, window);
     check_launch("attention");
+  }
+  void store_kv(const float* qkv, int64_t batch, int64_t n_new, int n_heads, int n_kv, int dh, float* k, float* v,
+                int64_t capacity, int64_t slot0) override {
+    const int64_t n = batch * n_new * n_kv * dh;
+    store_kv_kernel<<<blocks_for(n), kThreads>>>(qkv, batch * n_new, n_new, n_heads, n_kv, dh, k, v, capacity, slot0);
+    check_launch("store_kv");
   }
   void softcap(float* x, int64_t n, float cap) override {
     softcap_kernel<<<blocks_for(n), kThreads>>>(x, n, cap);

@@ -159,21 +159,22 @@ TEST(ModelKernels, CpuAttentionWindowOfOneIsTheValueRow) {
 // tables: exactly widen(e) * scale + pos, each a single rounding of the exact value.
 TEST(ModelKernels, CpuEmbedScalesTheTableRow) {
   auto ops = make_cpu_transformer_ops();
-  const int64_t V = 7, D = 19, seq = 3, rows = 6;
-  std::vector<float> wte = rnd(size_t(V * D), 13), wpe = rnd(size_t(seq * D), 14), out(size_t(rows * D));
+  const int64_t V = 7, D = 19, rows = 6;
+  std::vector<float> wte = rnd(size_t(V * D), 13), wpe = rnd(size_t(3 * D), 14), out(size_t(rows * D));
   std::vector<uint16_t> wte_h(wte.size());
   for (size_t i = 0; i < wte.size(); i++) wte_h[i] = f32_to_bf16(wte[i]);
-  const std::vector<int32_t> tok = {3, 0, 6, 6, 1, 2};
+  const std::vector<int32_t> tok = {3, 0, 6, 6, 1, 2}, pos = {0, 1, 2, 0, 1, 2};
   const float scale = 7.9375f;
   for (int bf16 = 0; bf16 < 2; bf16++)
-    for (int pos = 0; pos < 2; pos++) {
-      if (bf16) ops->embed_bf16(tok.data(), rows, seq, wte_h.data(), pos ? wpe.data() : nullptr, D, scale, out.data());
-      else ops->embed(tok.data(), rows, seq, wte.data(), pos ? wpe.data() : nullptr, D, scale, out.data());
+    for (int with_pos = 0; with_pos < 2; with_pos++) {
+      if (bf16) ops->embed_bf16(tok.data(), pos.data(), rows, wte_h.data(), with_pos ? wpe.data() : nullptr, D, scale, out.data());
+      else ops->embed(tok.data(), pos.data(), rows, wte.data(), with_pos ? wpe.data() : nullptr, D, scale, out.data());
       for (int64_t r = 0; r < rows; r++)
         for (int64_t i = 0; i < D; i++) {
           const size_t e = size_t(tok[size_t(r)] * D + i);
-          const double v = double(bf16 ? bf16_to_f32(wte_h[e]) : wte[e]) * scale + (pos ? wpe[size_t((r % seq) * D + i)] : 0.0);
-          EXPECT_EQ(out[size_t(r * D + i)], float(v)) << "bf16 " << bf16 << " pos " << pos;
+          const double v = double(bf16 ? bf16_to_f32(wte_h[e]) : wte[e]) * scale +
+                           (with_pos ? wpe[size_t(pos[size_t(r)] * D + i)] : 0.0);
+          EXPECT_EQ(out[size_t(r * D + i)], float(v)) << "bf16 " << bf16 << " positions " << with_pos;
         }
     }
 }
@@ -235,7 +236,8 @@ TEST(ModelKernels, CpuNormsSoftmaxAndRopeMatchDoubleLoops) {
         cs[size_t(t * rot / 2 + i)] = float(std::cos(t * f[i]));
         sn[size_t(t * rot / 2 + i)] = float(std::sin(t * f[i]));
       }
-    ops->rope(q.data(), T, T, H, KV, dh, rot, cs.data(), sn.data());
+    const std::vector<int32_t> positions = {0, 1, 2, 3};
+    ops->rope(q.data(), positions.data(), T, H, KV, dh, rot, cs.data(), sn.data());
     for (int t = 0; t < T; t++)
       for (int h = 0; h < H + 2 * KV; h++) {
         const bool rotated = h < H + KV;  // value heads are left alone
