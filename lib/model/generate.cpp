@@ -6,24 +6,14 @@
 #include <numeric>
 
 #include "base/errors.h"
+#include "base/rng.h"
 
 namespace sae {
 
-namespace {
-
-// splitmix64: a full-period mixing of a 64-bit counter.
-uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
-
 double sampling_uniform(uint64_t seed, int64_t index, int64_t step) {
-  const uint64_t h = mix64(mix64(mix64(seed) ^ uint64_t(index)) ^ uint64_t(step));
-  return double(h >> 11) * 0x1.0p-53;  // 53 random bits: [0, 1)
+  // Rng's sub-streams: (seed, sequence, step) names one independent stream, whose first draw
+  // this is.
+  return Rng(seed).substream(uint64_t(index)).substream(uint64_t(step)).uniform();
 }
 
 int32_t choose_token(const float* logits, int64_t vocab, const Sampling& s, double u) {
