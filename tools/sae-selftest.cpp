@@ -554,6 +554,27 @@ struct Harness {
         for (float v : ra.logits) scale = std::max(scale, double(std::abs(v)));
         const double nll_tol = bf16 ? 2 * kTolForwardBf16 * scale : kTolForward;
         rep.line(what + "NLL (absolute)", nll, nll_tol, nll <= nll_tol);
+        // Incremental decoding with the KV cache (store_kv, attention over cached slots, left
+        // padding): two prompts of 5 and 9 tokens in one padded batch, then 6 single-token steps;
+        // every step's logits on both sides, and against the full pass's rows on the reference
+        // side (the cache's own identity).
+        KvCache ca = a.make_cache(2, 15, {4, 0}), cb = b.make_cache(2, 15, {4, 0});
+        ForwardOptions step;
+        step.want_logits = true;
+        ForwardResult sa, sb;
+        double cached = 0;
+        for (int64_t s = 0; s < 7; s++) {
+          const int64_t n = s == 0 ? 9 : 1;
+          std::vector<int32_t> ids(size_t(2 * n));
+          for (int64_t i = 0; i < n; i++) {
+            ids[size_t(i)] = tokens[size_t(s == 0 ? std::max<int64_t>(i - 4, 0) : 4 + s)];
+            ids[size_t(n + i)] = tokens[size_t(seq + (s == 0 ? i : 8 + s))];
+          }
+          a.forward(ids.data(), 2, n, ca, step, sa);
+          b.forward(ids.data(), 2, n, cb, step, sb);
+          cached = std::max(cached, rel_err(sa.logits, sb.logits));
+        }
+        rep.line(what + "KV-cache decoding, left-padded batch (logits)", cached, tol, cached <= tol);
       }
     }
   }

@@ -155,6 +155,15 @@ SAE_HD float softcap(float x, float cap) { return cap * tanh_f32(x / cap); }
 // (itself included: transformers masks key j when t - j >= w) t - w + 1.
 SAE_HD int64_t window_first(int64_t t, int64_t window) { return window > 0 && t >= window ? t - window + 1 : 0; }
 
+// The first key slot the query at slot p sees, its sequence's first real slot being `start`
+// (left padding): max(start, window_first(p, window)); a pad slot's own query (p < start) sees
+// only itself, so its output, which nothing uses, stays finite.
+SAE_HD int64_t first_key(int64_t start, int64_t p, int64_t window) {
+  const int64_t w = window_first(p, window);
+  const int64_t lo = start > w ? start : w;
+  return lo > p ? p : lo;
+}
+
 // Softmax weight of a score given the row maximum (the caller divides by the sum).
 SAE_HD float softmax_weight(float score, float max) { return exp_f32(score - max); }
 

@@ -76,7 +76,7 @@ class TransformerOps {
   virtual void rope(float* qkv, const int32_t* positions, int64_t rows, int n_heads, int n_kv, int dh, int rot,
                     const float* cos, const float* sin) = 0;
   // Causal attention over `in`: the query at slot p = q_pos0 + t of sequence b sees the slots j
-  // from max(key_start[b], tk::window_first(p, window)) to p; out[b * n_q + t][h*dh..] =
+  // from tk::first_key(key_start[b], p, window) to p; out[b * n_q + t][h*dh..] =
   // softmax(s) v_{h/group} with s_j = scale * q_h . k_{h/group, j}, each score first soft-capped
   // (tk::softcap) when softcap > 0.
   virtual void attend(const AttentionInput& in, float* out, int64_t batch, int n_heads, int n_kv, int dh, float scale,

@@ -194,7 +194,8 @@ class CpuTransformerOps final : public TransformerOps {
         const int64_t start = in.key_start ? in.key_start[b] : 0;
         const float* kb = in.k + b * in.kv_batch_stride + int64_t(kvh) * dh;
         const float* vb = in.v + b * in.kv_batch_stride + int64_t(kvh) * dh;
-        for (int64_t j = start; j < slots; j++) {
+        // From the first visible slot, or the first query's own slot when that is a pad slot.
+        for (int64_t j = std::min(start, in.q_pos0); j < slots; j++) {
           const float* kr = kb + j * in.kv_stride;
           for (int d = 0; d < dh; d++) kt[size_t(d * slots_pad + j)] = kr[d];
           std::memcpy(&v[size_t(j * dh_pad)], vb + j * in.kv_stride, size_t(dh) * sizeof(float));
@@ -205,7 +206,7 @@ class CpuTransformerOps final : public TransformerOps {
           // Keys lo..p; the score blocks start at a whole vector at or below lo (reading only
           // slots this sequence has filled, or zero padding).
           const int64_t p = in.q_pos0 + t, n = p + 1;
-          const int64_t lo = std::max(start, tk::window_first(p, window));
+          const int64_t lo = tk::first_key(start, p, window);
           float* sc = s.data();
           for (int64_t j0 = lo / kLanes * kLanes; j0 < n; j0 += kLanes) {
             // Four accumulators: one chain of dependent multiply-adds would wait on each result.

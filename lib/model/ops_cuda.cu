@@ -150,7 +150,7 @@ __global__ void attention_kernel(AttentionInput in, float* out, int n_heads, int
   // Keys lo..p (the sequence's first visible slot, and tk::window_first); the score row is indexed
   // from lo.
   const int64_t p = in.q_pos0 + t, start = in.key_start ? in.key_start[b] : 0;
-  const int64_t lo = max(start, tk::window_first(p, window)), n = p + 1 - lo;
+  const int64_t lo = tk::first_key(start, p, window), n = p + 1 - lo;
   const float* kb = in.k + b * in.kv_batch_stride + int64_t(kvh) * dh;
   const float* vb = in.v + b * in.kv_batch_stride + int64_t(kvh) * dh;
   for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
