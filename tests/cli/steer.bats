@@ -1,0 +1,134 @@
+#!/usr/bin/env bats
+# sae-steer: the command line around lib/steer (whose arithmetic tests/unit/steer/test_steer.cpp
+# checks): the records and pages it writes, the identities that hold through the binary, the same
+# text on any thread count, and one-line messages for bad input. The SAE is trained here, on
+# stories260K's blocks.2.hook_resid_post, in a few seconds.
+load helper
+load stream_helper
+load sae_helper
+
+stories() { echo "$SAE_SHARED/models/stories260K"; }
+
+setup_file() {
+  [ -d "${SAE_SHARED:-/nonexistent}/models" ] || return 0
+  cd "$BATS_FILE_TMPDIR"
+  "$SAE_BIN/sae-collect" --model "$SAE_SHARED/models/stories260K" --hook blocks.2.hook_resid_post \
+    --text "$SAE_SHARED/data/tinystories-sample.txt" -o acts.sae 2>/dev/null
+  "$SAE_BIN/sae-train" --latents 128 --k 8 --arch topk -o sae acts.sae 2>/dev/null
+}
+
+sae() { echo "$BATS_FILE_TMPDIR/sae"; }
+
+# every FILE SELECT COND: some records of FILE match SELECT, and COND holds for each of them.
+every() {
+  jq -s -e "[.[] | select($2)] | length > 0 and all($3)" "$1"
+}
+
+@test "--help lists every option with its default" {
+  run sae-steer --help
+  assert_success
+  for opt in "--model arg" "--sae arg" "--hook arg" "--steer arg" "--prompt arg" "--prompts arg" "--alpha arg" \
+             "--unit arg (=abs)" "--positions arg (=all)" "--max-new-tokens arg (=32)" "--temperature arg (=0)" \
+             "--top-k arg (=0)" "--top-p arg (=1)" "--seed arg (=0)" "--ignore-eos" "--random-controls arg (=3)" \
+             "--density-controls arg (=1)" "--control-seed arg (=1)" "--target-tokens arg" "--stats-text arg" \
+             "--stats-tokens arg (=20000)" "-o [ --output ] arg (=-)" "--html arg" "--svg arg" "--device arg"; do
+    assert_output --partial -- "$opt"
+  done
+}
+
+@test "a sweep with controls: one record per prompt and run, alpha 0 is the unsteered text, pages written" {
+  need_shared
+  printf 'Once upon a time\n\nLily went to the park\n' > prompts.txt
+  run sae-steer --model "$(stories)" --sae "$(sae)" --steer 5:add --alpha 0,6 --prompts prompts.txt \
+    --max-new-tokens 12 --random-controls 2 --density-controls 1 --target-tokens Lily \
+    --html steer.html --svg steer.svg -o steer.jsonl
+  assert_success
+  # 2 prompts x (unsteered + 2 alphas x (steered + 2 random + 1 density-matched))
+  [ "$(wc -l < steer.jsonl)" = 18 ]
+  [ "$(jq -r 'select(.setting == "unsteered") | .prompt' steer.jsonl | tr '\n' ' ')" = "0 1 " ]
+  for p in 0 1; do
+    un=$(jq -r "select(.setting == \"unsteered\" and .prompt == $p) | .text" steer.jsonl)
+    zero=$(jq -r "select(.setting == \"steered\" and .alpha == 0 and .prompt == $p) | .text" steer.jsonl)
+    [ -n "$un" ] && [ "$un" = "$zero" ]
+  done
+  every steer.jsonl '.setting == "steered" and .alpha == 0' '.measures.mean_kl == 0'
+  every steer.jsonl '.setting == "steered" and .alpha == 6' '.measures.mean_kl > 0'
+  every steer.jsonl '.setting == "random-direction"' '.interventions[0].direction == "random"'
+  every steer.jsonl '.setting == "density-matched"' '.interventions[0].latent != 5'
+  every steer.jsonl '.setting == "unsteered"' '(.measures.target_prob | type) == "number"'
+  every steer.jsonl '.setting == "steered"' '(.measures.kl | length) == (.tokens | length)'
+  # the sweep's means on stderr, a row per setting and alpha
+  assert_output --partial "setting            alpha      runs  mean KL"
+  assert_line --regexp '^random-direction +6 +4 '
+  grep -q '<!DOCTYPE html>' steer.html
+  [ "$(grep -c '<tr class=' steer.html)" = 18 ]
+  grep -q 'Once upon a time' steer.html
+  grep -q '<svg' steer.svg
+  grep -q 'random-direction' steer.svg
+}
+
+@test "the same text whatever the thread count, sampling included" {
+  need_shared
+  args=(--model "$(stories)" --sae "$(sae)" --steer 5:add=4 --prompt "Once upon a time" --max-new-tokens 16
+        --temperature 1 --top-p 0.9 --seed 7 --random-controls 1 --density-controls 0)
+  OMP_NUM_THREADS=1 sae-steer "${args[@]}" -o one.jsonl 2>/dev/null
+  OMP_NUM_THREADS=2 sae-steer "${args[@]}" -o two.jsonl 2>/dev/null
+  [ -s one.jsonl ]
+  run diff <(jq -c '[.setting, .tokens]' one.jsonl) <(jq -c '[.setting, .tokens]' two.jsonl)
+  assert_success
+  # another seed samples another text
+  sae-steer "${args[@]/7/8}" -o other.jsonl 2>/dev/null
+  run diff <(jq -c '.tokens' one.jsonl) <(jq -c '.tokens' other.jsonl)
+  assert_failure
+}
+
+@test "clamp and ablate; steering only the generated tokens leaves the first one as it was" {
+  need_shared
+  run sae-steer --model "$(stories)" --sae "$(sae)" --steer 5:clamp=20 --steer 9:ablate --positions generated \
+    --prompt "Once upon a time" --max-new-tokens 10 --random-controls 1 --density-controls 0 -o r.jsonl
+  assert_success
+  first_un=$(jq -r 'select(.setting == "unsteered") | .tokens[0]' r.jsonl)
+  first_st=$(jq -r 'select(.setting == "steered") | .tokens[0]' r.jsonl)
+  [ "$first_un" = "$first_st" ]
+  every r.jsonl '.setting == "steered"' '.measures.mean_kl > 0 and .positions == "generated"'
+  every r.jsonl '.setting == "steered"' '[.interventions[].spec] == ["5:clamp=20", "9:ablate"]'
+  # ablating to the mean and --unit max need the latents' statistics
+  run sae-steer --model "$(stories)" --sae "$(sae)" --steer 5:ablate=mean --prompt "Once" -o r.jsonl
+  assert_failure 1
+  assert_line --index 0 "sae-steer: --steer '5:ablate=mean': ablating to the mean needs each latent's mean activation: give --stats-text"
+  run sae-steer --model "$(stories)" --sae "$(sae)" --steer 5:ablate=mean --steer 5:add=1 --unit max --prompt "Once" \
+    --stats-text "$SAE_SHARED/data/tinystories-sample.txt" --stats-tokens 3000 --max-new-tokens 4 -o r.jsonl
+  assert_success
+}
+
+@test "bad input: one line naming the problem, exit 1, no output left" {
+  need_shared
+  check() {
+    local want=$1
+    shift
+    run sae-steer --model "$(stories)" "$@" -o out.jsonl
+    assert_failure 1
+    assert_line --index 0 "$want"
+    [ ! -e out.jsonl ]
+  }
+  check "sae-steer: --steer '999:add=1': latent 999 is out of range ($(sae) has 128 latents, 0-127)" \
+    --sae "$(sae)" --steer 999:add=1 --prompt hi
+  check "sae-steer: --alpha: 'x' is not a number (expected a comma-separated list, e.g. 0,5,10)" \
+    --sae "$(sae)" --steer 3:add --alpha 1,x --prompt hi
+  check "sae-steer: --steer '3:add' has no value: give it one, or --alpha" --sae "$(sae)" --steer 3:add --prompt hi
+  check "sae-steer: --target-tokens: 'hello world' is 6 tokens of the model's vocabulary, not one" \
+    --sae "$(sae)" --steer 3:add=2 --prompt hi --target-tokens "hello world"
+  check "sae-steer: --max-new-tokens 600 after a prompt of 3 tokens needs 602 positions, more than the model's 512 (max_position_embeddings)" \
+    --sae "$(sae)" --steer 3:add=2 --prompt hi --max-new-tokens 600
+  printf 'Once upon a time %.0s' {1..200} > long.txt
+  check "sae-steer: prompt 'Once upon a time Once upon a time Once u' is 801 tokens, longer than the model's 512 positions (max_position_embeddings)" \
+    --sae "$(sae)" --steer 3:add=2 --prompts long.txt
+  hand_sae narrow
+  check "sae-steer: narrow: the SAE's d_in 2 does not match d_model 64 of the model $(stories)" \
+    --sae narrow --hook blocks.0.hook_resid_post --steer 1:add=1 --prompt hi
+  cp -r "$(sae)" deep
+  sed -i 's/blocks\.2\.hook_resid_post/blocks.9.hook_resid_post/' deep/cfg.json
+  check "sae-steer: deep: the SAE's hook blocks.9.hook_resid_post is not a hook of the model $(stories) (hook 'blocks.9.hook_resid_post': layer 9 is out of range (the model has 5 layers, 0-4))" \
+    --sae deep --steer 1:add=1 --prompt hi
+  check "sae-steer: no prompts: give --prompt TEXT or --prompts FILE" --sae "$(sae)" --steer 3:add=2
+}
