@@ -142,6 +142,15 @@ struct Harness {
         dut.backend().gemm(ta, tb, m, nn, kk, 0.7f, A.pb(), lda, Bm.pb(), ldb, 0.3f, C.pb(), nn);
         cmp(std::string("gemm ") + (ta ? "T" : "N") + (tb ? "T" : "N"), C, size_t(m * nn), kTolDot);
       }
+    // gemv (batch-1 decoding), both ways, beta 0 and not
+    for (int trans = 0; trans < 2; trans++) {
+      const int64_t m = 53, nn = 71, lda = 75;
+      Twin<float> A(ref, dut, randn(size_t(m * lda))), xv(ref, dut, randn(size_t(trans ? m : nn))),
+          y(ref, dut, randn(size_t(trans ? nn : m)));
+      ref.backend().gemv(trans, m, nn, 0.7f, A.pa(), lda, xv.pa(), 0.3f, y.pa());
+      dut.backend().gemv(trans, m, nn, 0.7f, A.pb(), lda, xv.pb(), 0.3f, y.pb());
+      cmp(std::string("gemv ") + (trans ? "T" : "N"), y, size_t(trans ? nn : m), kTolDot);
+    }
     std::vector<float> hx = randn(size_t(B * d)), hb = randn(size_t(d)), hbn = randn(size_t(n), 0.3);
     Twin<float> x(ref, dut, hx), bd(ref, dut, hb), be(ref, dut, hbn), xc(ref, dut, size_t(B * d));
     ref.center(x.pa(), bd.pa(), xc.pa(), B, d);

@@ -41,6 +41,15 @@ class Backend {
   // elements of the stored (untransposed) matrices.
   virtual void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* A,
                     int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) = 0;
+  // y = alpha * op(A) x + beta * y for a row-major A [m, n] (lda): op(A) x has m entries, or n
+  // with trans (A^T x). One row through a matrix, as batch-1 decoding multiplies: the CPU backend
+  // runs it as OpenBLAS sgemv, at memory speed, where sgemm with one row reaches about half of
+  // it; the others run it as a one-row gemm. beta 0 does not read y.
+  virtual void gemv(bool trans, int64_t m, int64_t n, float alpha, const float* A, int64_t lda, const float* x,
+                    float beta, float* y) {
+    if (trans) gemm(false, false, 1, n, m, alpha, x, m, A, lda, beta, y, n);
+    else gemm(false, true, 1, m, n, alpha, x, n, A, lda, beta, y, m);
+  }
   // The same with A and B in bf16 (raw bits, lib/base/dtype.h) and C in f32: each product of two bf16
   // values is exact in f32 and the sum accumulates in f32 (CUDA: cublasGemmEx, CUBLAS_COMPUTE_32F;
   // host: A and B widened to f32, then gemm). The transformer's bf16 compute mode uses it; a

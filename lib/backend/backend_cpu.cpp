@@ -1,5 +1,6 @@
 #include <cblas.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -78,6 +79,13 @@ class CpuBackend final : public HostBackend {
   void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
             const float* B, int64_t ldb, float beta, float* C, int64_t ldc) override {
     host_sgemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+  void gemv(bool trans, int64_t m, int64_t n, float alpha, const float* A, int64_t lda, const float* x, float beta,
+            float* y) override {
+    tune_cpu_blas();
+    // beta 0 must not read y (as in sgemm); sgemv scales it, and 0 * NaN is NaN.
+    if (beta == 0.0f) std::fill_n(y, trans ? n : m, 0.0f);
+    cblas_sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, int(m), int(n), alpha, A, int(lda), x, 1, beta, y, 1);
   }
 };
 }  // namespace

@@ -62,6 +62,12 @@ class CpuTransformerOps final : public TransformerOps {
   // large part of the time on a 2-core machine.
   void project(Backend& be, bool trans_w, int64_t rows, int64_t out, int64_t in, const float* x, const float* w,
                float* y) override {
+    if (rows == 1) {
+      // Batch-1 decoding: a matrix-vector product (W stored [out, in] gives W x, [in, out] W^T x).
+      if (trans_w) be.gemv(false, out, in, 1.0f, w, in, x, 0.0f, y);
+      else be.gemv(true, in, out, 1.0f, w, out, x, 0.0f, y);
+      return;
+    }
     ForkJoinPool& pool = ForkJoinPool::global();
     if (!openblas_set_num_threads || !openblas_get_num_threads || pool.size() < 2 || rows < 2 * pool.size()) {
       TransformerOps::project(be, trans_w, rows, out, in, x, w, y);
