@@ -91,7 +91,10 @@ int main(int argc, char** argv) {
         ("stats-tokens", po::value<int64_t>()->default_value(20000), "read at most this many tokens of --stats-text")
         ("output,o", po::value<std::string>()->default_value("-"), "JSONL records here (default: stdout)")
         ("html", po::value<std::string>(), "write a static HTML page of every run here")
-        ("svg", po::value<std::string>(), "write the sweep's effect-against-fluency plot here");
+        ("svg", po::value<std::string>(), "write the sweep's effect-against-fluency plot here")
+        ("compute", cli::choice({"f32", "bf16"})->default_value("f32"),
+         "arithmetic of the forward passes: f32, or bf16 (GPU only: weight matrices held in bf16, products of "
+         "bf16-rounded activations accumulated in f32; docs/models.md)");
     cli::add_device_option(desc);
     auto vm = cli::parse(argc, argv, desc, "--model DIR --sae DIR --steer SPEC (--prompt TEXT | --prompts FILE) [options]",
                          "Generate from each prompt unsteered, steered, and along control directions, all with\n"
@@ -139,8 +142,16 @@ int main(int argc, char** argv) {
     if (prompt_texts.empty()) throw UsageError("no prompts: give --prompt TEXT or --prompts FILE");
 
     const std::string model_dir = vm["model"].as<std::string>();
-    auto be = make_backend(resolve_device(cli::device_option(vm)));
-    Model model(model_dir, *be);
+    Compute compute = Compute::f32;
+    try {
+      compute = parse_compute(vm["compute"].as<std::string>());
+    } catch (const UsageError& e) {
+      throw UsageError(std::string("--compute: ") + e.what());
+    }
+    const Device device = resolve_device(cli::device_option(vm));
+    check_compute_device(compute, device);
+    auto be = make_backend(device);
+    Model model(model_dir, *be, compute);
     const ModelConfig& cfg = model.config();
     auto tok = Tokenizer::load(model_dir);
     const int32_t bos = tok->bos_id() >= 0 ? tok->bos_id() : int32_t(cfg.bos_token_id);

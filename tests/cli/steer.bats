@@ -31,7 +31,7 @@ every() {
              "--unit arg (=abs)" "--positions arg (=all)" "--max-new-tokens arg (=32)" "--temperature arg (=0)" \
              "--top-k arg (=0)" "--top-p arg (=1)" "--seed arg (=0)" "--ignore-eos" "--random-controls arg (=3)" \
              "--density-controls arg (=1)" "--control-seed arg (=1)" "--target-tokens arg" "--stats-text arg" \
-             "--stats-tokens arg (=20000)" "-o [ --output ] arg (=-)" "--html arg" "--svg arg" "--device arg"; do
+             "--stats-tokens arg (=20000)" "-o [ --output ] arg (=-)" "--html arg" "--svg arg" "--compute arg (=f32)" "--device arg"; do
     assert_output --partial -- "$opt"
   done
 }
@@ -70,14 +70,14 @@ every() {
 @test "the same text whatever the thread count, sampling included" {
   need_shared
   args=(--model "$(stories)" --sae "$(sae)" --steer 5:add=4 --prompt "Once upon a time" --max-new-tokens 16
-        --temperature 1 --top-p 0.9 --seed 7 --random-controls 1 --density-controls 0)
-  OMP_NUM_THREADS=1 sae-steer "${args[@]}" -o one.jsonl 2>/dev/null
-  OMP_NUM_THREADS=2 sae-steer "${args[@]}" -o two.jsonl 2>/dev/null
+        --temperature 1 --top-p 0.9 --random-controls 1 --density-controls 0)
+  OMP_NUM_THREADS=1 sae-steer "${args[@]}" --seed 7 -o one.jsonl 2>/dev/null
+  OMP_NUM_THREADS=2 sae-steer "${args[@]}" --seed 7 -o two.jsonl 2>/dev/null
   [ -s one.jsonl ]
   run diff <(jq -c '[.setting, .tokens]' one.jsonl) <(jq -c '[.setting, .tokens]' two.jsonl)
   assert_success
   # another seed samples another text
-  sae-steer "${args[@]/7/8}" -o other.jsonl 2>/dev/null
+  sae-steer "${args[@]}" --seed 8 -o other.jsonl 2>/dev/null
   run diff <(jq -c '.tokens' one.jsonl) <(jq -c '.tokens' other.jsonl)
   assert_failure
 }
@@ -131,4 +131,6 @@ every() {
   check "sae-steer: deep: the SAE's hook blocks.9.hook_resid_post is not a hook of the model $(stories) (hook 'blocks.9.hook_resid_post': layer 9 is out of range (the model has 5 layers, 0-4))" \
     --sae deep --steer 1:add=1 --prompt hi
   check "sae-steer: no prompts: give --prompt TEXT or --prompts FILE" --sae "$(sae)" --steer 3:add=2
+  check "sae-steer: --compute bf16 runs on the GPU only (--device cuda): the CPU computes in f32" \
+    --sae "$(sae)" --steer 3:add=2 --prompt hi --compute bf16
 }
