@@ -11,6 +11,7 @@
 #include "base/cli.h"
 #include "base/files.h"
 #include "base/manual.h"
+#include "base/strings.h"
 #include "eval/lm_eval.h"
 #include "model/generate.h"
 #include "model/model.h"
@@ -25,24 +26,11 @@ namespace po = cli::po;
 
 namespace {
 
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> v;
-  size_t start = 0;
-  while (true) {
-    const size_t c = s.find(',', start);
-    v.push_back(s.substr(start, c == std::string::npos ? std::string::npos : c - start));
-    if (c == std::string::npos) break;
-    start = c + 1;
-  }
-  return v;
-}
-
 std::vector<double> parse_alphas(const std::string& s) {
   std::vector<double> v;
-  for (const std::string& a : split_commas(s)) {
-    char* end = nullptr;
-    const double x = std::strtod(a.c_str(), &end);
-    if (a.empty() || end != a.c_str() + a.size() || !std::isfinite(x))
+  for (const std::string& a : split(s, ",")) {
+    double x = 0;
+    if (!parse_finite(a, x))
       throw UsageError("--alpha: '" + a + "' is not a number (expected a comma-separated list, e.g. 0,5,10)");
     v.push_back(x);
   }
@@ -197,7 +185,7 @@ int main(int argc, char** argv) {
     ctx.positions = positions;
     ctx.tokenizer = tok.get();
     if (vm.count("target-tokens")) {
-      for (const std::string& t : split_commas(vm["target-tokens"].as<std::string>())) {
+      for (const std::string& t : split(vm["target-tokens"].as<std::string>(), ",")) {
         const std::vector<int32_t> ids = tok->encode(t, false);
         if (ids.size() != 1)
           throw UsageError("--target-tokens: '" + t + "' is " + std::to_string(ids.size()) +

@@ -7,30 +7,11 @@
 #include <stdexcept>
 
 #include "base/errors.h"
+#include "base/strings.h"
 
 namespace sae {
 
 namespace {
-
-std::string trim(const std::string& s) {
-  size_t a = s.find_first_not_of(" \t\r\n"), b = s.find_last_not_of(" \t\r\n");
-  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
-}
-
-std::vector<std::string> split(const std::string& s, const std::string& seps) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : s) {
-    if (seps.find(c) != std::string::npos) {
-      out.push_back(cur);
-      cur.clear();
-    } else {
-      cur += c;
-    }
-  }
-  out.push_back(cur);
-  return out;
-}
 
 double sweep_number(const std::string& key, const std::string& v) {
   try {

@@ -3,12 +3,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <limits>
 #include <map>
 
 #include "base/errors.h"
 #include "base/rng.h"
+#include "base/strings.h"
 
 namespace sae {
 
@@ -20,13 +20,6 @@ double row_norm(const float* v, int64_t n) {
   double s = 0;
   for (int64_t i = 0; i < n; i++) s += double(v[i]) * v[i];
   return std::sqrt(s);
-}
-
-bool parse_number(const std::string& s, double& out) {
-  if (s.empty()) return false;
-  char* end = nullptr;
-  out = std::strtod(s.c_str(), &end);
-  return end == s.c_str() + s.size() && std::isfinite(out);
 }
 
 bool parse_index(const std::string& s, int64_t& out) {
@@ -89,7 +82,7 @@ Intervention parse_intervention(const std::string& spec, int n_saes) {
   if (op == "add" || op == "clamp") {
     iv.op = op == "add" ? SteerOp::add : SteerOp::clamp;
     if (eq != std::string::npos) {
-      if (!parse_number(value, iv.value)) throw UsageError(bad + "'" + value + "' is not a number");
+      if (!parse_finite(value, iv.value)) throw UsageError(bad + "'" + value + "' is not a number");
       iv.has_value = true;
     }
   } else if (op == "ablate") {
