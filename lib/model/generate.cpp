@@ -104,7 +104,6 @@ Generation generate(Model& model, const std::vector<std::vector<int32_t>>& promp
     rows.cache = &cache;
     fo.edits = opt.edits ? opt.edits(rows) : std::vector<HookEdit>{};
     model.forward(tokens.data(), batch, n_new, cache, fo, r);
-    if (opt.observe) opt.observe(rows, r.logits.data());
     std::vector<int32_t> next(static_cast<size_t>(batch));
     for (int64_t b = 0; b < batch; b++) {
       next[size_t(b)] = choose_token(r.logits.data() + b * V, V, opt.sampling, sampling_uniform(opt.sampling.seed, b, step));

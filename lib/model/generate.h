@@ -39,9 +39,6 @@ struct GenerateOptions {
   bool stop_at_eos = true;  // a sequence ends with the model's EOS token (kept in its output)
   // The edits of each step (none when empty).
   std::function<std::vector<HookEdit>(const StepRows&)> edits;
-  // Called after each step with the next-token logits [batch, vocab] the step produced (after
-  // soft-capping), before sampling: for measures taken while generating.
-  std::function<void(const StepRows&, const float* logits)> observe;
 };
 
 struct Generation {
