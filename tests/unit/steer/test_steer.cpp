@@ -334,3 +334,67 @@ TEST(Steer, SweepTableAveragesPerSettingAndAlpha) {
   EXPECT_EQ(rows[0].mean_kl, 2.0);
   EXPECT_NE(sweep_svg(rows, false).find("<svg"), std::string::npos);
 }
+
+// latent_stats over windows of different lengths (right-padded in its batches of 8): each
+// latent's largest and mean activation and firing fraction over every non-BOS token, against the
+// same quantities computed window by window here.
+TEST(Steer, LatentStatsOverWindowsOfDifferentLengths) {
+  NEED_SHARED();
+  auto be = make_cpu_backend();
+  Model m(shared_model("stories260K"), *be);
+  auto saes = one_sae(m.config(), "blocks.1.hook_resid_post", 8, 40);
+  const auto tok = case_tokens("stories260K");
+  std::vector<std::vector<int32_t>> windows;
+  for (int i = 0; i < 11; i++) windows.push_back(std::vector<int32_t>(tok.begin(), tok.begin() + 3 + (i * 7) % 19));
+  latent_stats(m, saes[0], windows);
+  const int64_t n = saes[0].sae.d_sae, d = saes[0].sae.d_in;
+  std::vector<double> mx(sz(n), 0.0), sum(sz(n), 0.0), fired(sz(n), 0.0);
+  int64_t tokens = 0;
+  for (const auto& w : windows) {
+    const ForwardResult r = run(m, w, {}, {saes[0].hook});
+    const int64_t T = int64_t(w.size());
+    std::vector<float> f(sz((T - 1) * n));
+    saes[0].sae.encode(r.captured[0].data() + d, T - 1, f.data());
+    for (int64_t t = 0; t < T - 1; t++)
+      for (int64_t j = 0; j < n; j++) {
+        const double v = f[sz(t * n + j)];
+        mx[sz(j)] = std::max(mx[sz(j)], v);
+        sum[sz(j)] += v;
+        fired[sz(j)] += v != 0;
+      }
+    tokens += T - 1;
+  }
+  int firing = 0;
+  for (int64_t j = 0; j < n; j++) {
+    EXPECT_NEAR(saes[0].max_act[sz(j)], mx[sz(j)], 1e-5 * (1 + mx[sz(j)])) << j;
+    EXPECT_NEAR(saes[0].mean_act[sz(j)], sum[sz(j)] / double(tokens), 1e-5) << j;
+    EXPECT_NEAR(saes[0].density[sz(j)], fired[sz(j)] / double(tokens), 1e-6) << j;
+    firing += fired[sz(j)] > 0;
+  }
+  EXPECT_GT(firing, 3);
+  EXPECT_LT(firing, n);  // some latents never fire: the densities are not all alike
+}
+
+// The units of add: alpha along the unit direction is alpha / |d| of the decoder row, and in
+// max units alpha times the latent's largest activation; checked on the edited activations.
+TEST(Steer, AddUnitsScaleTheDecoderRow) {
+  std::vector<SteerSae> saes(1);
+  saes[0].sae = random_sae(8, 16, 9);
+  saes[0].max_act.assign(16, 2.5f);
+  auto be = make_cpu_backend();
+  const int64_t latent = 4, d = 8;
+  double norm = 0;
+  for (int64_t j = 0; j < d; j++) norm += double(saes[0].sae.W_dec[sz(latent * d + j)]) * saes[0].sae.W_dec[sz(latent * d + j)];
+  norm = std::sqrt(norm);
+  for (AlphaUnit unit : {AlphaUnit::absolute, AlphaUnit::unit, AlphaUnit::max_activation}) {
+    std::vector<float> h(sz(2 * d), 0.0f);
+    auto edits = steering_edits(saes, {iv_of(latent, SteerOp::add, 3.0)}, unit, [](int64_t r) { return r == 1; });
+    ASSERT_EQ(edits.size(), 1u);
+    edits[0].fn(h.data(), 2, d, *be);
+    const double a = unit == AlphaUnit::absolute ? 3.0 : unit == AlphaUnit::unit ? 3.0 / norm : 3.0 * 2.5;
+    for (int64_t j = 0; j < d; j++) {
+      EXPECT_EQ(h[sz(j)], 0.0f);  // row 0 not selected
+      EXPECT_NEAR(h[sz(d + j)], a * saes[0].sae.W_dec[sz(latent * d + j)], 1e-6) << int(unit);
+    }
+  }
+}
