@@ -82,6 +82,33 @@ every() {
   assert_failure
 }
 
+@test "--ignore-eos, --top-k, --control-seed do what they say" {
+  need_shared
+  # A model whose EOS is the third token greedy decoding writes (stories260K itself never ends a
+  # story with EOS): without --ignore-eos the unsteered continuation stops there, EOS kept.
+  common=(--sae "$(sae)" --steer 5:add=0 --prompt "Once upon a time" --max-new-tokens 12 --random-controls 0 --density-controls 0)
+  sae-steer --model "$(stories)" "${common[@]}" -o greedy.jsonl 2>/dev/null
+  eos=$(jq -r 'select(.setting == "unsteered") | .tokens[2]' greedy.jsonl)
+  mkdir m
+  for f in "$(stories)"/*; do ln -s "$f" m/; done
+  rm m/config.json
+  jq ".eos_token_id = $eos" "$(stories)/config.json" > m/config.json
+  sae-steer --model m "${common[@]}" -o stop.jsonl 2>/dev/null
+  every stop.jsonl '.setting == "unsteered"' ".ended_at_eos and (.tokens | length) == 3 and .tokens[-1] == $eos"
+  sae-steer --model m "${common[@]}" --ignore-eos -o go.jsonl 2>/dev/null
+  every go.jsonl '.setting == "unsteered"' '(.ended_at_eos | not) and (.tokens | length) == 12'
+  # top-k 1 samples the most likely token: greedy, whatever the temperature and seed
+  sae-steer --model "$(stories)" "${common[@]}" --temperature 1.5 --top-k 1 --seed 9 -o topk.jsonl 2>/dev/null
+  [ "$(jq -c .tokens topk.jsonl)" = "$(jq -c .tokens greedy.jsonl)" ]
+  # the control seed moves the random directions and nothing else
+  args=(--model "$(stories)" --sae "$(sae)" --steer 5:add=6 --prompt "Once upon a time" --max-new-tokens 12
+        --random-controls 1 --density-controls 0)
+  sae-steer "${args[@]}" --control-seed 1 -o c1.jsonl 2>/dev/null
+  sae-steer "${args[@]}" --control-seed 2 -o c2.jsonl 2>/dev/null
+  [ "$(jq -c 'select(.setting != "random-direction") | .tokens' c1.jsonl)" = "$(jq -c 'select(.setting != "random-direction") | .tokens' c2.jsonl)" ]
+  [ "$(jq -c 'select(.setting == "random-direction") | .measures.mean_kl' c1.jsonl)" != "$(jq -c 'select(.setting == "random-direction") | .measures.mean_kl' c2.jsonl)" ]
+}
+
 @test "clamp and ablate; steering only the generated tokens leaves the first one as it was" {
   need_shared
   run sae-steer --model "$(stories)" --sae "$(sae)" --steer 5:clamp=20 --steer 9:ablate --positions generated \
@@ -99,6 +126,11 @@ every() {
   run sae-steer --model "$(stories)" --sae "$(sae)" --steer 5:ablate=mean --steer 5:add=1 --unit max --prompt "Once" \
     --stats-text "$SAE_SHARED/data/tinystories-sample.txt" --stats-tokens 3000 --max-new-tokens 4 -o r.jsonl
   assert_success
+  # --stats-tokens bounds the text measured: another budget, other statistics, another effect
+  run sae-steer --model "$(stories)" --sae "$(sae)" --steer 5:ablate=mean --steer 5:add=1 --unit max --prompt "Once" \
+    --stats-text "$SAE_SHARED/data/tinystories-sample.txt" --stats-tokens 40 --max-new-tokens 4 -o r40.jsonl
+  assert_success
+  [ "$(jq -c 'select(.setting == "steered") | .measures.kl' r.jsonl)" != "$(jq -c 'select(.setting == "steered") | .measures.kl' r40.jsonl)" ]
 }
 
 @test "bad input: one line naming the problem, exit 1, no output left" {
