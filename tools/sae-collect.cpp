@@ -101,11 +101,7 @@ int run_model(const po::variables_map& vm) {
   o.batch = vm["batch"].as<int64_t>();
   o.exclude_bos = vm["exclude-bos"].as<bool>();
   o.device = sae::cli::device_option(vm);
-  try {
-    o.compute = sae::parse_compute(vm["compute"].as<std::string>());
-  } catch (const sae::UsageError& e) {
-    throw sae::UsageError(std::string("--compute: ") + e.what());
-  }
+  o.compute = sae::parse_compute_option(vm["compute"].as<std::string>());
   o.output = vm["output"].as<std::string>();
   try {
     o.dtype = sae::parse_dtype(vm["dtype"].as<std::string>());

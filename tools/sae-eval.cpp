@@ -77,11 +77,7 @@ LmEvalTextOptions lm_options(const po::variables_map& vm) {
   if (inv != "error" && inv != "replace") throw UsageError("--invalid-utf8 must be error or replace, not '" + inv + "'");
   o.replace_invalid_utf8 = inv == "replace";
   o.device = cli::device_option(vm);
-  try {
-    o.compute = parse_compute(vm["compute"].as<std::string>());
-  } catch (const UsageError& e) {
-    throw UsageError(std::string("--compute: ") + e.what());
-  }
+  o.compute = parse_compute_option(vm["compute"].as<std::string>());
   return o;
 }
 

@@ -130,20 +130,14 @@ int main(int argc, char** argv) {
     if (prompt_texts.empty()) throw UsageError("no prompts: give --prompt TEXT or --prompts FILE");
 
     const std::string model_dir = vm["model"].as<std::string>();
-    Compute compute = Compute::f32;
-    try {
-      compute = parse_compute(vm["compute"].as<std::string>());
-    } catch (const UsageError& e) {
-      throw UsageError(std::string("--compute: ") + e.what());
-    }
+    const Compute compute = parse_compute_option(vm["compute"].as<std::string>());
     const Device device = resolve_device(cli::device_option(vm));
     check_compute_device(compute, device);
     auto be = make_backend(device);
     Model model(model_dir, *be, compute);
     const ModelConfig& cfg = model.config();
     auto tok = Tokenizer::load(model_dir);
-    const int32_t bos = tok->bos_id() >= 0 ? tok->bos_id() : int32_t(cfg.bos_token_id);
-    if (bos < 0 || bos >= cfg.vocab) throw InputError(model_dir + ": the model has no BOS token to start each prompt with");
+    const int32_t bos = sequence_bos(tok->bos_id(), cfg, model_dir);
 
     std::vector<SteerSae> saes;
     const std::string hook_override = vm["hook"].as<std::string>();

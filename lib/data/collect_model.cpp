@@ -75,10 +75,7 @@ CollectModelStats collect_model(const CollectModelOptions& o) {
                      std::to_string(cfg.max_positions) + " positions (" + cfg.max_positions_field + " in " +
                      o.model_dir + "/config.json)");
   auto tok = Tokenizer::load(o.model_dir);
-  int32_t bos = tok->bos_id() >= 0 ? tok->bos_id() : int32_t(cfg.bos_token_id);
-  if (bos < 0) throw InputError(o.model_dir + ": the model has no BOS token to start each window with");
-  if (bos >= cfg.vocab)
-    throw InputError(o.model_dir + ": the BOS token id " + std::to_string(bos) + " is outside the model's vocabulary");
+  const int32_t bos = sequence_bos(tok->bos_id(), cfg, o.model_dir);
   st.load_seconds = since(start);
 
   // Outputs are opened before any work, so that a bad path fails at once.

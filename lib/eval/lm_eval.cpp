@@ -272,10 +272,7 @@ LmEvalReport lm_eval_text(const Sae& sae, const std::string& sae_dir, const LmEv
   Model model(o.model_dir, *be, o.compute);
   rep.hook = hook.name();
   auto tok = Tokenizer::load(o.model_dir);
-  const int32_t bos = tok->bos_id() >= 0 ? tok->bos_id() : int32_t(model.config().bos_token_id);
-  if (bos < 0) throw InputError(o.model_dir + ": the model has no BOS token to start each window with");
-  if (bos >= model.config().vocab)
-    throw InputError(o.model_dir + ": the BOS token id " + std::to_string(bos) + " is outside the model's vocabulary");
+  const int32_t bos = sequence_bos(tok->bos_id(), model.config(), o.model_dir);
 
   LmEvalOptions eo = o.eval;
   eo.splice_bos = rep.splice_bos;

@@ -547,6 +547,22 @@ Compute parse_compute(const std::string& s) {
   throw UsageError("unknown compute type '" + s + "' (expected f32 or bf16)");
 }
 
+Compute parse_compute_option(const std::string& value) {
+  try {
+    return parse_compute(value);
+  } catch (const UsageError& e) {
+    throw UsageError(std::string("--compute: ") + e.what());
+  }
+}
+
+int32_t sequence_bos(int32_t tokenizer_bos, const ModelConfig& cfg, const std::string& model_dir) {
+  const int64_t bos = tokenizer_bos >= 0 ? tokenizer_bos : cfg.bos_token_id;
+  if (bos < 0) throw InputError(model_dir + ": the model has no BOS token to start each sequence with");
+  if (bos >= cfg.vocab)
+    throw InputError(model_dir + ": the BOS token id " + std::to_string(bos) + " is outside the model's vocabulary");
+  return int32_t(bos);
+}
+
 void check_compute_device(Compute c, Device d) {
   if (c == Compute::bf16 && d != Device::cuda)
     throw UsageError("--compute bf16 runs on the GPU only (--device cuda): the CPU computes in f32");

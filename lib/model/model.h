@@ -190,8 +190,15 @@ enum class Compute { f32, bf16 };
 const char* compute_name(Compute c);
 // "f32" or "bf16"; anything else is a UsageError naming the value.
 Compute parse_compute(const std::string& s);
+// parse_compute for a tool's --compute option: the UsageError names the option.
+Compute parse_compute_option(const std::string& value);
 // The tools' rule: bf16 needs the CUDA backend (UsageError on the CPU, which computes in f32).
 void check_compute_device(Compute c, Device d);
+
+// The BOS token every window or prompt starts with: the tokenizer's (tokenizer_bos; -1 when it
+// names none), else config.json's bos_token_id. InputError naming model_dir when neither gives an
+// id inside the vocabulary.
+int32_t sequence_bos(int32_t tokenizer_bos, const ModelConfig& cfg, const std::string& model_dir);
 
 class TransformerOps;  // per-backend element-wise ops (lib/model/ops.h)
 class Model;

@@ -706,3 +706,17 @@ TEST(ModelForward, HookEditsLogProbsAndKl) {
   // here), and the logits are those of a zero final residual: all zero.
   for (int64_t v = 0; v < V; v++) EXPECT_NEAR(z.logits[size_t(v)], -std::log(double(V)), 1e-5);
 }
+
+// The BOS every window starts with: the tokenizer's, else config.json's; none, or one outside
+// the vocabulary, is an InputError naming the model directory.
+TEST(ModelConfig, SequenceBosFallsBackToTheConfig) {
+  ModelConfig c = parse_model_config(llama_config(), "c");  // no bos_token_id: -1
+  EXPECT_EQ(sequence_bos(7, c, "m"), 7);
+  EXPECT_EQ(error_of<InputError>([&] { sequence_bos(-1, c, "m"); }), "m: the model has no BOS token to start each sequence with");
+  c.bos_token_id = 3;
+  EXPECT_EQ(sequence_bos(-1, c, "m"), 3);
+  EXPECT_EQ(error_of<InputError>([&] { sequence_bos(50, c, "m"); }),
+            "m: the BOS token id 50 is outside the model's vocabulary");
+  EXPECT_EQ(error_of<UsageError>([&] { parse_compute_option("fp8"); }),
+            "--compute: unknown compute type 'fp8' (expected f32 or bf16)");
+}
