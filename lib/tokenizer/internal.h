@@ -17,9 +17,6 @@ namespace sae::tok {
 
 using json = nlohmann::json;
 
-// Lower-case hex SHA-256 (FIPS 180-4), for Tokenizer::identity().
-std::string sha256_hex(std::string_view data);
-
 // ---- Unicode helpers (ICU) ----
 enum class NormForm { NFC, NFD, NFKC, NFKD };
 std::string unicode_normalize(std::string_view s, NormForm form);

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "base/files.h"
+#include "base/sha256.h"
 #include "tokenizer/internal.h"
 
 namespace sae {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "base/sha256.h"
 #include "support/tokenizer_util.h"
 #include "tokenizer/tokenizer.h"
 
@@ -89,7 +90,7 @@ TEST(TokenizerReference, IdentityIsTheSha256OfTheTokenizerFile) {
             "hf-bpe:sha256:1fe93b6152957cf9cfd6d89002467f789ce8b3f3e000b3a2edf27c808ddd0b9e");
   EXPECT_EQ(load_model(shared, "stories260K")->identity(),
             "sentencepiece:sha256:" +
-                sae::tok::sha256_hex(slurp(shared + "/models/stories260K/tokenizer.model")));
+                sae::sha256_hex(slurp(shared + "/models/stories260K/tokenizer.model")));
 }
 
 TEST(TokenizerReference, Gpt2VocabAndMergesFilesMatchTokenizerJson) {

@@ -1,10 +1,10 @@
-// SHA-256 (FIPS 180-4) for tokenizer identities: the digest of the tokenizer file, so that
-// `sha256sum tokenizer.json` on the user's side gives the same hex string.
+// SHA-256 (FIPS 180-4): tokenizer identities (the digest of the tokenizer file, so that
+// `sha256sum tokenizer.json` on the user's side gives the same hex string) and the LLM cache keys.
 #include <cstring>
 
-#include "tokenizer/internal.h"
+#include "base/sha256.h"
 
-namespace sae::tok {
+namespace sae {
 
 namespace {
 constexpr uint32_t kK[64] = {
@@ -76,4 +76,4 @@ std::string sha256_hex(std::string_view data) {
   return out;
 }
 
-}  // namespace sae::tok
+}  // namespace sae
