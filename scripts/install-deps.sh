@@ -19,6 +19,8 @@ pkgs=(
   time
   jq libxml2-utils
   man-db groff-base bash-completion dpkg-dev
+  libcurl4-openssl-dev
+  chromium
 )
 missing=()
 for p in "${pkgs[@]}"; do
