@@ -13,9 +13,11 @@
 #include "base/manual.h"
 #include "base/strings.h"
 #include "eval/lm_eval.h"
+#include "llm/llm.h"
 #include "model/generate.h"
 #include "model/model.h"
 #include "sae/sae.h"
+#include "steer/judge.h"
 #include "steer/report.h"
 #include "steer/steer.h"
 #include "tokenizer/documents.h"
@@ -84,16 +86,35 @@ int main(int argc, char** argv) {
          "arithmetic of the forward passes: f32, or bf16 (GPU only: weight matrices held in bf16, products of "
          "bf16-rounded activations accumulated in f32; docs/models.md)");
     cli::add_device_option(desc);
+    desc.add_options()
+        ("judge-concept", po::value<std::string>(),
+         "with --llm-url: the concept the LLM judge looks for in each continuation (e.g. \"the name Lily\")");
+    llm::add_options(desc);
     auto vm = cli::parse(argc, argv, desc, "--model DIR --sae DIR --steer SPEC (--prompt TEXT | --prompts FILE) [options]",
                          "Generate from each prompt unsteered, steered, and along control directions, all with\n"
                          "the same sampling seed, and measure each continuation against the unsteered model:\n"
                          "KL of the next-token distributions, perplexity, target-token probability, the latent's\n"
-                         "activation, and the most promoted and suppressed tokens (docs/steer.md).");
+                         "activation, and the most promoted and suppressed tokens (docs/steer.md).\n"
+                         "With --llm-url, an LLM judge rates every continuation 0-2 on the concept (--judge-concept),\n"
+                         "on following the prompt and on fluency, and their harmonic mean, as AxBench does.");
     // Outputs first: a bad path fails before the model loads.
     cli::Output out(vm["output"].as<std::string>(), false);
     std::unique_ptr<cli::Output> html, svg;
     if (vm.count("html")) html = std::make_unique<cli::Output>(vm["html"].as<std::string>(), false);
     if (vm.count("svg")) svg = std::make_unique<cli::Output>(vm["svg"].as<std::string>(), false);
+
+    // The judge: its options checked, and its client made (which refuses a build without libcurl), before
+    // the model loads.
+    const llm::Options llm_opt = llm::read_options(vm);
+    std::unique_ptr<llm::Client> judge;
+    std::string concept;
+    if (vm.count("judge-concept")) concept = vm["judge-concept"].as<std::string>();
+    if (!llm_opt.url.empty()) {
+      if (concept.empty()) throw UsageError("--llm-url needs --judge-concept TEXT, the concept the judge rates each continuation on");
+      judge = std::make_unique<llm::Client>(llm_opt);
+    } else if (vm.count("judge-concept")) {
+      throw UsageError("--judge-concept needs --llm-url, the LLM that judges");
+    }
 
     SteerOptions opt;
     const std::vector<std::string> sae_dirs = vm["sae"].as<std::vector<std::string>>();
@@ -206,7 +227,16 @@ int main(int argc, char** argv) {
       prompts.push_back(std::move(ids));
     }
 
-    const std::vector<SteerRecord> records = run_steering(model, saes, prompts, opt);
+    std::vector<SteerRecord> records = run_steering(model, saes, prompts, opt);
+    if (judge) {
+      // Every continuation's three requests in one batch, --llm-parallel in flight.
+      const std::vector<JudgeRatings> ratings = judge_all(*judge, concept, judge_items(records, ctx));
+      for (size_t i = 0; i < ratings.size(); i++) {
+        records[i].judged = true;
+        records[i].judge = ratings[i];
+      }
+      cli::say(judge->usage_report());
+    }
     for (const SteerRecord& r : records) {
       const std::string line = steer_record_json(r, ctx).dump() + "\n";
       out.write(line.data(), line.size());

@@ -80,6 +80,16 @@ ojson steer_record_json(const SteerRecord& r, const SteerReportContext& c) {
   };
   mj["promoted"] = tokens(m.promoted);
   mj["suppressed"] = tokens(m.suppressed);
+  if (r.judged) {
+    const JudgeRatings& jr = r.judge;
+    ojson jj;
+    jj["concept"] = number(jr.concept);
+    jj["instruction"] = number(jr.instruction);
+    jj["fluency"] = number(jr.fluency);
+    jj["harmonic"] = number(jr.harmonic);
+    if (!jr.failed.empty()) jj["failed"] = jr.failed;
+    mj["judge"] = jj;
+  }
   j["measures"] = mj;
   return j;
 }
@@ -99,25 +109,45 @@ std::vector<SweepRow> sweep_table(const std::vector<SteerRecord>& records) {
     it->perplexity += r.measures.perplexity;
     it->target_prob += r.measures.target_prob;
     it->latent_act += r.measures.latent_act;
+    if (r.judged) {
+      const double v[4] = {r.judge.concept, r.judge.instruction, r.judge.fluency, r.judge.harmonic};
+      for (int k = 0; k < 4; k++)
+        if (!std::isnan(v[k])) {
+          it->judge[k] += v[k];
+          it->judge_n[k]++;
+        }
+    }
   }
   for (SweepRow& s : rows) {
     s.mean_kl /= s.n;
     s.perplexity /= s.n;
     s.target_prob /= s.n;
     s.latent_act /= s.n;
+    for (int k = 0; k < 4; k++)
+      if (s.judge_n[k] > 0) s.judge[k] /= s.judge_n[k];
   }
   return rows;
 }
 
 std::string sweep_text(const std::vector<SweepRow>& rows, bool with_targets) {
+  bool with_judge = false;
+  for (const SweepRow& s : rows)
+    for (int k = 0; k < 4; k++) with_judge = with_judge || s.judge_n[k] > 0;
   std::string out = "setting            alpha      runs  mean KL     perplexity  latent act" +
-                    std::string(with_targets ? "  target prob" : "") + "\n";
+                    std::string(with_targets ? "  target prob" : "") +
+                    std::string(with_judge ? "  concept  instruct  fluency  harmonic" : "") + "\n";
   for (const SweepRow& s : rows) {
     char line[200];
     std::snprintf(line, sizeof line, "%-18s %-10s %4d  %-10.4g  %-10.4g  %-10.4g", s.setting.c_str(),
                   std::isnan(s.alpha) ? "-" : fmt("%g", s.alpha).c_str(), s.n, s.mean_kl, s.perplexity, s.latent_act);
     out += line;
     if (with_targets) out += "  " + fmt("%.4g", s.target_prob);
+    if (with_targets && with_judge) out += std::string(size_t(std::max(0, 11 - int(fmt("%.4g", s.target_prob).size()))), ' ');
+    if (with_judge)
+      for (int k = 0; k < 4; k++) {
+        const std::string v = s.judge_n[k] > 0 ? fmt("%.3g", s.judge[k]) : "-";
+        out += "  " + v + std::string(size_t(std::max(0, (k % 2 == 0 ? 7 : 8) - int(v.size()))), ' ');
+      }
     out += "\n";
   }
   return out;
@@ -146,6 +176,7 @@ std::string sweep_svg(const std::vector<SweepRow>& rows, bool with_targets) {
 }
 
 std::string steer_html(const std::vector<SteerRecord>& records, const SteerReportContext& c) {
+  const bool judged = std::any_of(records.begin(), records.end(), [](const SteerRecord& r) { return r.judged; });
   auto esc = [](const std::string& s) { return svg::escape(s); };
   std::string h =
       "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sae-steer</title>\n<style>"
@@ -164,6 +195,10 @@ std::string steer_html(const std::vector<SteerRecord>& records, const SteerRepor
   h += " Every run uses the same sampling seed, so a difference comes from the intervention alone. KL and "
        "perplexity are measured on each run's own continuation: KL of its next-token distributions from the "
        "unsteered model's, perplexity under the unsteered model.</p>\n";
+  if (judged)
+    h += "<p>The judge (an LLM) rated each continuation 0-2 on the concept, on following the prompt (instruction) and "
+         "on fluency; harmonic is their harmonic mean, 0 when any is 0, as AxBench scores steering. A dash: the "
+         "answer held no rating.</p>\n";
   std::map<int, std::vector<const SteerRecord*>> by_prompt;
   for (const SteerRecord& r : records) by_prompt[r.prompt].push_back(&r);
   for (const auto& [p, recs] : by_prompt) {
@@ -171,6 +206,7 @@ std::string steer_html(const std::vector<SteerRecord>& records, const SteerRepor
     h += "<table><tr><th>setting</th><th>alpha</th><th>interventions</th><th>continuation</th><th>mean KL</th>"
          "<th>perplexity</th><th>latent act</th>";
     if (!c.target_tokens.empty()) h += "<th>target prob</th>";
+    if (judged) h += "<th>judge: concept</th><th>instruction</th><th>fluency</th><th>harmonic</th>";
     h += "<th>promoted</th></tr>\n";
     for (const SteerRecord* r : recs) {
       const std::string cls = r->setting == "unsteered" ? "unsteered" : r->setting == "steered" ? "steered" : "control";
@@ -185,12 +221,22 @@ std::string steer_html(const std::vector<SteerRecord>& records, const SteerRepor
            fmt("%.4f", r->measures.mean_kl) + "</td><td class=\"num\">" + fmt("%.3f", r->measures.perplexity) +
            "</td><td class=\"num\">" + fmt("%.3f", r->measures.latent_act) + "</td>";
       if (!c.target_tokens.empty()) h += "<td class=\"num\">" + fmt("%.4f", r->measures.target_prob) + "</td>";
+      if (judged) {
+        const double v[4] = {r->judge.concept, r->judge.instruction, r->judge.fluency, r->judge.harmonic};
+        for (double x : v) h += "<td class=\"num\">" + (r->judged && !std::isnan(x) ? fmt("%.3g", x) : std::string("&ndash;")) + "</td>";
+      }
       h += "<td>" + promoted + "</td></tr>\n";
     }
     h += "</table>\n";
   }
   h += "</body></html>\n";
   return h;
+}
+
+std::vector<JudgeItem> judge_items(const std::vector<SteerRecord>& records, const SteerReportContext& c) {
+  std::vector<JudgeItem> items;
+  for (const SteerRecord& r : records) items.push_back({c.prompts.at(size_t(r.prompt)), decoded(c, r.tokens)});
+  return items;
 }
 
 }  // namespace sae

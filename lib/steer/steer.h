@@ -20,6 +20,7 @@
 #include "model/generate.h"
 #include "model/model.h"
 #include "sae/sae.h"
+#include "steer/judge.h"
 
 namespace sae {
 
@@ -116,6 +117,8 @@ struct SteerRecord {
   std::vector<int32_t> tokens;  // generated
   bool ended_at_eos = false;
   SteerMeasures measures;
+  bool judged = false;  // rated by the LLM judge (steer/judge.h; sae-steer --llm-url)
+  JudgeRatings judge;
 };
 
 // The whole experiment: for every prompt the unsteered continuation, then for each alpha the

@@ -166,3 +166,199 @@ every() {
   check "sae-steer: --compute bf16 runs on the GPU only (--device cuda): the CPU computes in f32" \
     --sae "$(sae)" --steer 3:add=2 --prompt hi --compute bf16
 }
+
+# ---- the LLM judge (--llm-url), against the OpenAI-compatible test server
+# (tests/support/mock_llm_server.h), whose judge mode rates by rules these tests predict from the
+# JSONL: concept 2 if the continuation contains the concept (case folded) else 0; instruction 0 for
+# an empty continuation, else 2 if it contains the prompt's first word, else 1; fluency 0 for an
+# empty continuation, else 2 if it holds a '.', else 1.
+
+need_curl() {
+  sae-steer --version | grep -q 'libcurl.*not built in' && skip "built without libcurl"
+  [ -x "$SAE_BIN/../tests/mock_llm_server" ] || fail "$SAE_BIN/../tests/mock_llm_server: not built (make builds it with the unit tests)"
+}
+
+# mock ARGS...: starts the test server (a port of its own), sets MOCK_URL; teardown stops it.
+mock() {
+  rm -f "$T/mock.port"
+  "$SAE_BIN/../tests/mock_llm_server" --port 0 --port-file "$T/mock.port" --stats "$T/mock.stats" "$@" \
+    >"$T/mock.out" 2>&1 3>&- &
+  MOCK_PID=$!
+  for _ in $(seq 200); do [ -s "$T/mock.port" ] && break; sleep 0.05; done
+  [ -s "$T/mock.port" ] || fail "the test server did not start: $(cat "$T/mock.out")"
+  MOCK_URL="http://127.0.0.1:$(cat "$T/mock.port")/v1"
+}
+
+stop_mock() {
+  if [ -n "${MOCK_PID:-}" ]; then
+    kill "$MOCK_PID" 2>/dev/null || true
+    wait "$MOCK_PID" 2>/dev/null || true
+    MOCK_PID=
+  fi
+}
+
+teardown() { stop_mock; }
+
+mock_stat() { jq -r ".$1" "$T/mock.stats"; }
+
+judge_args() {
+  echo --model "$(stories)" --sae "$(sae)" --steer 5:add=4 --max-new-tokens 12 --random-controls 1 --density-controls 0
+}
+
+# The ratings each record should have, by the test server's rules, against those it has.
+judge_predicted() {
+  jq -e -s --arg c "$1" '
+    length > 0 and all(.[];
+      (.text | gsub("^\\s+|\\s+$"; "")) as $t | ($t | ascii_downcase) as $low |
+      (.prompt_text | split(" ")[0] | ascii_downcase) as $first |
+      (if ($low | contains($c | ascii_downcase)) then 2 else 0 end) as $concept |
+      (if $t == "" then 0 elif ($low | contains($first)) then 2 else 1 end) as $instr |
+      (if $t == "" then 0 elif ($t | contains(".")) then 2 else 1 end) as $flu |
+      (if ($concept * $instr * $flu) == 0 then 0 else 3 / (1 / $concept + 1 / $instr + 1 / $flu) end) as $h |
+      .measures.judge == {concept: $concept, instruction: $instr, fluency: $flu, harmonic: $h})' "$2"
+}
+
+@test "--help and --version: the judge's options, and whether libcurl is built in" {
+  run sae-steer --help
+  assert_success
+  for opt in "--judge-concept arg" "--llm-url arg" "--llm-model arg" "--llm-key-env arg (=OPENAI_API_KEY)" \
+             "--llm-parallel arg (=8)" "--llm-timeout arg (=120)" "--llm-retries arg (=4)" "--llm-max-requests arg (=0)" \
+             "--llm-max-tokens arg (=0)" "--llm-cache arg" "--llm-dry-run"; do
+    assert_output --partial -- "$opt"
+  done
+  run sae-steer --version
+  assert_output --regexp 'libcurl.*(built in|not built in)'
+}
+
+@test "--llm-url: every continuation judged, in parallel, as the server's rules predict; the cache answers a re-run" {
+  need_shared
+  need_curl
+  mock --mode judge --delay-ms 100
+  run sae-steer $(judge_args) --prompt "Once upon a time" --prompt "Lily went to the park" \
+    --llm-url "$MOCK_URL" --llm-model mock --judge-concept lily --llm-parallel 4 --llm-cache cache \
+    --html j.html -o j.jsonl
+  assert_success
+  # 2 prompts x (unsteered, steered, 1 random control), 3 requests each
+  [ "$(wc -l < j.jsonl)" = 6 ]
+  judge_predicted lily j.jsonl
+  [ "$(mock_stat requests)" = 18 ]
+  [ "$(mock_stat max_same)" = 1 ]
+  [ "$(mock_stat max_in_flight)" = 4 ]
+  assert_output --partial "sae-steer: llm: 18 requests sent, 0 answered from the cache; "
+  assert_output --partial "concept  instruct  fluency  harmonic"
+  grep -q '<th>judge: concept</th>' j.html
+  # again with the cache: the same ratings, no request
+  run sae-steer $(judge_args) --prompt "Once upon a time" --prompt "Lily went to the park" \
+    --llm-url "$MOCK_URL" --llm-model mock --judge-concept lily --llm-cache cache -o again.jsonl
+  assert_success
+  assert_output --partial "sae-steer: llm: 0 requests sent, 18 answered from the cache"
+  [ "$(mock_stat requests)" = 18 ]
+  [ "$(jq -c .measures.judge j.jsonl)" = "$(jq -c .measures.judge again.jsonl)" ]
+  # another concept: the concept prompts are new requests (3), the instruction and fluency ones of the
+  # same continuations are answered from the cache
+  run sae-steer $(judge_args) --prompt "Once upon a time" --llm-url "$MOCK_URL" --llm-model mock --judge-concept park \
+    --llm-cache cache -o park.jsonl
+  assert_success
+  judge_predicted park park.jsonl
+  [ "$(mock_stat requests)" = 21 ]
+  # alpha 0: the steered and control texts are the unsteered one, and each distinct request goes out once
+  run sae-steer --model "$(stories)" --sae "$(sae)" --steer 5:add=0 --max-new-tokens 12 --random-controls 1 \
+    --density-controls 0 --prompt "Lily went to the park" --llm-url "$MOCK_URL" --llm-model mock --judge-concept dog -o zero.jsonl
+  assert_success
+  judge_predicted dog zero.jsonl
+  [ "$(jq -r .text zero.jsonl | sort -u | wc -l)" = 1 ]
+  [ "$(mock_stat requests)" = 24 ]  # 3 records, 3 requests each, 3 distinct
+}
+
+@test "--llm-url: a 429 with Retry-After is waited out; --llm-dry-run sends nothing" {
+  need_shared
+  need_curl
+  mock --mode judge --fail 429 --fail-first 1 --retry-after 1
+  run sae-steer $(judge_args) --prompt "Once upon a time" --llm-url "$MOCK_URL" --llm-model mock --judge-concept girl -o r.jsonl
+  assert_success
+  judge_predicted girl r.jsonl
+  [ "$(mock_stat requests)" = 10 ]
+  assert_output --partial "llm: 9 requests sent (1 retry)"
+  stop_mock
+  mock --mode judge
+  run sae-steer $(judge_args) --prompt "Once upon a time" --llm-url "$MOCK_URL" --llm-model mock --judge-concept girl \
+    --llm-dry-run --llm-cache c -o d.jsonl
+  assert_success
+  [ "$(mock_stat requests)" = 0 ]
+  [ "$(wc -l < c/dry-run.jsonl)" = 9 ]
+  jq -e -s 'all(.[]; (.messages[0].content | contains("<text>")) and .model == "mock")' c/dry-run.jsonl
+  jq -e -s 'all(.[]; .measures.judge == null)' d.jsonl
+}
+
+@test "--llm-url errors: one line naming the endpoint, exit 1, no output, the key never printed" {
+  need_shared
+  need_curl
+  judge_fails() {
+    local want=$1
+    shift
+    run sae-steer $(judge_args) --prompt "Once upon a time" --llm-model mock --judge-concept girl "$@" -o out.jsonl
+    assert_failure 1
+    assert_line --index 0 "$want"
+    [ ! -e out.jsonl ]
+  }
+  run sae-steer $(judge_args) --prompt hi --llm-url http://127.0.0.1:9/v1 --llm-model mock -o out.jsonl
+  assert_failure 1
+  assert_line --index 0 "sae-steer: --llm-url needs --judge-concept TEXT, the concept the judge rates each continuation on"
+  run sae-steer $(judge_args) --prompt hi --judge-concept girl -o out.jsonl
+  assert_failure 1
+  assert_line --index 0 "sae-steer: --judge-concept needs --llm-url, the LLM that judges"
+  run sae-steer $(judge_args) --prompt hi --judge-concept girl --llm-url http://127.0.0.1:9/v1 --llm-model "" -o out.jsonl
+  assert_failure 1
+  assert_line --index 0 "sae-steer: --llm-url needs --llm-model (the name the endpoint serves the model under)"
+  judge_fails "sae-steer: --llm-url: 'localhost:8000/v1' is not an http:// or https:// URL" --llm-url localhost:8000/v1
+  # nothing listens: a port the test server had, then gave back
+  mock
+  dead=$MOCK_URL
+  stop_mock
+  run sae-steer $(judge_args) --prompt "Once upon a time" --llm-model mock --judge-concept girl --llm-url "$dead" \
+    --llm-retries 1 -o out.jsonl
+  assert_failure 1
+  assert_line --index 0 --regexp "^sae-steer: judge: $dead/chat/completions: cannot connect \(.*\); is the server running\? \(after 2 tries\)$"
+  [ ! -e out.jsonl ]
+
+  mock --mode judge --key right-key
+  SAE_TEST_JUDGE_KEY=wrong-secret-key judge_fails \
+    "sae-steer: judge: $MOCK_URL/chat/completions: HTTP 401, the key was refused: check the key in \$SAE_TEST_JUDGE_KEY (--llm-key-env names the variable)" \
+    --llm-url "$MOCK_URL" --llm-key-env SAE_TEST_JUDGE_KEY
+  refute_output --partial wrong-secret-key
+  # the right key passes
+  SAE_TEST_JUDGE_KEY=right-key run sae-steer $(judge_args) --prompt "Once upon a time" --llm-model mock \
+    --judge-concept girl --llm-url "$MOCK_URL" --llm-key-env SAE_TEST_JUDGE_KEY -o ok.jsonl
+  assert_success
+  stop_mock
+
+  mock --mode judge --fail 429 --retry-after 0
+  judge_fails "sae-steer: judge: $MOCK_URL/chat/completions: HTTP 429, rate limited (after 2 tries); lower --llm-parallel or raise --llm-retries" \
+    --llm-url "$MOCK_URL" --llm-retries 1
+  stop_mock
+  mock --mode judge --fail 500
+  judge_fails "sae-steer: judge: $MOCK_URL/chat/completions: HTTP 500 (server error: mock internal error)" \
+    --llm-url "$MOCK_URL" --llm-retries 0
+  stop_mock
+  mock --mode judge --fail malformed
+  judge_fails "sae-steer: judge: $MOCK_URL/chat/completions: the response is not JSON: '{\"choices\": [{\"message\": '" \
+    --llm-url "$MOCK_URL"
+  stop_mock
+  mock --mode judge --fail no-choices
+  judge_fails "sae-steer: judge: $MOCK_URL/chat/completions: the response has no choices" --llm-url "$MOCK_URL"
+  stop_mock
+  mock --mode judge --fail slow --slow-ms 5000
+  judge_fails "sae-steer: judge: $MOCK_URL/chat/completions: no answer within --llm-timeout 0.5 s" \
+    --llm-url "$MOCK_URL" --llm-timeout 0.5 --llm-retries 0
+  stop_mock
+  # the budget: what was answered is kept in the cache, and the next run sends only the rest
+  mock --mode judge
+  judge_fails "sae-steer: judge: $MOCK_URL/chat/completions: the budget is spent (--llm-max-requests 4); the answers received are kept in cache" \
+    --llm-url "$MOCK_URL" --llm-parallel 2 --llm-max-requests 4 --llm-cache cache
+  [ "$(mock_stat requests)" = 4 ]
+  run sae-steer $(judge_args) --prompt "Once upon a time" --llm-model mock --judge-concept girl --llm-url "$MOCK_URL" \
+    --llm-cache cache -o out.jsonl
+  assert_success
+  assert_output --partial "llm: 5 requests sent, 4 answered from the cache"
+  [ "$(mock_stat requests)" = 9 ]
+}
