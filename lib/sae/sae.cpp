@@ -343,6 +343,19 @@ void Sae::validate(const std::string& where) const {
 
 void Sae::encode(const float* x, int64_t rows, float* f) const { encode_rows(*this, x, rows, f); }
 
+void Sae::encoder_input(const float* x_in, int64_t rows, float* out) const {
+  // The steps of encode_rows and pre_activation above, with the same expressions.
+  std::vector<float> xn;
+  normalize_rows(*this, x_in, rows, xn);
+  const float* x = xn.empty() ? x_in : xn.data();
+  if (!apply_b_dec_to_input) {
+    std::copy(x, x + rows * d_in, out);
+    return;
+  }
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t j = 0; j < d_in; j++) out[r * d_in + j] = x[r * d_in + j] - b_dec[size_t(j)];
+}
+
 void Sae::decode(const float* f, int64_t rows, float* x_hat) const {
   for (int64_t r = 0; r < rows; r++) std::copy(b_dec.begin(), b_dec.end(), x_hat + r * d_in);
   host_sgemm(false, false, rows, d_in, d_sae, 1.0f, f, d_sae, W_dec.data(), d_in, 1.0f, x_hat, d_in);

@@ -46,6 +46,11 @@ struct Sae {
   // activation space unless normalize_activations is constant_norm_rescale or layer_norm, whose
   // per-row factors only reconstruct() knows.
   void encode(const float* x, int64_t rows, float* latents) const;
+  // What encode multiplies by W_enc, for `rows` rows into out (rows x d_in): x after the run-time
+  // normalisation and, with apply_b_dec_to_input, minus b_dec; the pre-activation is
+  // encoder_input @ W_enc + b_enc (gated: + 0, then its two paths). The same arithmetic as encode's,
+  // for encoders that do the product themselves (sae/sparse_encode.h).
+  void encoder_input(const float* x, int64_t rows, float* out) const;
   void decode(const float* latents, int64_t rows, float* x_hat) const;
   // encode + decode as SAELens's forward does: latents (rows x d_sae) and the reconstruction
   // x_hat (rows x d_in) in activation space, run-time normalisation undone. The decoder sums only
