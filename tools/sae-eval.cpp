@@ -14,6 +14,7 @@
 #include "eval/lm_eval.h"
 #include "eval/metrics.h"
 #include "sae/sae.h"
+#include "sae/stream_check.h"
 #include "stream/safetensors.h"
 #include "stream/stream.h"
 
@@ -169,20 +170,14 @@ int main(int argc, char** argv) {
     }
     if (streams) {
       rep.inputs = cli::input_files(vm);
-      const std::string stream_name = rep.inputs.size() == 1 ? (rep.inputs[0] == "-" ? "<stdin>" : rep.inputs[0])
-                                                             : rep.inputs[0] + " (and " +
-                                                                   std::to_string(rep.inputs.size() - 1) + " more)";
+      const std::string stream_name = streams_display_name(rep.inputs);
       ReaderOptions ropt;
       ropt.nonfinite = NonFinite::error;
       StreamReader reader(rep.inputs, ropt);
       const StreamHeader& h = reader.header();
-      if (h.kind != "activations")
-        throw InputError(stream_name + ": is a " + h.kind + " stream; sae-eval needs an activations stream");
-      if (h.d != sae.d_in)
-        throw InputError(stream_name + ": rows have d=" + std::to_string(h.d) + " but " + rep.sae_path +
-                         " expects d_in=" + std::to_string(sae.d_in));
-      if (!h.hook().empty() && !sae.hook.empty() && h.hook() != sae.hook)
-        cli::say("warning: stream hook '" + h.hook() + "' differs from the SAE's hook '" + sae.hook + "'");
+      check_stream_for_sae(h, stream_name, sae, rep.sae_path, "sae-eval");
+      const std::string hook_mismatch = stream_hook_mismatch(h, sae);
+      if (!hook_mismatch.empty()) cli::say("warning: " + hook_mismatch);
 
       SaeEvaluator ev(sae);
       cli::Progress progress;
