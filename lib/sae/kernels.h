@@ -135,4 +135,41 @@ SAE_HD void adam_update(float* p, float g, float* m, float* v, const AdamStep& s
   *p -= s.lr * mhat / (sqrtf(vhat) + s.eps);
 }
 
+// ---- inference encoding (sae/sparse_encode.h): the activation rules of Sae::encode ----
+// Each returns the latent's value from its pre-activation, exactly as Sae::encode (lib/sae/sae.cpp)
+// computes it; a latent is active when the value is > 0 (every rule gives +0 or a positive value
+// for an inactive one, and nothing negative). Products are written with mul_rn so that nvcc does
+// not contract them with the following add into an FMA (host code is built without contraction),
+// which keeps the CPU and CUDA results bit for bit equal on equal pre-activations.
+enum class EncodeRule : int { standard = 0, jumprelu = 1, gated = 2, topk = 3 };
+
+SAE_HD float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+// standard (ReLU), and TopK on the selected latents: max(pre, 0).
+SAE_HD float encode_relu(float pre) { return pre > 0.0f ? pre : 0.0f; }
+// JumpReLU as SAELens: relu(pre) * (pre > threshold).
+SAE_HD float encode_jumprelu(float pre, float thr) { return (pre > thr && pre > 0.0f) ? pre : 0.0f; }
+// Gated, from base = x @ W_enc: [base + b_gate > 0] * relu(base * exp(r_mag) + b_mag), with
+// mag_scale = exp(r_mag) computed once on the host (so both sides use the same exp).
+SAE_HD float encode_gated(float base, float b_gate, float mag_scale, float b_mag) {
+  const float g = base + b_gate;
+  const float m = mul_rn(base, mag_scale) + b_mag;
+  return g > 0.0f ? (m > 0.0f ? m : 0.0f) : 0.0f;
+}
+// The rule of a threshold architecture (not topk) for latent l of a row. Parameters not used by
+// the rule may be null.
+SAE_HD float encode_rule(EncodeRule rule, float pre, int64_t l, const float* threshold, const float* b_gate,
+                         const float* mag_scale, const float* b_mag) {
+  switch (rule) {
+    case EncodeRule::jumprelu: return encode_jumprelu(pre, threshold[l]);
+    case EncodeRule::gated: return encode_gated(pre, b_gate[l], mag_scale[l], b_mag[l]);
+    default: return encode_relu(pre);
+  }
+}
+
 }  // namespace sae::kern
