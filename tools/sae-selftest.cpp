@@ -1,5 +1,6 @@
 // sae-selftest: runs every SAE training op, a training step of every architecture and a few
-// optimiser steps through the trainer on two op sets, then the pieces of the transformer's bf16
+// optimiser steps through the trainer on two op sets (with --device cuda also the sparse inference
+// encoder of every architecture), then the pieces of the transformer's bf16
 // compute and the forward pass of six small random models (GPT-2, Qwen2, Qwen3, Gemma 2, Gemma 3,
 // GPT-NeoX) in f32 and bf16 compute (on the CPU, bf16 is the emulation of lib/model/model.h) on
 // two backends, and compares the results:
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -29,6 +31,8 @@
 #include "model/random.h"
 #include "sae/arch.h"
 #include "sae/ops.h"
+#include "sae/sae.h"
+#include "sae/sparse_encode.h"
 #include "sae/trainer.h"
 
 namespace {
@@ -484,6 +488,60 @@ struct Harness {
     }
   }
 
+  // SparseEncoder (sae/sparse_encode.h) on CUDA against the CPU one, for each inference
+  // architecture, with and without b_dec subtracted. Rows and weights lie on a coarse binary grid (x and
+  // b_dec multiples of 1/8, W_enc, biases and thresholds of 1/16), so every pre-activation is exact
+  // in float32 on both sides, whatever the order of the sums: ties and values exactly at a threshold
+  // are frequent, and the two encoders must give identical rows (indices and value bits). Only with
+  // --device cuda: the CPU encoder's own test is tests/unit/sae/test_sparse_encode.cpp. (The run-time
+  // normalisation is left out: both encoders run it on the host with the same code, and its
+  // inexact output would let the two products round differently.)
+  void sparse_encode() {
+    auto grid = [&](size_t n, int lo, int hi, float step) {
+      std::vector<float> v(n);
+      for (auto& x : v) x = float(lo + int64_t(rng.next_u64() % uint64_t(hi - lo + 1))) * step;
+      return v;
+    };
+    const int64_t d_in = 48, d_sae = 640, rows = 1000;
+    for (const char* arch : {"standard", "jumprelu", "gated", "topk"})
+      for (const bool bdec : {true, false}) {
+        Sae s;
+        s.arch = arch;
+        s.d_in = d_in;
+        s.d_sae = d_sae;
+        s.k = 24;
+        s.apply_b_dec_to_input = bdec;
+        s.W_enc = grid(size_t(d_in * d_sae), -16, 16, 1.0f / 16);
+        s.W_dec = randn(size_t(d_sae * d_in), 0.1);
+        s.b_dec = grid(size_t(d_in), -8, 8, 1.0f / 8);
+        if (s.arch == "gated") {
+          s.b_gate = grid(size_t(d_sae), -32, 16, 1.0f / 16);
+          s.r_mag = randn(size_t(d_sae), 0.3);
+          s.b_mag = grid(size_t(d_sae), -16, 16, 1.0f / 16);
+        } else {
+          s.b_enc = grid(size_t(d_sae), -32, 16, 1.0f / 16);
+        }
+        if (s.arch == "jumprelu") s.threshold = grid(size_t(d_sae), 0, 32, 1.0f / 16);
+        s.validate("selftest SAE");
+        const std::vector<float> x = grid(size_t(rows * d_in), -16, 16, 1.0f / 8);
+        std::vector<uint32_t> ca, ia, cb, ib;
+        std::vector<float> va, vb;
+        SparseEncoder(s, Device::cpu).encode(x.data(), rows, ca, ia, va);
+        SparseEncoder(s, Device::cuda).encode(x.data(), rows, cb, ib, vb);
+        const bool same_rows = ca == cb && ia == ib;
+        const bool exact =
+            same_rows && (va.empty() || std::memcmp(va.data(), vb.data(), va.size() * sizeof(float)) == 0);
+        const double err = exact ? 0 : same_rows ? std::max(rel_err(va, vb), 1e-30) : INFINITY;
+        if (!same_rows) {
+          size_t r = 0;
+          while (r < ca.size() && r < cb.size() && ca[r] == cb[r]) r++;
+          printf("  sparse encode %s%s: active latents differ (first at row %zu of %zu; %zu against %zu entries)\n",
+                 arch, bdec ? "" : " without b_dec", r, size_t(rows), ia.size(), ib.size());
+        }
+        rep.line(std::string("sparse encode ") + arch + (bdec ? "" : " without b_dec") + " (identical)", err, 0, exact);
+      }
+  }
+
   // The transformer forward pass of six small random models, written to a temporary directory:
   //  - a GPT-2 with a tied head;
   //  - a Qwen2, of the Llama family, with grouped-query attention, RoPE, q/k/v biases and an
@@ -612,6 +670,7 @@ int body(int argc, char** argv) {
   h.steps();
   h.bf16_ops();
   h.forward();
+  if (dev == Device::cuda) h.sparse_encode();
   printf("%d checks: %d passed, %d failed\n", rep.passed + rep.failed, rep.passed, rep.failed);
   return rep.failed ? kExitInternal : 0;
 }
