@@ -61,6 +61,62 @@ struct Model::Work {
   Buffer<uint16_t> xh;  // bf16 compute: a projection's input rounded to bf16
 };
 
+namespace {
+
+// Where a family keeps its tensors, shared by the model and the logit lens (load_unembedding).
+std::string weight_prefix(const WeightSource& src, const ModelConfig& c) {
+  if (c.arch == ModelArch::gpt2) return "transformer.";
+  if (c.arch == ModelArch::neox) return "gpt_neox.";
+  if (c.arch == ModelArch::gemma) {
+    // A multimodal Gemma 3 keeps its text model under a language-model prefix: transformers 5.x
+    // writes "model.language_model.", 4.x "language_model.model.".
+    for (const char* p : {"model.", "model.language_model.", "language_model.model."})
+      if (src.has(p, "embed_tokens.weight")) return p;
+  }
+  return "model.";
+}
+
+const char* embedding_name(const ModelConfig& c) {
+  return c.arch == ModelArch::gpt2 ? "wte.weight" : c.arch == ModelArch::neox ? "embed_in.weight" : "embed_tokens.weight";
+}
+
+const char* final_norm_name(const ModelConfig& c) {
+  return c.arch == ModelArch::gpt2 ? "ln_f.weight" : c.arch == ModelArch::neox ? "final_layer_norm.weight" : "norm.weight";
+}
+
+// GPT-NeoX's untied head is embed_out; a multimodal Gemma 3's may sit under language_model.
+std::string untied_head_name(const WeightSource& src, const ModelConfig& c) {
+  std::string name = c.arch == ModelArch::neox ? "embed_out.weight" : "lm_head.weight";
+  if (!src.has("", name) && src.has("language_model.", name)) name = "language_model." + name;
+  return name;
+}
+
+// A norm's weight as the forward pass multiplies by it. Gemma's RMSNorms multiply by (1 + w);
+// adding 1 once here (in f32, as transformers computes 1.0 + weight.float()) lets the shared
+// RMSNorm multiply by the stored sum.
+std::vector<float> read_norm_weight(const WeightSource& src, const ModelConfig& c, const std::string& prefix,
+                                    const std::string& name, int64_t n) {
+  std::vector<float> w = src.read(prefix, name, {n});
+  if (c.arch == ModelArch::gemma)
+    for (float& v : w) v = 1.0f + v;
+  return w;
+}
+
+}  // namespace
+
+Unembedding load_unembedding(const std::string& dir) {
+  Unembedding u;
+  const ModelConfig c = load_model_config(dir);
+  WeightSource src(dir);
+  u.d_model = c.d_model;
+  u.vocab = c.vocab;
+  const std::string pre = weight_prefix(src, c);
+  u.final_norm_weight = read_norm_weight(src, c, pre, final_norm_name(c), c.d_model);
+  u.W_U = c.tied_head ? src.read(pre, embedding_name(c), {c.vocab, c.d_model})
+                      : src.read("", untied_head_name(src, c), {c.vocab, c.d_model});
+  return u;
+}
+
 Model::~Model() = default;
 
 Model::Model(const std::string& dir, Backend& be, Compute compute) : dir_(dir), be_(be), compute_(compute) {
@@ -87,40 +143,21 @@ Model::Model(const std::string& dir, Backend& be, Compute compute) : dir_(dir), 
     return b;
   };
   const bool gpt2 = c.arch == ModelArch::gpt2, neox = c.arch == ModelArch::neox, gemma = c.arch == ModelArch::gemma;
-  std::string pre = gpt2 ? "transformer." : neox ? "gpt_neox." : "model.";
-  if (gemma) {
-    // A multimodal Gemma 3 keeps its text model under a language-model prefix: transformers 5.x
-    // writes "model.language_model.", 4.x "language_model.model.".
-    for (const char* p : {"model.", "model.language_model.", "language_model.model."})
-      if (src.has(p, "embed_tokens.weight")) {
-        pre = p;
-        break;
-      }
-  }
+  const std::string pre = weight_prefix(src, c);
   auto rd = [&](const std::string& name, std::vector<int64_t> shape) { return src.read(pre, name, shape); };
-  // Gemma's RMSNorms multiply by (1 + w); adding 1 once here (in f32, as transformers computes
-  // 1.0 + weight.float()) lets the shared RMSNorm multiply by the stored sum.
-  auto rd_norm = [&](const std::string& name, int64_t n) {
-    std::vector<float> w = rd(name, {n});
-    if (gemma)
-      for (float& v : w) v = 1.0f + v;
-    return w;
-  };
+  auto rd_norm = [&](const std::string& name, int64_t n) { return read_norm_weight(src, c, pre, name, n); };
 
   {
-    std::vector<float> wte = rd(gpt2 ? "wte.weight" : neox ? "embed_in.weight" : "embed_tokens.weight", {V, D});
+    std::vector<float> wte = rd(embedding_name(c), {V, D});
     if (bf16) w_->wte_h = up_bf16(wte);
     else w_->wte = up(wte);
   }
   if (gpt2) w_->wpe = up(rd("wpe.weight", {c.max_positions, D}));
-  w_->norm_f_w = up(rd_norm(gpt2 ? "ln_f.weight" : neox ? "final_layer_norm.weight" : "norm.weight", D));
+  w_->norm_f_w = up(rd_norm(final_norm_name(c), D));
   if (gpt2) w_->norm_f_b = up(rd("ln_f.bias", {D}));
   if (neox) w_->norm_f_b = up(rd("final_layer_norm.bias", {D}));
   if (!c.tied_head) {
-    // GPT-NeoX's untied head is embed_out; a multimodal Gemma 3's may sit under language_model.
-    std::string name = neox ? "embed_out.weight" : "lm_head.weight";
-    if (!src.has("", name) && src.has("language_model.", name)) name = "language_model." + name;
-    std::vector<float> head = src.read("", name, {V, D});
+    std::vector<float> head = src.read("", untied_head_name(src, c), {V, D});
     if (bf16) w_->lm_head_h = up_bf16(head);
     else w_->lm_head = up(head);
   }

@@ -282,6 +282,16 @@ class Model {
   std::unique_ptr<Work> work_;
 };
 
+// The unembedding as a logit lens reads it, without loading the rest of the model: the head
+// W_U [vocab, d_model] (the embedding when tied) and the final norm's weight as the forward pass
+// multiplies by it (Gemma's 1 + w). InputError naming the file for any defect.
+struct Unembedding {
+  int64_t d_model = 0, vocab = 0;
+  std::vector<float> W_U;                // [vocab, d_model], row-major
+  std::vector<float> final_norm_weight;  // [d_model]
+};
+Unembedding load_unembedding(const std::string& dir);
+
 // Per-row KL divergence KL(p || q) from two log-prob matrices [rows, vocab] (p the clean model).
 std::vector<double> kl_divergence_rows(const float* logp, const float* logq, int64_t rows, int64_t vocab);
 
