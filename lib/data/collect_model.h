@@ -15,6 +15,7 @@
 #include "base/dtype.h"
 #include "model/model.h"
 #include "stream/stream.h"
+#include "tokenizer/tokenizer.h"
 
 namespace sae {
 
@@ -36,6 +37,7 @@ struct CollectModelOptions {
   DType dtype = DType::f32;
   int64_t batch_rows = 4096;  // rows per stream batch
   WriterOptions writer;
+  std::string progress_label = "collect";  // what the progress line on a terminal starts with
 };
 
 struct CollectModelStats {
@@ -47,6 +49,30 @@ struct CollectModelStats {
 
 // The file a hook's stream goes to under `pattern` (every "{hook}" replaced by the hook name).
 std::string collect_output_path(const std::string& pattern, const std::string& hook);
+
+// What a row sink learns once the model is loaded, before the first rows.
+struct ModelRowsContext {
+  const ModelConfig& cfg;
+  const std::vector<HookPoint>& points;  // the hooks, in the order of CollectModelOptions::hooks
+  const Tokenizer& tokenizer;
+  int32_t bos;
+  Device device;
+};
+
+// Where run_model_rows hands the rows.
+class ModelRowSink {
+ public:
+  virtual ~ModelRowSink() = default;
+  virtual void start(const ModelRowsContext& context) = 0;
+  // A batch of up to batch_rows rows of one hook (x, token, doc, pos), the caller's to consume.
+  // Returning false stops the run after the current forward batch (e.g. enough tokens were seen).
+  virtual bool rows(size_t hook, Batch& batch) = 0;
+};
+
+// The forward half of collection, for tools that consume the rows themselves (sae-explain):
+// every option of `o` except the output ones (output, dtype, writer) applies. Throws what
+// collect_model throws for bad options, models and input, and an InputError when there is no text.
+CollectModelStats run_model_rows(const CollectModelOptions& o, ModelRowSink& sink);
 
 // Runs the collection; every output appears atomically and only if all were written. Empty
 // documents are skipped and counted (the caller reports the count).
