@@ -1,0 +1,391 @@
+#include "explain/miner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "base/fork_join_pool.h"
+
+namespace sae {
+
+namespace {
+
+// Streams of the run's seed, one per purpose, so that changing one sample never moves another.
+enum : uint64_t { kStreamQuantiles = 0, kStreamPool = 1, kStreamCofire = 2, kStreamContrast = 3 };
+
+// (activation desc, row asc): the order of the top lists and of brute force over the stream.
+bool ranks_before(float a, int64_t row_a, float b, int64_t row_b) { return a > b || (a == b && row_a < row_b); }
+
+}  // namespace
+
+int hist_bin(float v) {
+  if (!(v >= std::pow(10.0f, float(kHistMinExp)))) return 0;
+  const double x = (std::log10(double(v)) - kHistMinExp) * kHistPerDecade;
+  if (x >= double((kHistMaxExp - kHistMinExp) * kHistPerDecade)) return kHistBins - 1;
+  return 1 + std::clamp(int(std::floor(x)), 0, kHistBins - 3);
+}
+
+double hist_edge(int edge) {
+  if (edge <= 0) return 0;
+  if (edge >= kHistBins) return std::numeric_limits<double>::infinity();
+  return std::pow(10.0, kHistMinExp + double(edge - 1) / kHistPerDecade);
+}
+
+void LatentMiner::Reservoir::draw_skip() {
+  // The gap to the next kept item is geometric with success probability w.
+  const double gap = std::floor(std::log(rng.uniform_pos()) / std::log1p(-w));
+  next += 1 + int64_t(std::min(gap, 1e18));
+}
+
+int64_t LatentMiner::Reservoir::offer() {
+  seen++;
+  if (capacity == 0) return -1;
+  if (seen <= capacity) {
+    if (seen == capacity) {
+      w = std::exp(std::log(rng.uniform_pos()) / double(capacity));
+      next = seen;
+      draw_skip();
+    }
+    return seen - 1;
+  }
+  if (seen < next) return -1;
+  const int64_t slot = int64_t(rng.below(uint64_t(capacity)));
+  w *= std::exp(std::log(rng.uniform_pos()) / double(capacity));
+  draw_skip();
+  return slot;
+}
+
+LatentMiner::LatentMiner(int64_t d_sae, std::vector<int64_t> latents, MinerOptions opt)
+    : d_sae_(d_sae), latents_(std::move(latents)), opt_(opt) {
+  if (opt_.top < 0 || opt_.quantiles < 0 || opt_.per_quantile < 0 || opt_.contrast < 0 || opt_.before < 0 ||
+      opt_.after < 0 || opt_.cofire_rows < 0)
+    throw std::logic_error("LatentMiner: negative option");
+  slot_of_.assign(size_t(d_sae_), -1);
+  for (size_t s = 0; s < latents_.size(); s++) {
+    const int64_t l = latents_[s];
+    if (l < 0 || l >= d_sae_ || slot_of_[size_t(l)] >= 0 || (s > 0 && l < latents_[s - 1]))
+      throw std::logic_error("LatentMiner: latents must be ascending, distinct and below d_sae");
+    slot_of_[size_t(l)] = int32_t(s);
+  }
+  const size_t L = latents_.size();
+  ring_cap_ = std::max({opt_.before, opt_.after, 1});
+  per_slot_ = opt_.top + opt_.quantiles * opt_.per_quantile;
+  fires_.assign(L, 0);
+  sum_.assign(L, 0);
+  max_.assign(L, 0);
+  hist_.assign(L * kHistBins, 0);
+  ring_.resize(L * size_t(ring_cap_));
+  ring_head_.assign(L, 0);
+  ring_size_.assign(L, 0);
+  top_size_.assign(L, 0);
+  heap_.resize(L * size_t(opt_.top));
+  examples_.resize(L * size_t(per_slot_));
+  acts_.resize(examples_.size() * size_t(window()));
+  const Rng base(opt_.seed);
+  const Rng quantile_base = base.substream(kStreamQuantiles);
+  quantile_res_.resize(L);
+  for (size_t s = 0; s < L; s++) {
+    quantile_res_[s].capacity = int64_t(opt_.quantiles) * opt_.per_quantile;
+    quantile_res_[s].rng = quantile_base.substream(uint64_t(latents_[s]));
+  }
+  // The contrast pool: enough random windows that a latent firing on a few percent of tokens
+  // still has `contrast` windows where it is silent.
+  pool_res_.capacity = opt_.contrast > 0 ? 64 * int64_t(opt_.contrast) : 0;
+  pool_res_.rng = base.substream(kStreamPool);
+  pool_.resize(size_t(pool_res_.capacity));
+  cofire_res_.capacity = opt_.cofire_rows;
+  cofire_res_.rng = base.substream(kStreamCofire);
+  recent_.resize(size_t(window()));
+}
+
+LatentMiner::~LatentMiner() = default;
+
+void LatentMiner::start_row(int64_t doc) {
+  if (rows_ == 0 || doc != doc_) {
+    while (!pending_.empty()) {
+      close(pending_.front(), rows_ - 1);
+      pending_.pop_front();
+    }
+    doc_ = doc;
+    doc_start_ = rows_;
+    documents_++;
+  } else {
+    close_pending_before(rows_);
+  }
+}
+
+void LatentMiner::close_pending_before(int64_t row) {
+  while (!pending_.empty() && pending_.front().row + opt_.after < row) {
+    close(pending_.front(), pending_.front().row + opt_.after);
+    pending_.pop_front();
+  }
+}
+
+void LatentMiner::close(const Pending& p, int64_t last_row) {
+  if (p.example >= 0) {
+    Example& e = examples_[size_t(p.example)];
+    if (e.gen != p.gen) return;  // replaced since: its new window has its own entry
+    e.end = std::min(e.row + opt_.after, last_row);
+    // The latent's firings after the peak are its newest ones, all still in its ring.
+    const size_t s = size_t(p.example / per_slot_);
+    float* acts = acts_of(p.example);
+    const Firing* ring = ring_.data() + s * size_t(ring_cap_);
+    for (int i = 0; i < ring_size_[s]; i++) {
+      const Firing& f = ring[(ring_head_[s] - 1 - i + 2 * ring_cap_) % ring_cap_];
+      if (f.row <= e.row) break;
+      if (f.row <= e.end) acts[f.row - e.row + opt_.before] = f.value;
+    }
+  } else {
+    PoolWindow& w = pool_[size_t(-1 - p.example)];
+    if (w.gen != p.gen) return;
+    w.end = std::min(w.row + opt_.after, last_row);
+    w.latents.clear();
+    for (int64_t r = w.start; r <= w.end; r++) {
+      const auto& row = recent_[size_t(r % window())];
+      w.latents.insert(w.latents.end(), row.begin(), row.end());
+    }
+    std::sort(w.latents.begin(), w.latents.end());
+    w.latents.erase(std::unique(w.latents.begin(), w.latents.end()), w.latents.end());
+  }
+}
+
+void LatentMiner::take_example(size_t slot, int64_t example, float value) {
+  Example& e = examples_[size_t(example)];
+  e.gen++;
+  e.row = rows_;
+  e.doc = recorded_doc_;
+  e.act = value;
+  e.start = std::max(rows_ - opt_.before, doc_start_);
+  e.end = -1;
+  float* acts = acts_of(example);
+  std::fill(acts, acts + window(), 0.0f);
+  acts[opt_.before] = value;
+  // The rows before the peak: the latent's firings there are in its ring (it holds at least
+  // `before` of them, and each row adds at most one).
+  const Firing* ring = ring_.data() + slot * size_t(ring_cap_);
+  for (int i = 0; i < ring_size_[slot]; i++) {
+    const Firing& f = ring[(ring_head_[slot] - 1 - i + 2 * ring_cap_) % ring_cap_];
+    if (f.row < e.start) break;
+    acts[f.row - rows_ + opt_.before] = f.value;
+  }
+  pending_.push_back({example, e.gen, rows_});
+}
+
+void LatentMiner::offer(size_t s, float value) {
+  fires_[s]++;
+  sum_[s] += value;
+  if (fires_[s] == 1 || value > max_[s]) max_[s] = value;
+  hist_[s * kHistBins + size_t(hist_bin(value))]++;
+
+  const int N = opt_.top;
+  if (N > 0) {
+    int64_t* heap = heap_.data() + s * size_t(N);
+    // The root is the worst example kept: the lowest activation, the latest row among equals.
+    auto worse_on_top = [&](int64_t a, int64_t b) {
+      return ranks_before(examples_[size_t(a)].act, examples_[size_t(a)].row, examples_[size_t(b)].act,
+                          examples_[size_t(b)].row);
+    };
+    if (top_size_[s] < N) {
+      const int64_t id = int64_t(s) * per_slot_ + top_size_[s];
+      take_example(s, id, value);
+      heap[top_size_[s]++] = id;
+      std::push_heap(heap, heap + top_size_[s], worse_on_top);
+    } else if (value > examples_[size_t(heap[0])].act) {  // equal: the earlier row stays
+      std::pop_heap(heap, heap + N, worse_on_top);
+      take_example(s, heap[N - 1], value);
+      std::push_heap(heap, heap + N, worse_on_top);
+    }
+  }
+  const int64_t q = quantile_res_[s].offer();
+  if (q >= 0) take_example(s, int64_t(s) * per_slot_ + N + q, value);
+
+  Firing* ring = ring_.data() + s * size_t(ring_cap_);
+  ring[ring_head_[s]] = {rows_, value};
+  ring_head_[s] = (ring_head_[s] + 1) % ring_cap_;
+  ring_size_[s] = std::min(ring_size_[s] + 1, ring_cap_);
+}
+
+void LatentMiner::add(int64_t rows, const uint32_t* count, const uint32_t* index, const float* value,
+                      const int32_t* token, const int64_t* doc) {
+  if (finished_) throw std::logic_error("LatentMiner::add after finish");
+  size_t at = 0;
+  for (int64_t r = 0; r < rows; r++) {
+    // Without a doc column every row is its own document.
+    start_row(doc ? doc[r] : rows_);
+    recorded_doc_ = doc ? doc_ : -1;
+    tokens_.push_back(token ? token[r] : -1);
+    std::vector<uint32_t>& recent = recent_[size_t(rows_ % window())];
+    recent.clear();
+    const size_t n = count[r];
+    for (size_t j = at; j < at + n; j++) {
+      if (value[j] == 0) continue;  // an explicit zero is not a firing
+      recent.push_back(index[j]);
+      const int32_t s = slot_of_[index[j]];
+      if (s >= 0) offer(size_t(s), value[j]);
+    }
+    at += n;
+    const int64_t p = pool_res_.offer();
+    if (p >= 0) {
+      PoolWindow& w = pool_[size_t(p)];
+      w.gen++;
+      w.row = rows_;
+      w.doc = recorded_doc_;
+      w.start = std::max(rows_ - opt_.before, doc_start_);
+      w.end = -1;
+      pending_.push_back({-1 - p, w.gen, rows_});
+    }
+    const int64_t c = cofire_res_.offer();
+    if (c >= 0) {
+      if (size_t(c) >= cofire_sample_.size()) cofire_sample_.resize(size_t(c) + 1);
+      cofire_sample_[size_t(c)] = recent;
+    }
+    rows_++;
+  }
+}
+
+void LatentMiner::finish() {
+  if (finished_) return;
+  while (!pending_.empty()) {
+    close(pending_.front(), rows_ - 1);
+    pending_.pop_front();
+  }
+  finished_ = true;
+}
+
+ContextExample LatentMiner::context(size_t slot, int64_t example) const {
+  (void)slot;
+  const Example& e = examples_[size_t(example)];
+  ContextExample c;
+  c.row = e.row;
+  c.doc = e.doc;
+  c.peak = int32_t(e.row - e.start);
+  c.activation = e.act;
+  const float* acts = acts_of(example);
+  for (int64_t r = e.start; r <= e.end; r++) {
+    c.tokens.push_back(tokens_[size_t(r)]);
+    c.acts.push_back(acts[r - e.row + opt_.before]);
+  }
+  return c;
+}
+
+LatentReport LatentMiner::report(size_t s) const {
+  if (!finished_) throw std::logic_error("LatentMiner::report before finish");
+  LatentReport r;
+  r.latent = latents_[s];
+  r.fires = fires_[s];
+  r.rows = rows_;
+  r.density = rows_ > 0 ? double(fires_[s]) / double(rows_) : 0;
+  r.max_activation = fires_[s] > 0 ? max_[s] : 0;
+  r.mean_activation = fires_[s] > 0 ? sum_[s] / double(fires_[s]) : 0;
+  const int64_t* hist = hist_.data() + s * kHistBins;
+  int first = 0, last = kHistBins - 1;
+  while (first < kHistBins && hist[first] == 0) first++;
+  while (last >= 0 && hist[last] == 0) last--;
+  if (first <= last) {
+    for (int b = first; b <= last; b++) {
+      r.hist_edges.push_back(hist_edge(b));
+      r.hist_counts.push_back(hist[b]);
+    }
+    // The open-ended top bin closes at the largest value seen.
+    r.hist_edges.push_back(last == kHistBins - 1 ? double(max_[s]) : hist_edge(last + 1));
+  }
+
+  auto by_rank = [&](int64_t a, int64_t b) {
+    return ranks_before(examples_[size_t(a)].act, examples_[size_t(a)].row, examples_[size_t(b)].act,
+                        examples_[size_t(b)].row);
+  };
+  std::vector<int64_t> ids(heap_.begin() + int64_t(s) * opt_.top, heap_.begin() + int64_t(s) * opt_.top + top_size_[s]);
+  std::sort(ids.begin(), ids.end(), by_rank);
+  for (int64_t id : ids) r.top.push_back(context(s, id));
+
+  // Quantile groups: the reservoir is a uniform sample of the firings; sorted by activation and
+  // cut into equal rank groups, group g is a uniform sample of the g-th quantile band.
+  const int64_t kept = std::min<int64_t>(fires_[s], quantile_res_[s].capacity);
+  ids.clear();
+  for (int64_t q = 0; q < kept; q++) ids.push_back(int64_t(s) * per_slot_ + opt_.top + q);
+  std::sort(ids.begin(), ids.end(), [&](int64_t a, int64_t b) { return by_rank(b, a); });
+  const int64_t groups = std::min<int64_t>(opt_.quantiles, kept);
+  for (int64_t g = 0; g < groups; g++) {
+    std::vector<ContextExample> group;
+    for (int64_t i = g * kept / groups; i < (g + 1) * kept / groups; i++) group.push_back(context(s, ids[size_t(i)]));
+    std::reverse(group.begin(), group.end());  // highest first within the group
+    r.quantiles.push_back(std::move(group));
+  }
+
+  // Contrast: pool windows where this latent never fires, drawn with the latent's own stream.
+  std::vector<size_t> silent;
+  for (size_t w = 0; w < pool_.size(); w++)
+    if (pool_[w].row >= 0 && !std::binary_search(pool_[w].latents.begin(), pool_[w].latents.end(), uint32_t(r.latent)))
+      silent.push_back(w);
+  Rng pick = Rng(opt_.seed).substream(kStreamContrast).substream(uint64_t(r.latent));
+  const size_t take = std::min(silent.size(), size_t(opt_.contrast));
+  for (size_t i = 0; i < take; i++) std::swap(silent[i], silent[i + size_t(pick.below(silent.size() - i))]);
+  silent.resize(take);
+  std::sort(silent.begin(), silent.end(), [&](size_t a, size_t b) { return pool_[a].row < pool_[b].row; });
+  for (size_t w : silent) {
+    const PoolWindow& pw = pool_[w];
+    ContextExample c;
+    c.row = pw.row;
+    c.doc = pw.doc;
+    c.peak = int32_t(pw.row - pw.start);
+    for (int64_t row = pw.start; row <= pw.end; row++) c.tokens.push_back(tokens_[size_t(row)]);
+    c.acts.assign(c.tokens.size(), 0.0f);
+    r.contrast.push_back(std::move(c));
+  }
+  return r;
+}
+
+std::vector<std::vector<Neighbour>> LatentMiner::cofire_neighbours(int n, int threads) const {
+  const size_t L = latents_.size();
+  std::vector<std::vector<Neighbour>> out(L);
+  std::vector<int64_t> fired(size_t(d_sae_), 0);  // firings of every latent within the sample
+  std::vector<std::vector<uint32_t>> rows_of(L);  // sample rows where each chosen latent fires
+  for (size_t r = 0; r < cofire_sample_.size(); r++)
+    for (uint32_t l : cofire_sample_[r]) {
+      fired[l]++;
+      if (slot_of_[l] >= 0) rows_of[size_t(slot_of_[l])].push_back(uint32_t(r));
+    }
+  ForkJoinPool pool(threads > 0 ? threads : std::max(1, int(std::thread::hardware_concurrency())));
+  pool.run(int64_t(L), [&](int64_t begin, int64_t end, int) {
+    std::vector<int32_t> both(size_t(d_sae_), 0);
+    std::vector<uint32_t> touched;
+    for (int64_t s = begin; s < end; s++) {
+      const uint32_t self = uint32_t(latents_[size_t(s)]);
+      touched.clear();
+      for (uint32_t r : rows_of[size_t(s)])
+        for (uint32_t l : cofire_sample_[r])
+          if (l != self && both[l]++ == 0) touched.push_back(l);
+      std::vector<Neighbour> cand;
+      const double mine = double(rows_of[size_t(s)].size());
+      for (uint32_t l : touched) {
+        const double inter = both[l];
+        cand.push_back({int64_t(l), float(inter / (mine + double(fired[l]) - inter))});
+        both[l] = 0;
+      }
+      auto order = [](const Neighbour& a, const Neighbour& b) {
+        return a.score > b.score || (a.score == b.score && a.latent < b.latent);
+      };
+      const size_t keep = std::min(cand.size(), size_t(std::max(n, 0)));
+      std::partial_sort(cand.begin(), cand.begin() + int64_t(keep), cand.end(), order);
+      cand.resize(keep);
+      out[size_t(s)] = std::move(cand);
+    }
+  });
+  return out;
+}
+
+size_t LatentMiner::example_bytes() const {
+  size_t b = examples_.size() * sizeof(Example) + acts_.size() * sizeof(float) + heap_.size() * sizeof(int64_t);
+  b += ring_.size() * sizeof(Firing) + hist_.size() * sizeof(int64_t);
+  b += latents_.size() * (sizeof(Reservoir) + 2 * sizeof(int32_t) + sizeof(int32_t) + sizeof(int64_t) + sizeof(double) +
+                          sizeof(float));
+  b += slot_of_.size() * sizeof(int32_t);
+  return b;
+}
+
+size_t LatentMiner::row_bytes() const { return tokens_.capacity() * sizeof(int32_t); }
+
+}  // namespace sae

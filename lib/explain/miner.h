@@ -1,0 +1,157 @@
+// The one streaming pass of sae-explain (docs/explain.md): sparse latent rows in, for each chosen
+// latent its statistics, its top contexts, quantile samples, contrast contexts and co-firing
+// partners out, in memory bounded by the number of examples kept, never by the number of rows.
+//
+// What is kept, and why it is enough:
+// - Per latent: firing count, sum, max, a log-binned histogram; a min-heap of the N best rows
+//   (ties: the earlier row wins, so the result equals a brute-force sort by (activation desc,
+//   row asc)); a reservoir of Q*S firing rows (Li's Algorithm L, seeded per latent), split by rank
+//   into the Q quantile groups at the end; a ring of its last max(before, after) firings.
+// - Every example keeps this latent's activation on each row of its window: the rows before the
+//   peak come from the latent's ring at once, the rows after it are filled in from the ring when
+//   the window closes (`after` rows later, or at the end of the document). So windows need no
+//   second pass and no [rows x latents] array.
+// - All rows' token ids (4 bytes per row), to rebuild every window's tokens at the end.
+// - A pool of random windows (a reservoir over rows) with the set of latents firing in each: the
+//   contrast contexts of a latent are drawn from the pool windows where it never fires.
+// - A reservoir of rows' active-latent lists, on which co-firing (Jaccard) is counted exactly.
+//
+// Windows stay inside one document: they stop where the doc id changes. A stream without a doc
+// column gives windows of one row. The input must be in document order (not shuffled) for windows
+// to mean anything; a shuffled stream gives one-row windows, since neighbours differ in doc.
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <vector>
+
+#include "base/rng.h"
+#include "explain/report.h"
+
+namespace sae {
+
+struct MinerOptions {
+  int top = 20;           // N: max-activating contexts per latent
+  int quantiles = 10;     // Q: quantile groups
+  int per_quantile = 5;   // S: contexts per group
+  int contrast = 10;      // R: contexts where the latent does not fire
+  int before = 24;        // tokens of context before the peak
+  int after = 8;          // and after it
+  int64_t cofire_rows = 65536;  // rows sampled to count co-firing on
+  uint64_t seed = 0;
+};
+
+// Activations are binned on a fixed log grid: kHistPerDecade bins per decade from 10^kHistMinExp
+// to 10^kHistMaxExp, with one bin below (everything smaller, including values <= 0) and one above.
+constexpr int kHistPerDecade = 8, kHistMinExp = -6, kHistMaxExp = 6;
+constexpr int kHistBins = (kHistMaxExp - kHistMinExp) * kHistPerDecade + 2;
+int hist_bin(float v);
+double hist_edge(int edge);  // lower edge of bin `edge` (edge 0 is 0, the last is +inf)
+
+class LatentMiner {
+ public:
+  // Mines `latents` (ascending, distinct, each < d_sae) of a d_sae-wide stream.
+  LatentMiner(int64_t d_sae, std::vector<int64_t> latents, MinerOptions opt);
+  ~LatentMiner();
+
+  // The next `rows` rows: row r holds count[r] (index, value) pairs (Batch's layout). token and doc
+  // may be null (token ids then show as -1; without doc every row is its own document).
+  void add(int64_t rows, const uint32_t* count, const uint32_t* index, const float* value, const int32_t* token,
+           const int64_t* doc);
+  // Closes the windows still open. Call once, after the last add().
+  void finish();
+
+  int64_t rows() const { return rows_; }
+  int64_t documents() const { return documents_; }
+  const std::vector<int64_t>& latents() const { return latents_; }
+  int64_t fires(size_t k) const { return fires_[k]; }  // of the k-th chosen latent
+  // The k-th chosen latent's statistics and examples (logit lens and neighbours are left empty).
+  LatentReport report(size_t k) const;
+  // For every chosen latent, the n latents with the highest Jaccard index of firing sets over the
+  // sampled rows (only those that co-fire at least once), highest first, ties by latent index.
+  std::vector<std::vector<Neighbour>> cofire_neighbours(int n, int threads) const;
+  int64_t cofire_rows() const { return int64_t(cofire_sample_.size()); }
+  // Bytes held by the per-latent state and examples (the formula of docs/explain.md), and by the
+  // row-proportional parts (token ids) and the samples, for reporting.
+  size_t example_bytes() const;
+  size_t row_bytes() const;
+
+ private:
+  struct Example {
+    int64_t row = -1, start = 0, end = -1;  // peak row and window [start, end] (end set when it closes)
+    int64_t doc = -1;
+    float act = 0;
+    uint32_t gen = 0;  // bumped when the slot is reused, so a pending fill for the old one is dropped
+  };
+  struct Firing {
+    int64_t row;
+    float value;
+  };
+  struct PoolWindow {
+    int64_t row = -1, start = 0, end = -1, doc = -1;
+    uint32_t gen = 0;
+    std::vector<uint32_t> latents;  // every latent firing in the window (sorted, unique once closed)
+  };
+  struct Pending {
+    int64_t example;  // example id, or -1 - pool index
+    uint32_t gen;
+    int64_t row;
+  };
+
+  int window() const { return opt_.before + 1 + opt_.after; }
+  float* acts_of(int64_t example) { return acts_.data() + size_t(example) * size_t(window()); }
+  const float* acts_of(int64_t example) const { return acts_.data() + size_t(example) * size_t(window()); }
+  void start_row(int64_t doc);
+  void close_pending_before(int64_t row);  // closes pending windows that end before `row`
+  void close(const Pending& p, int64_t last_row);
+  void take_example(size_t slot, int64_t example, float value);
+  void offer(size_t slot, float value);
+  ContextExample context(size_t slot, int64_t example) const;
+
+  int64_t d_sae_;
+  std::vector<int64_t> latents_;
+  std::vector<int32_t> slot_of_;  // latent -> slot, -1 when not chosen
+  MinerOptions opt_;
+  int ring_cap_;
+  int per_slot_;  // example slots per latent: N top + Q*S reservoir
+
+  // Per chosen latent.
+  std::vector<int64_t> fires_;
+  std::vector<double> sum_;
+  std::vector<float> max_;
+  std::vector<int64_t> hist_;    // [slot][kHistBins]
+  std::vector<Firing> ring_;     // [slot][ring_cap_], circular
+  std::vector<int32_t> ring_head_, ring_size_;
+  std::vector<int32_t> top_size_;
+  std::vector<int64_t> heap_;    // [slot][N] example ids in heap order (root: the worst kept)
+
+  std::vector<Example> examples_;  // [slot][per_slot_]
+  std::vector<float> acts_;        // [example][window()]
+  std::deque<Pending> pending_;
+
+  // The input.
+  std::vector<int32_t> tokens_;
+  int64_t rows_ = 0, documents_ = 0;
+  int64_t doc_ = 0, doc_start_ = 0;
+  int64_t recorded_doc_ = -1;  // doc_ when the input has a doc column, else -1
+  // The last window() rows' active latents (all latents), by row % window(): what the contrast
+  // pool's windows are built from when they close.
+  std::vector<std::vector<uint32_t>> recent_;
+
+  // A uniform sample of fixed size from a stream of unknown length (Li 1994, Algorithm L: a
+  // random skip to the next kept item, so the draws cost O(capacity * log(seen / capacity))).
+  struct Reservoir {
+    int64_t capacity = 0, seen = 0, next = 0;
+    double w = 0;
+    Rng rng;
+    // Offers the next item: the slot it goes to (overwriting what was there), or -1 when it is not kept.
+    int64_t offer();
+    void draw_skip();
+  };
+  std::vector<Reservoir> quantile_res_;  // per chosen latent, over its firings
+  Reservoir pool_res_, cofire_res_;      // over rows
+  std::vector<PoolWindow> pool_;
+  std::vector<std::vector<uint32_t>> cofire_sample_;
+  bool finished_ = false;
+};
+
+}  // namespace sae
