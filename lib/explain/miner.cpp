@@ -73,23 +73,17 @@ LatentMiner::LatentMiner(int64_t d_sae, std::vector<int64_t> latents, MinerOptio
   const size_t L = latents_.size();
   ring_cap_ = std::max({opt_.before, opt_.after, 1});
   per_slot_ = opt_.top + opt_.quantiles * opt_.per_quantile;
-  fires_.assign(L, 0);
-  sum_.assign(L, 0);
-  max_.assign(L, 0);
+  state_.resize(L);
   hist_.assign(L * kHistBins, 0);
   ring_.resize(L * size_t(ring_cap_));
-  ring_head_.assign(L, 0);
-  ring_size_.assign(L, 0);
-  top_size_.assign(L, 0);
   heap_.resize(L * size_t(opt_.top));
   examples_.resize(L * size_t(per_slot_));
   acts_.resize(examples_.size() * size_t(window()));
   const Rng base(opt_.seed);
   const Rng quantile_base = base.substream(kStreamQuantiles);
-  quantile_res_.resize(L);
   for (size_t s = 0; s < L; s++) {
-    quantile_res_[s].capacity = int64_t(opt_.quantiles) * opt_.per_quantile;
-    quantile_res_[s].rng = quantile_base.substream(uint64_t(latents_[s]));
+    state_[s].quantile.capacity = int64_t(opt_.quantiles) * opt_.per_quantile;
+    state_[s].quantile.rng = quantile_base.substream(uint64_t(latents_[s]));
   }
   // The contrast pool: enough random windows that a latent firing on a few percent of tokens
   // still has `contrast` windows where it is silent.
@@ -133,8 +127,9 @@ void LatentMiner::close(const Pending& p, int64_t last_row) {
     const size_t s = size_t(p.example / per_slot_);
     float* acts = acts_of(p.example);
     const Firing* ring = ring_.data() + s * size_t(ring_cap_);
-    for (int i = 0; i < ring_size_[s]; i++) {
-      const Firing& f = ring[(ring_head_[s] - 1 - i + 2 * ring_cap_) % ring_cap_];
+    for (int i = 0, at = state_[s].ring_head; i < state_[s].ring_size; i++) {
+      at = at == 0 ? ring_cap_ - 1 : at - 1;  // newest first
+      const Firing& f = ring[at];
       if (f.row <= e.row) break;
       if (f.row <= e.end) acts[f.row - e.row + opt_.before] = f.value;
     }
@@ -166,8 +161,9 @@ void LatentMiner::take_example(size_t slot, int64_t example, float value) {
   // The rows before the peak: the latent's firings there are in its ring (it holds at least
   // `before` of them, and each row adds at most one).
   const Firing* ring = ring_.data() + slot * size_t(ring_cap_);
-  for (int i = 0; i < ring_size_[slot]; i++) {
-    const Firing& f = ring[(ring_head_[slot] - 1 - i + 2 * ring_cap_) % ring_cap_];
+  for (int i = 0, at = state_[slot].ring_head; i < state_[slot].ring_size; i++) {
+    at = at == 0 ? ring_cap_ - 1 : at - 1;  // newest first
+    const Firing& f = ring[at];
     if (f.row < e.start) break;
     acts[f.row - rows_ + opt_.before] = f.value;
   }
@@ -175,37 +171,39 @@ void LatentMiner::take_example(size_t slot, int64_t example, float value) {
 }
 
 void LatentMiner::offer(size_t s, float value) {
-  fires_[s]++;
-  sum_[s] += value;
-  if (fires_[s] == 1 || value > max_[s]) max_[s] = value;
+  LatentState& st = state_[s];
+  st.fires++;
+  st.sum += value;
+  if (st.fires == 1 || value > st.max) st.max = value;
   hist_[s * kHistBins + size_t(hist_bin(value))]++;
 
   const int N = opt_.top;
-  if (N > 0) {
+  if (N > 0 && (st.top_size < N || value > st.worst)) {  // equal to the worst kept: the earlier row stays
     int64_t* heap = heap_.data() + s * size_t(N);
     // The root is the worst example kept: the lowest activation, the latest row among equals.
     auto worse_on_top = [&](int64_t a, int64_t b) {
       return ranks_before(examples_[size_t(a)].act, examples_[size_t(a)].row, examples_[size_t(b)].act,
                           examples_[size_t(b)].row);
     };
-    if (top_size_[s] < N) {
-      const int64_t id = int64_t(s) * per_slot_ + top_size_[s];
+    if (st.top_size < N) {
+      const int64_t id = int64_t(s) * per_slot_ + st.top_size;
       take_example(s, id, value);
-      heap[top_size_[s]++] = id;
-      std::push_heap(heap, heap + top_size_[s], worse_on_top);
-    } else if (value > examples_[size_t(heap[0])].act) {  // equal: the earlier row stays
+      heap[st.top_size++] = id;
+      std::push_heap(heap, heap + st.top_size, worse_on_top);
+    } else {
       std::pop_heap(heap, heap + N, worse_on_top);
       take_example(s, heap[N - 1], value);
       std::push_heap(heap, heap + N, worse_on_top);
     }
+    if (st.top_size == N) st.worst = examples_[size_t(heap[0])].act;
   }
-  const int64_t q = quantile_res_[s].offer();
+  const int64_t q = st.quantile.offer();
   if (q >= 0) take_example(s, int64_t(s) * per_slot_ + N + q, value);
 
   Firing* ring = ring_.data() + s * size_t(ring_cap_);
-  ring[ring_head_[s]] = {rows_, value};
-  ring_head_[s] = (ring_head_[s] + 1) % ring_cap_;
-  ring_size_[s] = std::min(ring_size_[s] + 1, ring_cap_);
+  ring[st.ring_head] = {rows_, value};
+  st.ring_head = st.ring_head + 1 == ring_cap_ ? 0 : st.ring_head + 1;
+  st.ring_size = std::min(st.ring_size + 1, ring_cap_);
 }
 
 void LatentMiner::add(int64_t rows, const uint32_t* count, const uint32_t* index, const float* value,
@@ -275,11 +273,12 @@ LatentReport LatentMiner::report(size_t s) const {
   if (!finished_) throw std::logic_error("LatentMiner::report before finish");
   LatentReport r;
   r.latent = latents_[s];
-  r.fires = fires_[s];
+  const LatentState& st = state_[s];
+  r.fires = st.fires;
   r.rows = rows_;
-  r.density = rows_ > 0 ? double(fires_[s]) / double(rows_) : 0;
-  r.max_activation = fires_[s] > 0 ? max_[s] : 0;
-  r.mean_activation = fires_[s] > 0 ? sum_[s] / double(fires_[s]) : 0;
+  r.density = rows_ > 0 ? double(st.fires) / double(rows_) : 0;
+  r.max_activation = st.fires > 0 ? st.max : 0;
+  r.mean_activation = st.fires > 0 ? st.sum / double(st.fires) : 0;
   const int64_t* hist = hist_.data() + s * kHistBins;
   int first = 0, last = kHistBins - 1;
   while (first < kHistBins && hist[first] == 0) first++;
@@ -290,20 +289,20 @@ LatentReport LatentMiner::report(size_t s) const {
       r.hist_counts.push_back(hist[b]);
     }
     // The open-ended top bin closes at the largest value seen.
-    r.hist_edges.push_back(last == kHistBins - 1 ? double(max_[s]) : hist_edge(last + 1));
+    r.hist_edges.push_back(last == kHistBins - 1 ? double(st.max) : hist_edge(last + 1));
   }
 
   auto by_rank = [&](int64_t a, int64_t b) {
     return ranks_before(examples_[size_t(a)].act, examples_[size_t(a)].row, examples_[size_t(b)].act,
                         examples_[size_t(b)].row);
   };
-  std::vector<int64_t> ids(heap_.begin() + int64_t(s) * opt_.top, heap_.begin() + int64_t(s) * opt_.top + top_size_[s]);
+  std::vector<int64_t> ids(heap_.begin() + int64_t(s) * opt_.top, heap_.begin() + int64_t(s) * opt_.top + st.top_size);
   std::sort(ids.begin(), ids.end(), by_rank);
   for (int64_t id : ids) r.top.push_back(context(s, id));
 
   // Quantile groups: the reservoir is a uniform sample of the firings; sorted by activation and
   // cut into equal rank groups, group g is a uniform sample of the g-th quantile band.
-  const int64_t kept = std::min<int64_t>(fires_[s], quantile_res_[s].capacity);
+  const int64_t kept = std::min<int64_t>(st.fires, st.quantile.capacity);
   ids.clear();
   for (int64_t q = 0; q < kept; q++) ids.push_back(int64_t(s) * per_slot_ + opt_.top + q);
   std::sort(ids.begin(), ids.end(), [&](int64_t a, int64_t b) { return by_rank(b, a); });
@@ -359,6 +358,7 @@ std::vector<std::vector<Neighbour>> LatentMiner::cofire_neighbours(int n, int th
         for (uint32_t l : cofire_sample_[r])
           if (l != self && both[l]++ == 0) touched.push_back(l);
       std::vector<Neighbour> cand;
+      cand.reserve(touched.size());
       const double mine = double(rows_of[size_t(s)].size());
       for (uint32_t l : touched) {
         const double inter = both[l];
@@ -380,8 +380,7 @@ std::vector<std::vector<Neighbour>> LatentMiner::cofire_neighbours(int n, int th
 size_t LatentMiner::example_bytes() const {
   size_t b = examples_.size() * sizeof(Example) + acts_.size() * sizeof(float) + heap_.size() * sizeof(int64_t);
   b += ring_.size() * sizeof(Firing) + hist_.size() * sizeof(int64_t);
-  b += latents_.size() * (sizeof(Reservoir) + 2 * sizeof(int32_t) + sizeof(int32_t) + sizeof(int64_t) + sizeof(double) +
-                          sizeof(float));
+  b += state_.size() * sizeof(LatentState);
   b += slot_of_.size() * sizeof(int32_t);
   return b;
 }

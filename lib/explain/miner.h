@@ -63,7 +63,7 @@ class LatentMiner {
   int64_t rows() const { return rows_; }
   int64_t documents() const { return documents_; }
   const std::vector<int64_t>& latents() const { return latents_; }
-  int64_t fires(size_t k) const { return fires_[k]; }  // of the k-th chosen latent
+  int64_t fires(size_t k) const { return state_[k].fires; }  // of the k-th chosen latent
   // The k-th chosen latent's statistics and examples (logit lens and neighbours are left empty).
   LatentReport report(size_t k) const;
   // For every chosen latent, the n latents with the highest Jaccard index of firing sets over the
@@ -114,14 +114,31 @@ class LatentMiner {
   int ring_cap_;
   int per_slot_;  // example slots per latent: N top + Q*S reservoir
 
+  // A uniform sample of fixed size from a stream of unknown length (Li 1994, Algorithm L: a
+  // random skip to the next kept item, so the draws cost O(capacity * log(seen / capacity))).
+  struct Reservoir {
+    int64_t capacity = 0, seen = 0, next = 0;
+    double w = 0;
+    Rng rng;
+    // Offers the next item: the slot it goes to (overwriting what was there), or -1 when it is not kept.
+    int64_t offer();
+    void draw_skip();
+  };
+  // What every firing of a chosen latent touches, in one place: a firing costs a few cache misses
+  // (this, its histogram bin, its ring slot), not one per array.
+  struct LatentState {
+    int64_t fires = 0;
+    double sum = 0;
+    float max = 0;
+    float worst = 0;  // the activation at the top heap's root, once the heap is full
+    int32_t top_size = 0, ring_head = 0, ring_size = 0;
+    Reservoir quantile;  // over its firings
+  };
+
   // Per chosen latent.
-  std::vector<int64_t> fires_;
-  std::vector<double> sum_;
-  std::vector<float> max_;
+  std::vector<LatentState> state_;
   std::vector<int64_t> hist_;    // [slot][kHistBins]
   std::vector<Firing> ring_;     // [slot][ring_cap_], circular
-  std::vector<int32_t> ring_head_, ring_size_;
-  std::vector<int32_t> top_size_;
   std::vector<int64_t> heap_;    // [slot][N] example ids in heap order (root: the worst kept)
 
   std::vector<Example> examples_;  // [slot][per_slot_]
@@ -137,18 +154,7 @@ class LatentMiner {
   // pool's windows are built from when they close.
   std::vector<std::vector<uint32_t>> recent_;
 
-  // A uniform sample of fixed size from a stream of unknown length (Li 1994, Algorithm L: a
-  // random skip to the next kept item, so the draws cost O(capacity * log(seen / capacity))).
-  struct Reservoir {
-    int64_t capacity = 0, seen = 0, next = 0;
-    double w = 0;
-    Rng rng;
-    // Offers the next item: the slot it goes to (overwriting what was there), or -1 when it is not kept.
-    int64_t offer();
-    void draw_skip();
-  };
-  std::vector<Reservoir> quantile_res_;  // per chosen latent, over its firings
-  Reservoir pool_res_, cofire_res_;      // over rows
+  Reservoir pool_res_, cofire_res_;  // over rows
   std::vector<PoolWindow> pool_;
   std::vector<std::vector<uint32_t>> cofire_sample_;
   bool finished_ = false;
