@@ -1,6 +1,7 @@
 # The real-model pipeline (docs/pipelines.md): text -> a model's activations at one hook ->
 # shuffle with a held-out split -> train an SAE -> evaluate it, structurally on the held-out rows
-# and by LM loss with the SAE spliced into the model on held-out documents.
+# and by LM loss with the SAE spliced into the model on held-out documents -> a dashboard of every
+# latent (sae-explain) over the collected activations.
 #
 #   make -f pipelines/real.mk MODEL=DIR TEXT=FILE [OUT=out/real] [HOOK=blocks.0.hook_resid_post]
 #        [CONTEXT=128] [ARCH=topk] [K=32] [LATENTS=0] [EPOCHS=1] [TOKENS=0] [SEED=1] ...
@@ -43,6 +44,7 @@ SEED        ?= 1
 EVAL_TOKENS ?= 0
 TRAIN_EXTRA ?=
 EVAL_EXTRA  ?=
+EXPLAIN_EXTRA ?=
 
 ifeq ($(strip $(MODEL)),)
 $(error MODEL is not set: give the Hugging Face model directory, e.g. MODEL=../shared/models/stories260K)
@@ -64,11 +66,12 @@ SHUFFLE_ARGS := $(strip --seed $(SEED) --memory $(MEMORY) --split heldout=$(HELD
 TRAIN_ARGS   := $(strip --arch $(ARCH) --latents $(LATENTS) $(if $(filter topk batchtopk matryoshka,$(ARCH)),--k $(K)) \
                 --seed $(SEED) --epochs $(EPOCHS) $(if $(filter-out 0,$(TOKENS)),--tokens $(TOKENS)) \
                 --device $(DEVICE) $(TRAIN_EXTRA))
+EXPLAIN_ARGS := $(strip --model $(MODEL) --seed $(SEED) --device $(DEVICE) $(EXPLAIN_EXTRA))
 EVAL_ARGS    := $(strip --model $(MODEL) --context $(CONTEXT) --batch $(BATCH) --max-tokens $(EVAL_TOKENS) \
                 --device $(DEVICE) $(TEXT_OPTS) --text $(HELDOUT_TEXT) $(EVAL_EXTRA))
 
 .PHONY: all demo FORCE
-all: $(OUT)/report.json
+all: $(OUT)/report.json $(OUT)/dashboard/index.html
 
 # A stage's parameters: the file changes (and so triggers the stage) only when they change.
 $(OUT)/%.args: FORCE
@@ -104,7 +107,13 @@ $(OUT)/report.json: $(OUT)/sae/cfg.json $(OUT)/heldout.sae $(HELDOUT_TEXT) $(OUT
 	$(BIN)/sae-eval --sae $(OUT)/sae $(EVAL_ARGS) --plots $(OUT)/plots \
 	    -o $@ $(OUT)/heldout.sae 2> $(OUT)/report.txt; s=$$?; cat $(OUT)/report.txt >&2; exit $$s
 
-demo: $(OUT)/report.json
+# The dashboard: every latent over the collected activations, which are in document order (the
+# shuffled ones are not: their contexts would be one token long).
+$(OUT)/dashboard/index.html: $(OUT)/sae/cfg.json $(OUT)/acts.sae $(OUT)/explain.args $(BIN)/sae-explain
+	$(BIN)/sae-explain --sae $(OUT)/sae $(EXPLAIN_ARGS) --force -o $(OUT)/dashboard $(OUT)/acts.sae
+
+demo: $(OUT)/report.json $(OUT)/dashboard/index.html
 	@echo
 	@echo "real-model pipeline done: $(ARCH) SAE on $(HOOK) of $(MODEL)"
 	@echo "report: $(OUT)/report.json (table: $(OUT)/report.txt); plots (SVG): $(OUT)/plots/"
+	@echo "dashboard of every latent: open $(abspath $(OUT))/dashboard/index.html"

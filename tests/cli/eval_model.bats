@@ -213,7 +213,7 @@ real_mk() {
   stories_text 40 > text.txt
   run real_mk K=8
   assert_success
-  for stage in "awk " "sae-collect " "sae-shuffle " "sae-train " "sae-eval "; do assert_output --partial "$stage"; done
+  for stage in "awk " "sae-collect " "sae-shuffle " "sae-train " "sae-eval " "sae-explain "; do assert_output --partial "$stage"; done
   # held-out documents: every 5th of 40, the rest trained on
   [ "$(awk 'BEGIN { RS = "" } END { print NR }' out/heldout.txt)" = 8 ]
   [ "$(awk 'BEGIN { RS = "" } END { print NR }' out/train.txt)" = 32 ]
@@ -222,12 +222,14 @@ real_mk() {
   jq -e '.lm_loss.ce_loss_spliced < .lm_loss.ce_loss_zero_ablation' out/report.json
   grep -q "CE loss recovered" out/report.txt
   [ -f out/plots/freq_hist.svg ]
+  # the dashboard of every latent, over the unshuffled rows
+  [ "$(wc -l < out/dashboard/latents.jsonl)" = 128 ] && [ -f out/dashboard/index.html ]
 
-  before=$(stat -c %Y out/acts.sae out/train.sae out/sae/cfg.json out/report.json)
+  before=$(stat -c %Y out/acts.sae out/train.sae out/sae/cfg.json out/report.json out/dashboard/index.html)
   run real_mk K=8
   assert_success
   assert_output ""
-  [ "$(stat -c %Y out/acts.sae out/train.sae out/sae/cfg.json out/report.json)" = "$before" ]
+  [ "$(stat -c %Y out/acts.sae out/train.sae out/sae/cfg.json out/report.json out/dashboard/index.html)" = "$before" ]
 
   run real_mk K=4
   assert_success
@@ -236,6 +238,7 @@ real_mk() {
   refute_output --partial "sae-shuffle "
   assert_output --partial "sae-train "
   assert_output --partial "sae-eval "
+  assert_output --partial "sae-explain "
   jq -e '.sae.k == 4' out/report.json
 
   run real_mk K=4 EVAL_TOKENS=200
