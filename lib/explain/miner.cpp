@@ -21,17 +21,33 @@ bool ranks_before(float a, int64_t row_a, float b, int64_t row_b) { return a > b
 
 }  // namespace
 
+namespace {
+
+// The lower edges of bins 1 .. kHistBins-1 as floats, computed once: binning is a binary search
+// over them (no logarithm per firing), and hist_edge gives the same edges.
+struct HistEdges {
+  float lower[kHistBins - 1];
+  HistEdges() {
+    for (int b = 1; b < kHistBins; b++) lower[b - 1] = float(std::pow(10.0, kHistMinExp + double(b - 1) / kHistPerDecade));
+  }
+};
+const HistEdges& hist_edges() {
+  static const HistEdges e;
+  return e;
+}
+
+}  // namespace
+
 int hist_bin(float v) {
-  if (!(v >= std::pow(10.0f, float(kHistMinExp)))) return 0;
-  const double x = (std::log10(double(v)) - kHistMinExp) * kHistPerDecade;
-  if (x >= double((kHistMaxExp - kHistMinExp) * kHistPerDecade)) return kHistBins - 1;
-  return 1 + std::clamp(int(std::floor(x)), 0, kHistBins - 3);
+  const HistEdges& e = hist_edges();
+  // The number of lower edges <= v: 0 below the first edge (v <= 0 included).
+  return int(std::upper_bound(e.lower, e.lower + kHistBins - 1, v) - e.lower);
 }
 
 double hist_edge(int edge) {
   if (edge <= 0) return 0;
   if (edge >= kHistBins) return std::numeric_limits<double>::infinity();
-  return std::pow(10.0, kHistMinExp + double(edge - 1) / kHistPerDecade);
+  return double(hist_edges().lower[edge - 1]);
 }
 
 void LatentMiner::Reservoir::draw_skip() {
@@ -93,6 +109,9 @@ LatentMiner::LatentMiner(int64_t d_sae, std::vector<int64_t> latents, MinerOptio
   cofire_res_.capacity = opt_.cofire_rows;
   cofire_res_.rng = base.substream(kStreamCofire);
   recent_.resize(size_t(window()));
+  open_.resize(L);
+  const int threads = opt_.threads > 0 ? opt_.threads : std::max(1, int(std::thread::hardware_concurrency()));
+  if (threads > 1) pool_threads_ = std::make_unique<ForkJoinPool>(threads);
 }
 
 LatentMiner::~LatentMiner() = default;
@@ -100,32 +119,55 @@ LatentMiner::~LatentMiner() = default;
 void LatentMiner::start_row(int64_t doc) {
   if (rows_ == 0 || doc != doc_) {
     while (!pending_.empty()) {
-      close(pending_.front(), rows_ - 1);
+      close_pool(pending_.front(), rows_ - 1);
       pending_.pop_front();
     }
     doc_ = doc;
     doc_start_ = rows_;
     documents_++;
+    if (have_doc_) doc_starts_.push_back(rows_);
   } else {
-    close_pending_before(rows_);
+    while (!pending_.empty() && pending_.front().row + opt_.after < rows_) {
+      close_pool(pending_.front(), pending_.front().row + opt_.after);
+      pending_.pop_front();
+    }
   }
 }
 
-void LatentMiner::close_pending_before(int64_t row) {
-  while (!pending_.empty() && pending_.front().row + opt_.after < row) {
-    close(pending_.front(), pending_.front().row + opt_.after);
-    pending_.pop_front();
-  }
+int64_t LatentMiner::doc_end(int64_t doc_start) const {
+  if (!have_doc_) return doc_start;
+  const auto next = std::upper_bound(doc_starts_.begin(), doc_starts_.end(), doc_start);
+  return next == doc_starts_.end() ? rows_ - 1 : *next - 1;
 }
 
-void LatentMiner::close(const Pending& p, int64_t last_row) {
-  if (p.example >= 0) {
-    Example& e = examples_[size_t(p.example)];
-    if (e.gen != p.gen) return;  // replaced since: its new window has its own entry
-    e.end = std::min(e.row + opt_.after, last_row);
-    // The latent's firings after the peak are its newest ones, all still in its ring.
-    const size_t s = size_t(p.example / per_slot_);
-    float* acts = acts_of(p.example);
+void LatentMiner::close_pool(const Pending& p, int64_t last_row) {
+  PoolWindow& w = pool_[size_t(p.pool)];
+  if (w.gen != p.gen) return;  // replaced since: its new window has its own entry
+  w.end = std::min(w.row + opt_.after, last_row);
+  w.latents.clear();
+  for (int64_t r = w.start; r <= w.end; r++) {
+    const auto& row = recent_[size_t(r % window())];
+    w.latents.insert(w.latents.end(), row.begin(), row.end());
+  }
+  std::sort(w.latents.begin(), w.latents.end());
+  w.latents.erase(std::unique(w.latents.begin(), w.latents.end()), w.latents.end());
+}
+
+void LatentMiner::close_examples(size_t s, int64_t row, int64_t doc_start) {
+  std::vector<int64_t>& open = open_[s];
+  size_t keep = 0;
+  for (int64_t id : open) {
+    Example& e = examples_[size_t(id)];
+    const bool other_doc = row < 0 || e.doc_start != doc_start;
+    if (!other_doc && e.row + opt_.after >= row) {
+      open[keep++] = id;
+      continue;
+    }
+    e.end = e.row + opt_.after;
+    if (other_doc) e.end = std::min(e.end, doc_end(e.doc_start));
+    // The latent's firings after the peak are its newest ones, all still in its ring: the window
+    // is closed at the latent's first firing past it, so at most `after` came in between.
+    float* acts = acts_of(id);
     const Firing* ring = ring_.data() + s * size_t(ring_cap_);
     for (int i = 0, at = state_[s].ring_head; i < state_[s].ring_size; i++) {
       at = at == 0 ? ring_cap_ - 1 : at - 1;  // newest first
@@ -133,27 +175,18 @@ void LatentMiner::close(const Pending& p, int64_t last_row) {
       if (f.row <= e.row) break;
       if (f.row <= e.end) acts[f.row - e.row + opt_.before] = f.value;
     }
-  } else {
-    PoolWindow& w = pool_[size_t(-1 - p.example)];
-    if (w.gen != p.gen) return;
-    w.end = std::min(w.row + opt_.after, last_row);
-    w.latents.clear();
-    for (int64_t r = w.start; r <= w.end; r++) {
-      const auto& row = recent_[size_t(r % window())];
-      w.latents.insert(w.latents.end(), row.begin(), row.end());
-    }
-    std::sort(w.latents.begin(), w.latents.end());
-    w.latents.erase(std::unique(w.latents.begin(), w.latents.end()), w.latents.end());
   }
+  open.resize(keep);
 }
 
-void LatentMiner::take_example(size_t slot, int64_t example, float value) {
+void LatentMiner::take_example(size_t slot, int64_t example, int64_t row, float value) {
   Example& e = examples_[size_t(example)];
-  e.gen++;
-  e.row = rows_;
-  e.doc = recorded_doc_;
+  const bool was_open = e.row >= 0 && e.end < 0;  // a replaced example still on the open list
+  e.row = row;
+  e.doc = row_doc(row);
+  e.doc_start = row_doc_start(row);
   e.act = value;
-  e.start = std::max(rows_ - opt_.before, doc_start_);
+  e.start = std::max(row - opt_.before, e.doc_start);
   e.end = -1;
   float* acts = acts_of(example);
   std::fill(acts, acts + window(), 0.0f);
@@ -165,12 +198,13 @@ void LatentMiner::take_example(size_t slot, int64_t example, float value) {
     at = at == 0 ? ring_cap_ - 1 : at - 1;  // newest first
     const Firing& f = ring[at];
     if (f.row < e.start) break;
-    acts[f.row - rows_ + opt_.before] = f.value;
+    acts[f.row - row + opt_.before] = f.value;
   }
-  pending_.push_back({example, e.gen, rows_});
+  if (!was_open) open_[slot].push_back(example);
 }
 
-void LatentMiner::offer(size_t s, float value) {
+void LatentMiner::offer(size_t s, int64_t row, float value) {
+  if (!open_[s].empty()) close_examples(s, row, row_doc_start(row));
   LatentState& st = state_[s];
   st.fires++;
   st.sum += value;
@@ -187,21 +221,21 @@ void LatentMiner::offer(size_t s, float value) {
     };
     if (st.top_size < N) {
       const int64_t id = int64_t(s) * per_slot_ + st.top_size;
-      take_example(s, id, value);
+      take_example(s, id, row, value);
       heap[st.top_size++] = id;
       std::push_heap(heap, heap + st.top_size, worse_on_top);
     } else {
       std::pop_heap(heap, heap + N, worse_on_top);
-      take_example(s, heap[N - 1], value);
+      take_example(s, heap[N - 1], row, value);
       std::push_heap(heap, heap + N, worse_on_top);
     }
     if (st.top_size == N) st.worst = examples_[size_t(heap[0])].act;
   }
   const int64_t q = st.quantile.offer();
-  if (q >= 0) take_example(s, int64_t(s) * per_slot_ + N + q, value);
+  if (q >= 0) take_example(s, int64_t(s) * per_slot_ + N + q, row, value);
 
   Firing* ring = ring_.data() + s * size_t(ring_cap_);
-  ring[st.ring_head] = {rows_, value};
+  ring[st.ring_head] = {row, value};
   st.ring_head = st.ring_head + 1 == ring_cap_ ? 0 : st.ring_head + 1;
   st.ring_size = std::min(st.ring_size + 1, ring_cap_);
 }
@@ -209,11 +243,22 @@ void LatentMiner::offer(size_t s, float value) {
 void LatentMiner::add(int64_t rows, const uint32_t* count, const uint32_t* index, const float* value,
                       const int32_t* token, const int64_t* doc) {
   if (finished_) throw std::logic_error("LatentMiner::add after finish");
+  if (rows_ == 0) have_doc_ = doc != nullptr;
+  const size_t L = latents_.size();
+  batch_first_ = rows_;
+  batch_doc_start_.resize(size_t(rows));
+  batch_doc_.resize(size_t(rows));
+  bucket_start_.assign(L + 1, 0);
+
+  // The rows in order: documents, token ids, the contrast pool and the co-firing sample, and the
+  // number of firings of each latent.
   size_t at = 0;
   for (int64_t r = 0; r < rows; r++) {
     // Without a doc column every row is its own document.
     start_row(doc ? doc[r] : rows_);
     recorded_doc_ = doc ? doc_ : -1;
+    batch_doc_start_[size_t(r)] = doc_start_;
+    batch_doc_[size_t(r)] = recorded_doc_;
     tokens_.push_back(token ? token[r] : -1);
     std::vector<uint32_t>& recent = recent_[size_t(rows_ % window())];
     recent.clear();
@@ -222,7 +267,7 @@ void LatentMiner::add(int64_t rows, const uint32_t* count, const uint32_t* index
       if (value[j] == 0) continue;  // an explicit zero is not a firing
       recent.push_back(index[j]);
       const int32_t s = slot_of_[index[j]];
-      if (s >= 0) offer(size_t(s), value[j]);
+      if (s >= 0) bucket_start_[size_t(s) + 1]++;
     }
     at += n;
     const int64_t p = pool_res_.offer();
@@ -233,7 +278,7 @@ void LatentMiner::add(int64_t rows, const uint32_t* count, const uint32_t* index
       w.doc = recorded_doc_;
       w.start = std::max(rows_ - opt_.before, doc_start_);
       w.end = -1;
-      pending_.push_back({-1 - p, w.gen, rows_});
+      pending_.push_back({p, w.gen, rows_});
     }
     const int64_t c = cofire_res_.offer();
     if (c >= 0) {
@@ -242,14 +287,54 @@ void LatentMiner::add(int64_t rows, const uint32_t* count, const uint32_t* index
     }
     rows_++;
   }
+
+  // The firings bucketed by latent, each bucket in row order.
+  for (size_t s = 0; s < L; s++) bucket_start_[s + 1] += bucket_start_[s];
+  const int64_t firings = bucket_start_[L];
+  bucket_row_.resize(size_t(firings));
+  bucket_value_.resize(size_t(firings));
+  std::vector<int64_t>& fill = bucket_fill_;
+  fill.assign(bucket_start_.begin(), bucket_start_.end() - 1);
+  at = 0;
+  for (int64_t r = 0; r < rows; r++) {
+    const size_t n = count[r];
+    for (size_t j = at; j < at + n; j++) {
+      if (value[j] == 0) continue;
+      const int32_t s = slot_of_[index[j]];
+      if (s < 0) continue;
+      const int64_t k = fill[size_t(s)]++;
+      bucket_row_[size_t(k)] = batch_first_ + r;
+      bucket_value_[size_t(k)] = value[j];
+    }
+    at += n;
+  }
+
+  // Latent by latent, the threads taking contiguous ranges of about equal firings.
+  auto run = [&](size_t s0, size_t s1) {
+    for (size_t s = s0; s < s1; s++)
+      for (int64_t k = bucket_start_[s]; k < bucket_start_[s + 1]; k++) offer(s, bucket_row_[size_t(k)], bucket_value_[size_t(k)]);
+  };
+  if (!pool_threads_ || firings < 4096) {
+    run(0, L);
+    return;
+  }
+  const int T = pool_threads_->size();
+  pool_threads_->run(T, [&](int64_t t0, int64_t t1, int) {
+    auto split = [&](int64_t t) {
+      if (t >= T) return L;
+      return size_t(std::lower_bound(bucket_start_.begin(), bucket_start_.end(), firings * t / T) - bucket_start_.begin());
+    };
+    run(std::min(split(t0), L), std::min(split(t1), L));
+  });
 }
 
 void LatentMiner::finish() {
   if (finished_) return;
   while (!pending_.empty()) {
-    close(pending_.front(), rows_ - 1);
+    close_pool(pending_.front(), rows_ - 1);
     pending_.pop_front();
   }
+  for (size_t s = 0; s < latents_.size(); s++) close_examples(s, -1, 0);
   finished_ = true;
 }
 
@@ -262,6 +347,8 @@ ContextExample LatentMiner::context(size_t slot, int64_t example) const {
   c.peak = int32_t(e.row - e.start);
   c.activation = e.act;
   const float* acts = acts_of(example);
+  c.tokens.reserve(size_t(e.end - e.start + 1));
+  c.acts.reserve(size_t(e.end - e.start + 1));
   for (int64_t r = e.start; r <= e.end; r++) {
     c.tokens.push_back(tokens_[size_t(r)]);
     c.acts.push_back(acts[r - e.row + opt_.before]);

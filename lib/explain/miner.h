@@ -2,6 +2,12 @@
 // latent its statistics, its top contexts, quantile samples, contrast contexts and co-firing
 // partners out, in memory bounded by the number of examples kept, never by the number of rows.
 //
+// How a batch is processed: one serial pass over its rows does the row-level work (token ids,
+// documents, the contrast pool, the co-firing sample) and buckets the firings by latent; then the
+// latents are processed one after another, each over its own firings in row order, split among
+// the threads. A latent's state stays in cache for all its firings in the batch, and no latent
+// shares anything with another, so the result does not depend on the thread count.
+//
 // What is kept, and why it is enough:
 // - Per latent: firing count, sum, max, a log-binned histogram; a min-heap of the N best rows
 //   (ties: the earlier row wins, so the result equals a brute-force sort by (activation desc,
@@ -22,8 +28,10 @@
 #pragma once
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <vector>
 
+#include "base/fork_join_pool.h"
 #include "base/rng.h"
 #include "explain/report.h"
 
@@ -38,6 +46,7 @@ struct MinerOptions {
   int after = 8;          // and after it
   int64_t cofire_rows = 65536;  // rows sampled to count co-firing on
   uint64_t seed = 0;
+  int threads = 0;        // for the per-latent work (0: all cores); the result does not depend on it
 };
 
 // Activations are binned on a fixed log grid: kHistPerDecade bins per decade from 10^kHistMinExp
@@ -79,8 +88,8 @@ class LatentMiner {
   struct Example {
     int64_t row = -1, start = 0, end = -1;  // peak row and window [start, end] (end set when it closes)
     int64_t doc = -1;
+    int64_t doc_start = 0;  // the first row of its document
     float act = 0;
-    uint32_t gen = 0;  // bumped when the slot is reused, so a pending fill for the old one is dropped
   };
   struct Firing {
     int64_t row;
@@ -91,8 +100,8 @@ class LatentMiner {
     uint32_t gen = 0;
     std::vector<uint32_t> latents;  // every latent firing in the window (sorted, unique once closed)
   };
-  struct Pending {
-    int64_t example;  // example id, or -1 - pool index
+  struct Pending {  // a contrast-pool window still open
+    int64_t pool;
     uint32_t gen;
     int64_t row;
   };
@@ -101,10 +110,18 @@ class LatentMiner {
   float* acts_of(int64_t example) { return acts_.data() + size_t(example) * size_t(window()); }
   const float* acts_of(int64_t example) const { return acts_.data() + size_t(example) * size_t(window()); }
   void start_row(int64_t doc);
-  void close_pending_before(int64_t row);  // closes pending windows that end before `row`
-  void close(const Pending& p, int64_t last_row);
-  void take_example(size_t slot, int64_t example, float value);
-  void offer(size_t slot, float value);
+  void close_pool(const Pending& p, int64_t last_row);
+  // The last row of the document that starts at doc_start (rows seen so far).
+  int64_t doc_end(int64_t doc_start) const;
+  // Closes the open windows of latent `slot` that end before `row` (whose first document row is
+  // row_doc_start), or all of them (row < 0).
+  void close_examples(size_t slot, int64_t row, int64_t row_doc_start);
+  void take_example(size_t slot, int64_t example, int64_t row, float value);
+  void offer(size_t slot, int64_t row, float value);
+  // The first row of row's document, and its recorded doc id (-1 without a doc column): for rows
+  // of the current batch.
+  int64_t row_doc_start(int64_t row) const { return batch_doc_start_[size_t(row - batch_first_)]; }
+  int64_t row_doc(int64_t row) const { return batch_doc_[size_t(row - batch_first_)]; }
   ContextExample context(size_t slot, int64_t example) const;
 
   int64_t d_sae_;
@@ -143,13 +160,26 @@ class LatentMiner {
 
   std::vector<Example> examples_;  // [slot][per_slot_]
   std::vector<float> acts_;        // [example][window()]
-  std::deque<Pending> pending_;
+  std::vector<std::vector<int64_t>> open_;  // per latent: its examples whose window is still open
+  std::deque<Pending> pending_;             // contrast-pool windows still open
+
+  // One batch's firings bucketed by latent (reused from batch to batch).
+  std::vector<int64_t> bucket_start_, bucket_fill_;
+  std::vector<int64_t> bucket_row_;
+  std::vector<float> bucket_value_;
+  std::vector<int64_t> batch_doc_start_, batch_doc_;  // per row of the batch
+  int64_t batch_first_ = 0;
+  std::unique_ptr<ForkJoinPool> pool_threads_;
 
   // The input.
   std::vector<int32_t> tokens_;
   int64_t rows_ = 0, documents_ = 0;
   int64_t doc_ = 0, doc_start_ = 0;
   int64_t recorded_doc_ = -1;  // doc_ when the input has a doc column, else -1
+  // First row of every document after the first (8 bytes per document; none without a doc column,
+  // where every row is its own document): where a window closed late learns its document's end.
+  std::vector<int64_t> doc_starts_;
+  bool have_doc_ = true;
   // The last window() rows' active latents (all latents), by row % window(): what the contrast
   // pool's windows are built from when they close.
   std::vector<std::vector<uint32_t>> recent_;

@@ -109,10 +109,11 @@ std::vector<int64_t> all_latents(int64_t d) {
 }  // namespace
 
 TEST(LatentMiner, StatisticsAndTopListsEqualBruteForce) {
-  const Rows r = make_rows(9, 3000, 1);
-  const MinerOptions o = small_options();
+  const Rows r = make_rows(9, 6000, 1);
+  MinerOptions o = small_options();
+  o.threads = 2;
   LatentMiner m(r.d, all_latents(r.d), o);
-  feed(m, r, 257);
+  feed(m, r, 5000);  // a batch with enough firings to be split between the threads, and a small one
   EXPECT_EQ(m.rows(), r.n);
   for (int64_t l = 0; l < r.d; l++) {
     const LatentReport rep = m.report(size_t(l));
@@ -256,6 +257,19 @@ TEST(LatentMiner, ResultsDoNotDependOnBatchingAndFollowTheSeed) {
   EXPECT_TRUE(seed_matters);
 }
 
+TEST(LatentMiner, ResultsDoNotDependOnTheThreadCount) {
+  const Rows r = make_rows(9, 20000, 9);
+  MinerOptions o = small_options();
+  o.threads = 1;
+  LatentMiner one(r.d, all_latents(r.d), o);
+  feed(one, r, 20000);
+  o.threads = 3;
+  LatentMiner three(r.d, all_latents(r.d), o);
+  feed(three, r, 20000);
+  for (size_t l = 0; l < size_t(r.d); l++)
+    EXPECT_EQ(latent_to_json(one.report(l), {}), latent_to_json(three.report(l), {})) << "latent " << l;
+}
+
 TEST(LatentMiner, OnlyTheChosenLatentsAreReported) {
   const Rows r = make_rows(9, 500, 7);
   LatentMiner m(r.d, {2, 5}, small_options());
@@ -317,5 +331,22 @@ TEST(LatentMiner, WithoutDocColumnEveryRowIsItsOwnDocument) {
     EXPECT_EQ(c.tokens, std::vector<int32_t>{-1});
     EXPECT_EQ(c.doc, -1);
     EXPECT_EQ(c.peak, 0);
+  }
+}
+
+TEST(LatentMiner, HistogramBinsFollowTheirEdges) {
+  EXPECT_EQ(hist_bin(0.0f), 0);
+  EXPECT_EQ(hist_bin(-1.0f), 0);
+  EXPECT_EQ(hist_bin(1e-7f), 0);
+  EXPECT_EQ(hist_bin(1.0f), 1 + 6 * kHistPerDecade);  // 10^0 starts bin 49
+  EXPECT_EQ(hist_edge(1 + 6 * kHistPerDecade), 1.0);
+  EXPECT_EQ(hist_bin(0.999f), 6 * kHistPerDecade);
+  EXPECT_EQ(hist_bin(1e7f), kHistBins - 1);
+  EXPECT_EQ(hist_edge(0), 0.0);
+  EXPECT_TRUE(std::isinf(hist_edge(kHistBins)));
+  // every bin holds exactly the values between its edges
+  for (int b = 1; b < kHistBins - 1; b++) {
+    EXPECT_EQ(hist_bin(float(hist_edge(b))), b);
+    EXPECT_EQ(hist_bin(std::nextafter(float(hist_edge(b + 1)), 0.0f)), b);
   }
 }
