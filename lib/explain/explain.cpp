@@ -37,12 +37,18 @@ std::vector<std::string> vocabulary_texts(const Tokenizer& tok) {
   return t;
 }
 
+MinerOptions miner_options(const ExplainOptions& o) {
+  MinerOptions m = o.miner;
+  m.threads = o.threads;
+  return m;
+}
+
 // The pass: rows in (dense, encoded here, or already sparse), mined, with progress and the
 // --max-tokens stop.
 class Pass {
  public:
   Pass(const ExplainOptions& o, int64_t d_sae, std::vector<int64_t> latents)
-      : o_(o), miner_(d_sae, std::move(latents), o.miner), start_(Clock::now()) {}
+      : o_(o), miner_(d_sae, std::move(latents), miner_options(o)), start_(Clock::now()) {}
 
   void set_encoder(const Sae& sae, Device device) { encoder_ = std::make_unique<SparseEncoder>(sae, device, o_.threads); }
 

@@ -75,7 +75,7 @@ F() { echo "$BATS_FILE_TMPDIR/$1"; }
   jq -s -e '[.[] | .top[] | .doc == (.row / 64 | floor) and (.row - .peak) >= .doc * 64] | all' dash/latents.jsonl
 }
 
-@test "--latents, --top, --before/--after, --quantiles/--per-quantile, --contrast, --max-tokens and --seed do what they say" {
+@test "--latents, --top, --before/--after, --quantiles/--per-quantile, --contrast, --max-tokens, --seed and --threads do what they say" {
   need_shared
   sae-explain --model "$(stories)" --sae "$(F sae)" "$(F acts.sae)" -o a --latents 3,5-6 --top 3 --before 2 --after 1 \
     --quantiles 2 --per-quantile 4 --contrast 2 --logit-tokens 4 --neighbours 2 --max-tokens 5000 --no-dashboard 2>/dev/null
@@ -88,6 +88,9 @@ F() { echo "$BATS_FILE_TMPDIR/$1"; }
   sae-explain --model "$(stories)" --sae "$(F sae)" "$(F acts.sae)" -o b --latents 3,5-6 --max-tokens 5000 --seed 1 --no-dashboard 2>/dev/null
   sae-explain --model "$(stories)" --sae "$(F sae)" "$(F acts.sae)" -o c --latents 3,5-6 --max-tokens 5000 --seed 1 --no-dashboard 2>/dev/null
   cmp b/latents.jsonl c/latents.jsonl
+  # nor does the thread count change anything
+  sae-explain --model "$(stories)" --sae "$(F sae)" "$(F acts.sae)" -o t1 --latents 3,5-6 --max-tokens 5000 --seed 1 --no-dashboard --threads 1 2>/dev/null
+  cmp b/latents.jsonl t1/latents.jsonl
   sae-explain --model "$(stories)" --sae "$(F sae)" "$(F acts.sae)" -o d --latents 3,5-6 --max-tokens 5000 --seed 2 --no-dashboard 2>/dev/null
   # the seed moves the samples, never the top contexts
   ! cmp -s b/latents.jsonl d/latents.jsonl

@@ -29,6 +29,7 @@ Sae random_sae(int64_t d_in, int64_t d_sae, uint32_t seed) {
   s.W_dec.resize(size_t(d_sae * d_in));
   for (float& w : s.W_dec) w = nd(g);
   // Two rows of the same direction, one zero row: neighbours with cosine 1 and 0.
+  EXPECT_GE(d_sae, 6) << "random_sae sets rows 3 and 5";
   for (int64_t j = 0; j < d_in; j++) s.W_dec[size_t(3 * d_in + j)] = 2.5f * s.W_dec[size_t(1 * d_in + j)];
   for (int64_t j = 0; j < d_in; j++) s.W_dec[size_t(5 * d_in + j)] = 0.0f;
   return s;
@@ -131,7 +132,7 @@ TEST(LogitLens, EqualsBruteForceInDoubleWithTheFrequencyCorrection) {
 }
 
 TEST(LogitLens, NeedsTheResidualStreamBasis) {
-  Sae s = random_sae(8, 4, 3);
+  Sae s = random_sae(8, 6, 3);
   Unembedding u;
   u.d_model = 16;
   EXPECT_EQ(logit_lens_unavailable(s, u), "the SAE's d_in (8) is not the model's d_model (16): its hook is not in the residual stream");
