@@ -204,6 +204,8 @@ ExplainStats run_explain(const ExplainOptions& o) {
 
   if (text_mode) {
     if (hook.empty()) throw UsageError(o.sae_dir + " records no hook (cfg.json hook_name): give it with --hook");
+    if (!o.hook.empty() && !sae.hook.empty() && o.hook != sae.hook)
+      st.notes.push_back("running the model to --hook " + o.hook + ", not to the SAE's recorded hook " + sae.hook);
     pass = std::make_unique<Pass>(o, d_sae, o.latents.empty() ? parse_latent_list("0-" + std::to_string(d_sae - 1), d_sae)
                                                               : parse_latent_list(o.latents, d_sae));
     CollectModelOptions co;

@@ -97,6 +97,18 @@ F() { echo "$BATS_FILE_TMPDIR/$1"; }
   [ "$(jq -c .top b/latents.jsonl)" = "$(jq -c .top d/latents.jsonl)" ]
 }
 
+@test "--hook overrides the SAE's recorded hook for text input, and says so" {
+  need_shared
+  run sae-explain --model "$(stories)" --sae "$(F sae)" --text "$(F text.txt)" --hook blocks.1.hook_resid_post \
+    --max-tokens 500 --no-dashboard -o h
+  assert_success
+  assert_line "sae-explain: running the model to --hook blocks.1.hook_resid_post, not to the SAE's recorded hook $hook"
+  jq -e '.hook == "blocks.1.hook_resid_post" and .rows == 500' h/summary.json
+  run sae-explain --sae "$(F sae)" "$(F acts.sae)" --hook $hook -o h2
+  assert_failure 1
+  assert_line --index 0 "sae-explain: --hook is an option of --text input"
+}
+
 @test "an existing output directory is refused, and replaced with --force" {
   need_shared
   mkdir dash
