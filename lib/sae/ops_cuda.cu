@@ -15,6 +15,7 @@
 #include "backend/cuda_check.h"
 #include "base/errors.h"
 #include "sae/ops.h"
+#include "sae/topk_cuda.cuh"
 
 namespace sae {
 
@@ -77,72 +78,15 @@ __device__ __forceinline__ bool allowed(const uint8_t* mask, int64_t l) { return
 
 __global__ void k_topk(const float* pre, const float* bias, const uint8_t* mask, int64_t n, int k, int32_t* idx,
                        float* val) {
-  __shared__ int hist[256];
-  __shared__ uint32_t s_prefix, s_pmask;
-  __shared__ int s_need, s_out, s_eq_taken;
-  __shared__ typename BlockScanI::TempStorage scan;
   const int64_t r = blockIdx.x;
   const float* p = pre + r * n;
-  if (threadIdx.x == 0) {
-    s_prefix = 0;
-    s_pmask = 0;
-    s_need = k;
-  }
-  __syncthreads();
-  // Find the key of the k-th largest value, 8 bits at a time from the top.
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
-    __syncthreads();
-    const uint32_t prefix = s_prefix, pm = s_pmask;
-    for (int64_t l = threadIdx.x; l < n; l += blockDim.x) {
-      if (!allowed(mask, l)) continue;
-      uint32_t key = float_key(bias ? p[l] + bias[l] : p[l]);
-      if ((key & pm) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1);
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      int need = s_need, b = 255;
-      for (; b > 0 && hist[b] < need; b--) need -= hist[b];
-      s_need = need;  // how many of the keys equal to the final prefix to take
-      s_prefix = prefix | (uint32_t(b) << shift);
-      s_pmask = pm | (255u << shift);
-    }
-    __syncthreads();
-  }
-  const uint32_t kth = s_prefix;
-  const int need_eq = s_need;
-  if (threadIdx.x == 0) {
-    s_out = 0;
-    s_eq_taken = 0;
-  }
-  __syncthreads();
-  // Keep keys above the k-th, and the first need_eq equal to it (lowest indices), in index order.
-  for (int64_t base = 0; base < n; base += blockDim.x) {
-    const int64_t l = base + threadIdx.x;
-    float v = 0;
-    uint32_t key = 0;
-    bool ok = l < n && allowed(mask, l);
-    if (ok) {
-      v = bias ? p[l] + bias[l] : p[l];
-      key = float_key(v);
-    }
-    int eq = ok && key == kth, eq_rank, eq_total;
-    BlockScanI(scan).ExclusiveSum(eq, eq_rank, eq_total);
-    __syncthreads();
-    int sel = (ok && key > kth) || (eq && s_eq_taken + eq_rank < need_eq);
-    int pos, total;
-    BlockScanI(scan).ExclusiveSum(sel, pos, total);
-    if (sel) {
-      idx[r * k + s_out + pos] = int32_t(l);
-      val[r * k + s_out + pos] = relu(v);
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      s_out += total;
-      s_eq_taken += eq_total;
-    }
-    __syncthreads();
-  }
+  block_topk<kThreads>(
+      n, k, [&](int64_t l) { return bias ? p[l] + bias[l] : p[l]; }, [&](int64_t l) { return allowed(mask, l); },
+      [](float) { return true; },
+      [&](int out, int64_t l, float v) {
+        idx[r * k + out] = int32_t(l);
+        val[r * k + out] = relu(v);
+      });
 }
 
 __global__ void k_row_ptr_uniform(int32_t* row_ptr, int64_t B, int k) {

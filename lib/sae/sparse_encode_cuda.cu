@@ -8,6 +8,7 @@
 
 #include "backend/cuda_check.h"
 #include "sae/sparse_encode_cuda.h"
+#include "sae/topk_cuda.cuh"
 
 namespace sae::encode_cuda {
 
@@ -54,76 +55,20 @@ __global__ void k_select_rule(EncodeRule rule, const float* pre, int64_t n, cons
   if (threadIdx.x == 0) count[r] = uint32_t(s_out);
 }
 
-// TopK: radix selection of the k-th largest key, 8 bits at a time from the top; then the keys above
-// it and the first `need` equal to it (the lowest indices: ties to the lower index, as the CPU's
-// topk_before order), in index order, keeping those whose relu is > 0.
+// TopK: the k largest pre-activations (ties to the lower index, as the CPU's topk_before order), in
+// index order, keeping those whose relu is > 0.
 __global__ void k_select_topk(const float* pre, int64_t n, int k, int64_t slot, uint32_t* slot_idx, float* slot_val,
                               uint32_t* count) {
-  __shared__ int hist[256];
-  __shared__ uint32_t s_prefix, s_pmask;
-  __shared__ int s_need, s_out, s_eq_taken;
-  __shared__ typename BlockScanI::TempStorage scan;
   const int64_t r = blockIdx.x;
   const float* p = pre + r * n;
-  if (threadIdx.x == 0) {
-    s_prefix = 0;
-    s_pmask = 0;
-    s_need = k;
-  }
-  __syncthreads();
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
-    __syncthreads();
-    const uint32_t prefix = s_prefix, pm = s_pmask;
-    for (int64_t l = threadIdx.x; l < n; l += blockDim.x) {
-      const uint32_t key = float_key(p[l]);
-      if ((key & pm) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1);
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      int need = s_need, b = 255;
-      for (; b > 0 && hist[b] < need; b--) need -= hist[b];
-      s_need = need;
-      s_prefix = prefix | (uint32_t(b) << shift);
-      s_pmask = pm | (255u << shift);
-    }
-    __syncthreads();
-  }
-  const uint32_t kth = s_prefix;
-  const int need_eq = s_need;
-  if (threadIdx.x == 0) {
-    s_out = 0;
-    s_eq_taken = 0;
-  }
-  __syncthreads();
-  for (int64_t base = 0; base < n; base += blockDim.x) {
-    const int64_t l = base + threadIdx.x;
-    float v = 0;
-    uint32_t key = 0;
-    const bool ok = l < n;
-    if (ok) {
-      v = p[l];
-      key = float_key(v);
-    }
-    int eq = ok && key == kth, eq_rank, eq_total;
-    BlockScanI(scan).ExclusiveSum(eq, eq_rank, eq_total);
-    __syncthreads();
-    const float a = encode_relu(v);
-    int sel = ((ok && key > kth) || (eq && s_eq_taken + eq_rank < need_eq)) && a > 0.0f;
-    int pos, total;
-    BlockScanI(scan).ExclusiveSum(sel, pos, total);
-    if (sel) {
-      slot_idx[r * slot + s_out + pos] = uint32_t(l);
-      slot_val[r * slot + s_out + pos] = a;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      s_out += total;
-      s_eq_taken += eq_total;
-    }
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) count[r] = uint32_t(s_out);
+  const int out = block_topk<kThreads>(
+      n, k, [&](int64_t l) { return p[l]; }, [](int64_t) { return true; },
+      [](float v) { return encode_relu(v) > 0.0f; },
+      [&](int o, int64_t l, float v) {
+        slot_idx[r * slot + o] = uint32_t(l);
+        slot_val[r * slot + o] = encode_relu(v);
+      });
+  if (threadIdx.x == 0) count[r] = uint32_t(out);
 }
 
 __global__ void k_gather_rows(const uint32_t* slot_idx, const float* slot_val, int64_t slot, const uint32_t* count,
