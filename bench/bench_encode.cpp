@@ -22,20 +22,14 @@
 #include "sae/sae.h"
 #include "sae/sparse_encode.h"
 
+#include "bench_util.h"
+
 using namespace sae;
+using bench::randn;
+using bench::seconds_since;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-std::vector<float> randn(size_t n, uint32_t seed, float scale) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(g);
-  return v;
-}
 
 Sae random_sae(const std::string& arch, int64_t d_in, int64_t d_sae, int k) {
   Sae s;

@@ -32,13 +32,15 @@
 #include "sae/sparse_encode.h"
 #include "stream/stream.h"
 
+#include "bench_util.h"
+
 using namespace sae;
+using bench::randn;
+using bench::seconds_since;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 Sae random_topk(int64_t d_in, int64_t d_sae, int k, uint64_t seed) {
   Sae s;

@@ -20,21 +20,17 @@
 #include "eval/metrics.h"
 #include "sae/sae.h"
 
+#include "bench_util.h"
+
 using namespace sae;
+using bench::randn;
+using bench::seconds_since;
 namespace {
 
 double cpu_seconds() {
   timespec ts;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-}
-
-std::vector<float> randn(size_t n, uint32_t seed, float scale) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(g);
-  return v;
 }
 
 Sae random_sae(const std::string& arch, int64_t d_in, int64_t d_sae, int k) {
