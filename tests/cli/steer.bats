@@ -6,6 +6,7 @@
 load helper
 load stream_helper
 load sae_helper
+load llm_helper
 
 stories() { echo "$SAE_SHARED/models/stories260K"; }
 
@@ -173,33 +174,6 @@ every() {
 # an empty continuation, else 2 if it contains the prompt's first word, else 1; fluency 0 for an
 # empty continuation, else 2 if it holds a '.', else 1.
 
-need_curl() {
-  sae-steer --version | grep -q 'libcurl.*not built in' && skip "built without libcurl"
-  [ -x "$SAE_BIN/../tests/mock_llm_server" ] || fail "$SAE_BIN/../tests/mock_llm_server: not built (make builds it with the unit tests)"
-}
-
-# mock ARGS...: starts the test server (a port of its own), sets MOCK_URL; teardown stops it.
-mock() {
-  rm -f "$T/mock.port"
-  "$SAE_BIN/../tests/mock_llm_server" --port 0 --port-file "$T/mock.port" --stats "$T/mock.stats" "$@" \
-    >"$T/mock.out" 2>&1 3>&- &
-  MOCK_PID=$!
-  for _ in $(seq 200); do [ -s "$T/mock.port" ] && break; sleep 0.05; done
-  [ -s "$T/mock.port" ] || fail "the test server did not start: $(cat "$T/mock.out")"
-  MOCK_URL="http://127.0.0.1:$(cat "$T/mock.port")/v1"
-}
-
-stop_mock() {
-  if [ -n "${MOCK_PID:-}" ]; then
-    kill "$MOCK_PID" 2>/dev/null || true
-    wait "$MOCK_PID" 2>/dev/null || true
-    MOCK_PID=
-  fi
-}
-
-teardown() { stop_mock; }
-
-mock_stat() { jq -r ".$1" "$T/mock.stats"; }
 
 judge_args() {
   echo --model "$(stories)" --sae "$(sae)" --steer 5:add=4 --max-new-tokens 12 --random-controls 1 --density-controls 0
@@ -232,7 +206,7 @@ judge_predicted() {
 
 @test "--llm-url: every continuation judged, in parallel, as the server's rules predict; the cache answers a re-run" {
   need_shared
-  need_curl
+  need_curl sae-steer
   mock --mode judge --delay-ms 100
   run sae-steer $(judge_args) --prompt "Once upon a time" --prompt "Lily went to the park" \
     --llm-url "$MOCK_URL" --llm-model mock --judge-concept lily --llm-parallel 4 --llm-cache cache \
@@ -272,7 +246,7 @@ judge_predicted() {
 
 @test "--llm-url: a 429 with Retry-After is waited out; --llm-dry-run sends nothing" {
   need_shared
-  need_curl
+  need_curl sae-steer
   mock --mode judge --fail 429 --fail-first 1 --retry-after 1
   run sae-steer $(judge_args) --prompt "Once upon a time" --llm-url "$MOCK_URL" --llm-model mock --judge-concept girl -o r.jsonl
   assert_success
@@ -292,7 +266,7 @@ judge_predicted() {
 
 @test "--llm-url errors: one line naming the endpoint, exit 1, no output, the key never printed" {
   need_shared
-  need_curl
+  need_curl sae-steer
   judge_fails() {
     local want=$1
     shift

@@ -87,8 +87,8 @@ MockRule mode_rule(const std::string& mode) {
   }
   if (mode == "echo") return [](const json& r) { return "echo: " + last_user(r); };
   if (mode == "judge") return mock_judge_answer;
-  // Autointerp's modes go here (or through register_mock_mode).
-  throw std::runtime_error("unknown mode '" + mode + "' (echo, judge)");
+  if (mode == "autointerp") return mock_autointerp_answer;
+  throw std::runtime_error("unknown mode '" + mode + "' (echo, judge, autointerp)");
 }
 
 std::string reason_phrase(int status) {
@@ -368,4 +368,92 @@ std::string MockLlmServer::answer(const std::string& path, const std::string& me
   return reply(200, resp.dump());
 }
 
+
+// ---- autointerp (added for sae-explain --explain/--score; lib/explain/autointerp.h)
+namespace {
+
+std::vector<std::string> lines_of(const std::string& s) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t e = s.find('\n', pos);
+    if (e == std::string::npos) e = s.size();
+    out.push_back(s.substr(pos, e - pos));
+    pos = e + 1;
+  }
+  return out;
+}
+
+// The spans marked <<...>> in a line.
+std::vector<std::string> marked_spans(const std::string& line) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while ((pos = line.find("<<", pos)) != std::string::npos) {
+    const size_t e = line.find(">>", pos + 2);
+    if (e == std::string::npos) break;
+    out.push_back(line.substr(pos + 2, e - pos - 2));
+    pos = e + 2;
+  }
+  return out;
+}
+
+std::string answer_list(const std::vector<int>& v) {
+  std::string s = "I first thought [0, 1], but looking at each context again:\nAnswer: [";
+  for (size_t i = 0; i < v.size(); i++) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+}  // namespace
+
+std::string mock_autointerp_answer(const json& request) {
+  const std::vector<std::string> lines = lines_of(last_user(request));
+  std::string kind, explanation;
+  std::vector<std::string> examples;
+  for (const std::string& l : lines) {
+    const std::string t = trim(l);
+    if (kind.empty() && t.rfind("# ", 0) == 0) kind = lower(t.substr(2));
+    if (explanation.empty() && t.rfind("Explanation: ", 0) == 0) explanation = trim(t.substr(13));
+    if (t.rfind("Example ", 0) == 0) {
+      const size_t colon = t.find(": ");
+      examples.push_back(colon == std::string::npos ? "" : t.substr(colon + 2));
+    }
+  }
+  if (kind.rfind("explain", 0) == 0) {
+    std::map<std::string, int> count;
+    for (const std::string& e : examples)
+      for (const std::string& s : marked_spans(e)) count[s]++;
+    std::string best;
+    int most = 0;
+    for (const auto& [s, c] : count)
+      if (c > most) {
+        best = s;
+        most = c;
+      }
+    if (most == 0) return "I'm sorry, but I cannot find a pattern in these examples.";
+    return "Explanation: (a first guess) something about these examples\nThe marked tokens are mostly " + best +
+           ".\nExplanation: the token \"" + best + "\"";
+  }
+  // The token the explanation names: between its first and last double quote (else all of it).
+  std::string token = explanation;
+  const size_t q1 = explanation.find('"'), q2 = explanation.rfind('"');
+  if (q1 != std::string::npos && q2 > q1) token = explanation.substr(q1 + 1, q2 - q1 - 1);
+  std::vector<int> v;
+  for (const std::string& e : examples) {
+    const bool has = !token.empty() && e.find(token) != std::string::npos;
+    if (kind == "detection") v.push_back(has);
+    else if (kind == "simulation") v.push_back(has ? 10 : 0);
+    else if (kind == "fuzzing") {
+      const std::vector<std::string> spans = marked_spans(e);
+      bool right = !spans.empty();
+      for (std::string s : spans) {  // a run of marked tokens is one span: right when it is X repeated
+        for (size_t p; !token.empty() && (p = s.find(token)) != std::string::npos;) s.erase(p, token.size());
+        right = right && s.empty();
+      }
+      v.push_back(right);
+    } else {
+      throw std::runtime_error("autointerp: the prompt has no '# Explain', '# Detection', '# Fuzzing' or '# Simulation' heading");
+    }
+  }
+  return answer_list(v);
+}
 }  // namespace sae::test

@@ -15,6 +15,16 @@
 //                                              else 1.
 //          The answer is a sentence with decoys ("on a scale of [[0]] to [[2]]") before
 //          "Rating: [[N]]", so the parser's robustness is tested on every answer.
+//   autointerp  sae-explain --explain/--score (explain/autointerp.h), by the prompt's heading line:
+//          "# Explain ..."  the span most often marked <<...>> in the "Example N: " lines (ties: the
+//                           first in byte order), answered as 'Explanation: the token "X"' after a
+//                           decoy "Explanation:" line; no marks at all: a refusal ("I'm sorry ...");
+//          "# Detection"    1 for each example line that contains X (the explanation's text between
+//                           its first and last double quote, else all of it), else 0;
+//          "# Fuzzing"      1 when the example has marks and every marked span is X (or X repeated:
+//                           adjacent marked tokens make one span), else 0;
+//          "# Simulation"   10 for each example that contains X, else 0;
+//          the scoring answers end "Answer: [a, b, ...]" after a decoy list.
 // New rules (autointerp's explanation, detection, fuzzing and simulation prompts) are added as
 // modes: register_mock_mode("explain", rule) before the server starts, or a case in mode_rule().
 //
@@ -57,6 +67,7 @@ struct MockLlmOptions {
 using MockRule = std::function<std::string(const nlohmann::json& request)>;
 void register_mock_mode(const std::string& name, MockRule rule);
 std::string mock_judge_answer(const nlohmann::json& request);
+std::string mock_autointerp_answer(const nlohmann::json& request);
 
 struct MockLlmStats {
   int64_t requests = 0;   // chat-completions requests received (failed ones included)

@@ -1,7 +1,7 @@
 // mock_llm_server: the OpenAI-compatible test server (support/mock_llm_server.h) as a program, for the
 // Bats tests. Prints "port N" on stdout once it listens (and writes N to --port-file), serves until
 // SIGTERM or SIGINT, then exits 0.
-//   mock_llm_server [--port N] [--port-file F] [--mode echo|judge] [--delay-ms D]
+//   mock_llm_server [--port N] [--port-file F] [--mode echo|judge|autointerp] [--delay-ms D]
 //                   [--fail 401|429|500|malformed|no-choices|slow] [--fail-first N]
 //                   [--retry-after S] [--slow-ms MS] [--key K] [--stats FILE]
 #include <signal.h>
