@@ -534,6 +534,9 @@ std::vector<Response> Client::Impl::run_unique(const std::vector<Request>& reque
     Response r;
     r.error = err;
     r.attempts = t.attempt;
+    // A failure that would have been retried but for an earlier fatal error (or a signal) did not
+    // stop the run: marked like a request never sent, so that first_error() names the one that did.
+    r.not_sent = retryable && t.attempt <= opt.retries;
     finish(t.index, std::move(r));
   };
 

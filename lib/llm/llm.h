@@ -50,7 +50,7 @@ struct Usage {
 struct Response {
   bool ok = false;
   std::string error;   // one line when !ok: what failed, naming the URL (never the key)
-  bool not_sent = false;  // !ok because the run stopped first (an earlier error, the budget, a dry run)
+  bool not_sent = false;  // !ok because the run stopped first (an earlier error, the budget, a dry run, a signal), before it was sent or retried
   std::string text;    // choices[0].message.content ("" when null)
   std::string finish_reason;  // "stop", "length", ...
   Usage usage;
