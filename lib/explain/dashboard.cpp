@@ -155,6 +155,7 @@ const char* const kIndexJs = R"JS(
   var tbody = table.tBodies[0];
   var headRow = table.tHead.rows[0];
   var sortCol = 0, sortDir = 1, page = 0, view = R.slice();
+  if (hasScore) { sortCol = cols.length - 1; sortDir = -1; }  // autointerp: the best scores first
   cols.forEach(function (c, i) {
     var th = saeEl('th', c.num ? 'num' : '', c.name);
     th.title = 'sort by ' + c.name;
@@ -435,6 +436,23 @@ const char* const kLatentJs = R"JS(
     if (d.explanation !== undefined)
       main.appendChild(saeEl('p', 'expl', d.explanation + (d.score !== undefined ? '  (score ' + saeFmt(d.score) + ')' : '')));
     else if (d.score !== undefined) main.appendChild(saeEl('p', 'expl', 'score ' + saeFmt(d.score)));
+    // autointerp (docs/autointerp.md): why there is no explanation, or each scoring method's metrics.
+    if (d.autointerp && d.autointerp.failed !== undefined)
+      main.appendChild(saeEl('p', 'muted', 'no explanation: ' + d.autointerp.failed));
+    if (d.autointerp && d.autointerp.scores) {
+      var at = saeEl('table', 'stats');
+      at.className = 'stats autointerp';
+      at.style.marginBottom = '0.8em';
+      Object.keys(d.autointerp.scores).forEach(function (m) {
+        var s = d.autointerp.scores[m], parts = [];
+        Object.keys(s).forEach(function (k) { if (k !== 'n' && k !== 'failed') parts.push(k.replace(/_/g, ' ') + ' ' + saeFmt(s[k])); });
+        var tr = document.createElement('tr');
+        tr.appendChild(saeEl('td', '', m));
+        tr.appendChild(saeEl('td', '', parts.join(', ') + ' (' + s.n + ' held-out contexts' + (s.failed ? ', ' + s.failed + ' unanswered' : '') + ')'));
+        at.appendChild(tr);
+      });
+      main.appendChild(at);
+    }
     var st = saeEl('table', 'stats');
     [['fires', String(d.fires) + ' of ' + d.rows + ' rows'], ['density', saeDensity(d.density)],
      ['max activation', saeFmt(d.max)], ['mean activation (when firing)', saeFmt(d.mean)]].forEach(function (kv) {
@@ -699,6 +717,10 @@ struct DashboardWriter::Impl {
       b.raw(",\"score\":");
       b.real(*r.score, kDigits);
     }
+    if (r.autointerp) {  // docs/autointerp.md: the explanation's failure or the scores of each method
+      b.raw(",\"autointerp\":");
+      b.raw(autointerp_json(*r.autointerp).dump());
+    }
     b.ch('}');
     for (size_t i = 0; i < r.logit_top.size() && i < kIndexTokens; i++) row.toks.push_back(r.logit_top[i].token);
     rows.push_back(std::move(row));
@@ -780,6 +802,23 @@ struct DashboardWriter::Impl {
     if (s.documents > 0) row("documents", std::to_string(s.documents));
     row("latents reported", std::to_string(s.latents_reported));
     row("dead (never fired)", std::to_string(s.dead));
+    // autointerp (docs/autointerp.md): each scoring method's two means, side by side.
+    if (s.autointerp.is_object())
+      for (const auto& [method, a] : s.autointerp.items()) {
+        auto num = [](const nlohmann::json& v) {
+          if (!v.is_number()) return std::string("-");
+          char b[32];
+          std::snprintf(b, sizeof b, "%.3f", v.get<double>());
+          return std::string(b);
+        };
+        auto ci = [&](const nlohmann::json& v) {
+          return v.is_array() && v.size() == 2 ? " [" + num(v[0]) + ", " + num(v[1]) + "]" : std::string();
+        };
+        row("autointerp: " + method + " " + a.value("metric", std::string()),
+            "uniform mean " + num(a["uniform_mean"]) + ci(a["uniform_ci95"]) + " \u00b7 weighted by firing " +
+                num(a["weighted_mean"]) + ci(a["weighted_ci95"]) + " \u00b7 " + std::to_string(a.value("latents", 0)) +
+                " latents");
+      }
     h += "</table>\n<h2>Firing density</h2>\n";
     if (!s.density_counts.empty() && s.density_edges.size() == s.density_counts.size() + 1) {
       svg::Plot p;

@@ -131,6 +131,7 @@ json latent_to_json(const LatentReport& r, const std::vector<std::string>& token
   j["cofire_neighbours"] = neighbours_json(r.cofire_neighbours, "jaccard");
   if (r.explanation) j["explanation"] = utf8_replace_invalid(*r.explanation);
   if (r.score) j["score"] = real(*r.score);
+  if (r.autointerp) j["autointerp"] = autointerp_json(*r.autointerp);  // docs/autointerp.md
   return j;
 }
 
@@ -291,6 +292,10 @@ void append_latent_jsonl(std::string& out, const LatentReport& r, const std::vec
     o.raw(",\"score\":");
     o.real(*r.score, kDigits);
   }
+  if (r.autointerp) {  // docs/autointerp.md: the same value as latent_to_json's
+    o.raw(",\"autointerp\":");
+    o.raw(autointerp_json(*r.autointerp).dump());
+  }
   o.raw("}\n");
   o.s.swap(out);
 }
@@ -310,6 +315,7 @@ json summary_to_json(const ExplainSummary& s) {
   j["density_histogram"] = {{"log10_edges", reals(s.density_edges)}, {"counts", s.density_counts}};
   j["cofire_rows"] = s.cofire_rows;
   j["options"] = s.options;
+  if (!s.autointerp.is_null()) j["autointerp"] = s.autointerp;  // docs/autointerp.md
   return j;
 }
 

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "explain/autointerp_result.h"
+
 namespace sae {
 
 // A window of tokens inside one document, around the row where the example was taken.
@@ -64,6 +66,9 @@ struct LatentReport {
   // From autointerp, when present.
   std::optional<std::string> explanation;
   std::optional<double> score;
+  // The whole autointerp result (explain/autointerp_result.h, docs/autointerp.md): written as
+  // "autointerp" in latents.jsonl and as the scores section of the latent's page.
+  std::optional<AutointerpResult> autointerp;
 };
 
 // The whole run: what the index page shows above its table.
@@ -83,6 +88,8 @@ struct ExplainSummary {
   std::vector<int64_t> density_counts;
   int64_t cofire_rows = 0;  // rows the co-firing Jaccard was measured on
   nlohmann::json options = nlohmann::json::object();  // the settings of the run, for the record
+  // autointerp (docs/autointerp.md): per scoring method, its aggregates (aggregate_to_json); null when off.
+  nlohmann::json autointerp;
 };
 
 // One latent as the line of latents.jsonl (docs/explain.md has the schema); `token_text` maps a
