@@ -7,7 +7,10 @@
 
 #include "base/cli.h"
 #include "base/manual.h"
+#include "base/strings.h"
+#include "explain/autointerp.h"
 #include "explain/explain.h"
+#include "llm/llm.h"
 
 using namespace sae;
 namespace po = cli::po;
@@ -49,6 +52,20 @@ int main(int argc, char** argv) {
         ("no-dashboard", po::bool_switch(), "write latents.jsonl and summary.json only")
         ("threads", po::value<int>()->default_value(0), "threads for encoding, reading and the decoder products (0: all cores)");
     cli::add_device_option(desc);
+    // Automated interpretability (docs/autointerp.md).
+    desc.add_options()
+        ("explain", po::bool_switch(), "ask an LLM (--llm-url, --llm-model) for a short explanation of each latent")
+        ("score", po::value<std::string>(),
+         "score the explanations on held-out contexts: detection, fuzzing, simulation or all, comma-separated "
+         "(implies --explain; raises the --contrast default to 25)")
+        ("mark-fraction", po::value<double>()->default_value(0),
+         "explanation prompt: mark the tokens whose activation exceeds this fraction of the latent's max (and the peak)")
+        ("show-activations", po::bool_switch(), "explanation prompt: list each marked token's activation (0-10)")
+        ("score-batch", po::value<int>()->default_value(10), "scoring contexts per request")
+        ("no-logprobs", po::bool_switch(), "do not ask for log-probabilities (no detection AUC), for endpoints that refuse them")
+        ("prompt-dir", po::value<std::string>(),
+         "prompt templates (explain.txt, detection.txt, fuzzing.txt, simulation.txt) replacing the built-in ones");
+    llm::add_options(desc, "OUT.llm-cache");  // OUT: the -o directory (below)
     po::options_description hidden;
     hidden.add_options()("input", po::value<std::vector<std::string>>(), "");
     po::options_description all;
@@ -106,8 +123,47 @@ int main(int argc, char** argv) {
     if (o.max_tokens < 0) throw UsageError("--max-tokens must be >= 0");
     o.dashboard = !vm["no-dashboard"].as<bool>();
     o.device = cli::device_option(vm);
+    // Automated interpretability (docs/autointerp.md).
+    AutointerpOptions& ai = o.autointerp;
+    ai.explain = vm["explain"].as<bool>() || vm.count("score");
+    if (vm.count("score")) ai.methods = parse_score_methods(vm["score"].as<std::string>());
+    ai.mark_fraction = vm["mark-fraction"].as<double>();
+    if (!(ai.mark_fraction >= 0 && ai.mark_fraction <= 1)) throw UsageError("--mark-fraction must be between 0 and 1");
+    ai.show_activations = vm["show-activations"].as<bool>();
+    ai.batch = vm["score-batch"].as<int>();
+    if (ai.batch < 1) throw UsageError("--score-batch must be at least 1");
+    ai.logprobs = !vm["no-logprobs"].as<bool>();
+    if (vm.count("prompt-dir")) ai.prompt_dir = vm["prompt-dir"].as<std::string>();
+    ai.seed = o.miner.seed;
+    o.llm = llm::read_options(vm);
+    if (ai.explain) {
+      if (o.llm.url.empty())
+        throw UsageError("--explain and --score need an LLM: --llm-url URL --llm-model NAME (docs/autointerp.md)");
+      if (o.llm.cache_dir.empty() || vm["llm-cache"].defaulted()) {  // beside the output, renamed into place only at the end
+        std::string base = o.output;
+        while (base.size() > 1 && base.back() == '/') base.pop_back();
+        o.llm.cache_dir = base + ".llm-cache";
+      }
+      load_prompts(ai.prompt_dir);  // a bad --prompt-dir fails before the pass, not after it
+      if (!ai.methods.empty() && vm["contrast"].defaulted()) o.miner.contrast = 25;
+    } else if (!o.llm.url.empty()) {
+      throw UsageError("--llm-url is for --explain or --score");
+    }
 
     const ExplainStats st = run_explain(o);
+    if (ai.explain && o.llm.dry_run) {
+      cli::say("dry run: " + std::to_string(st.dry_run_requests) + (st.dry_run_requests == 1 ? " request" : " requests") +
+               " written to " + o.llm.cache_dir +
+               "/dry-run.jsonl; nothing sent, no output written");
+      return 0;
+    }
+    if (ai.explain) {
+      cli::say("autointerp: " + std::to_string(st.explained) + " latents explained, " + std::to_string(st.explain_failed) +
+               " failed, in " + cli::human_duration(st.autointerp_seconds));
+      if (!st.autointerp.empty())
+        for (const std::string& line : split(aggregate_table(st.autointerp), "\n")) cli::say(line);
+      cli::say(st.llm_usage);
+    }
     for (const std::string& n : st.notes) cli::say(n);
     cli::say(std::to_string(st.latents) + " latents (" + std::to_string(st.dead) + " never fired) from " +
              cli::human_count(double(st.rows)) + " tokens in " + cli::human_duration(st.total_seconds) + " (mining " +

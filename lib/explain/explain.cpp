@@ -304,6 +304,26 @@ ExplainStats run_explain(const ExplainOptions& o) {
   const std::vector<std::vector<Neighbour>> cofire_nb = miner.cofire_neighbours(o.neighbours, o.threads);
   st.lens_seconds = since(t0);
 
+  // Automated interpretability (docs/autointerp.md): explanations and scores, a chunk of latents at a
+  // time (each report rebuilt by the miner), before anything is written.
+  AutointerpRun ai;
+  if (o.autointerp.explain) {
+    const auto ta = Clock::now();
+    ai = run_autointerp(chosen.size(), [&](size_t k) { return miner.report(k); }, o.autointerp, o.llm, token_text);
+    st.autointerp = ai.aggregates;
+    st.explained = ai.explained;
+    st.explain_failed = ai.failed;
+    st.dry_run_requests = ai.dry_run_requests;
+    st.llm_usage = ai.usage;
+    st.autointerp_seconds = since(ta);
+    if (o.llm.dry_run) {  // the prompts are written; no output directory
+      st.rows = miner.rows();
+      st.latents = int64_t(chosen.size());
+      st.total_seconds = since(start);
+      return st;
+    }
+  }
+
   t0 = Clock::now();
   summary.sae = have_sae ? o.sae_dir : "";
   summary.hook = hook;
@@ -325,6 +345,16 @@ ExplainStats run_explain(const ExplainOptions& o) {
   st.row_bytes = miner.row_bytes();
   summary.options["memory"] = {{"example_bytes", st.example_bytes}, {"row_bytes", st.row_bytes}};
   summary.options["notes"] = st.notes;
+  if (o.autointerp.explain) {
+    const AutointerpOptions& a = o.autointerp;
+    summary.options["autointerp"] = {{"model", o.llm.model},          {"methods", a.methods},
+                                     {"mark_fraction", a.mark_fraction}, {"show_activations", a.show_activations},
+                                     {"score_batch", a.batch},          {"logprobs", a.logprobs},
+                                     {"prompt_dir", a.prompt_dir},      {"explained", ai.explained},
+                                     {"failed", ai.failed}};
+    summary.autointerp = nlohmann::json::object();
+    for (const Aggregate& g : ai.aggregates) summary.autointerp[g.method] = aggregate_to_json(g);
+  }
 
   const std::string jsonl_path = out.tmp_path() + "/latents.jsonl";
   FILE* jsonl = std::fopen(jsonl_path.c_str(), "wb");
@@ -344,6 +374,7 @@ ExplainStats run_explain(const ExplainOptions& o) {
     }
     if (!dec_nb.empty()) r.decoder_neighbours = dec_nb[k];
     r.cofire_neighbours = cofire_nb[k];
+    if (o.autointerp.explain) attach_autointerp(r, ai.results[k], o.autointerp.methods);
     line.clear();
     append_latent_jsonl(line, r, token_text);
     if (std::fwrite(line.data(), 1, line.size(), jsonl) != line.size())

@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "base/dtype.h"
+#include "explain/autointerp.h"
 #include "explain/miner.h"
+#include "llm/llm.h"
 
 namespace sae {
 
@@ -36,6 +38,10 @@ struct ExplainOptions {
   std::string output;
   bool force = false;
   bool dashboard = true;  // off: latents.jsonl and summary.json only
+  // Automated interpretability (docs/autointerp.md): on with autointerp.explain (--explain,
+  // --score), through the LLM client llm (the --llm-* options).
+  AutointerpOptions autointerp;
+  llm::Options llm;
 };
 
 struct ExplainStats {
@@ -43,6 +49,11 @@ struct ExplainStats {
   double mine_seconds = 0, lens_seconds = 0, write_seconds = 0, total_seconds = 0;
   size_t example_bytes = 0, row_bytes = 0;  // what the miner held (docs/explain.md's formula)
   std::vector<std::string> notes;           // what was left out and why (no logit lens, ...)
+  // Automated interpretability, when on (docs/autointerp.md).
+  std::vector<Aggregate> autointerp;        // per scoring method
+  int64_t explained = 0, explain_failed = 0, dry_run_requests = 0;
+  std::string llm_usage;
+  double autointerp_seconds = 0;
 };
 
 // "0-99,512" -> the latents, ascending and distinct. UsageError naming --latents for syntax
