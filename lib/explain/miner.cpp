@@ -77,7 +77,7 @@ int64_t LatentMiner::Reservoir::offer() {
 LatentMiner::LatentMiner(int64_t d_sae, std::vector<int64_t> latents, MinerOptions opt)
     : d_sae_(d_sae), latents_(std::move(latents)), opt_(opt) {
   if (opt_.top < 0 || opt_.quantiles < 0 || opt_.per_quantile < 0 || opt_.contrast < 0 || opt_.before < 0 ||
-      opt_.after < 0 || opt_.cofire_rows < 0)
+      opt_.after < 0 || opt_.cofire_rows < 0 || opt_.chunk_rows < 1)
     throw std::logic_error("LatentMiner: negative option");
   slot_of_.assign(size_t(d_sae_), -1);
   for (size_t s = 0; s < latents_.size(); s++) {
@@ -244,30 +244,34 @@ void LatentMiner::add(int64_t rows, const uint32_t* count, const uint32_t* index
                       const int32_t* token, const int64_t* doc) {
   if (finished_) throw std::logic_error("LatentMiner::add after finish");
   if (rows_ == 0) have_doc_ = doc != nullptr;
-  const size_t L = latents_.size();
-  batch_first_ = rows_;
-  batch_doc_start_.resize(size_t(rows));
-  batch_doc_.resize(size_t(rows));
-  bucket_start_.assign(L + 1, 0);
+  if (chunk_row_.empty() && batch_doc_start_.empty()) {
+    batch_first_ = rows_;
+    bucket_start_.assign(latents_.size() + 1, 0);
+  }
 
-  // The rows in order: documents, token ids, the contrast pool and the co-firing sample, and the
-  // number of firings of each latent.
+  // The rows in order: documents, token ids, the contrast pool and the co-firing sample; the
+  // chosen latents' firings are kept for the chunk's latent-by-latent pass.
   size_t at = 0;
   for (int64_t r = 0; r < rows; r++) {
     // Without a doc column every row is its own document.
     start_row(doc ? doc[r] : rows_);
     recorded_doc_ = doc ? doc_ : -1;
-    batch_doc_start_[size_t(r)] = doc_start_;
-    batch_doc_[size_t(r)] = recorded_doc_;
+    batch_doc_start_.push_back(doc_start_);
+    batch_doc_.push_back(recorded_doc_);
     tokens_.push_back(token ? token[r] : -1);
     std::vector<uint32_t>& recent = recent_[size_t(rows_ % window())];
     recent.clear();
     const size_t n = count[r];
+    const uint32_t row_in_chunk = uint32_t(rows_ - batch_first_);
     for (size_t j = at; j < at + n; j++) {
       if (value[j] == 0) continue;  // an explicit zero is not a firing
       recent.push_back(index[j]);
       const int32_t s = slot_of_[index[j]];
-      if (s >= 0) bucket_start_[size_t(s) + 1]++;
+      if (s < 0) continue;
+      bucket_start_[size_t(s) + 1]++;
+      chunk_slot_.push_back(s);
+      chunk_row_.push_back(row_in_chunk);
+      chunk_value_.push_back(value[j]);
     }
     at += n;
     const int64_t p = pool_res_.offer();
@@ -287,26 +291,23 @@ void LatentMiner::add(int64_t rows, const uint32_t* count, const uint32_t* index
     }
     rows_++;
   }
+  if (rows_ - batch_first_ >= opt_.chunk_rows || int64_t(chunk_row_.size()) >= kChunkFirings) flush_chunk();
+}
 
-  // The firings bucketed by latent, each bucket in row order.
+void LatentMiner::flush_chunk() {
+  const size_t L = latents_.size();
+  if (batch_doc_start_.empty()) return;
+  // The chunk's firings bucketed by latent, each bucket in row order (a stable counting sort).
   for (size_t s = 0; s < L; s++) bucket_start_[s + 1] += bucket_start_[s];
   const int64_t firings = bucket_start_[L];
   bucket_row_.resize(size_t(firings));
   bucket_value_.resize(size_t(firings));
   std::vector<int64_t>& fill = bucket_fill_;
   fill.assign(bucket_start_.begin(), bucket_start_.end() - 1);
-  at = 0;
-  for (int64_t r = 0; r < rows; r++) {
-    const size_t n = count[r];
-    for (size_t j = at; j < at + n; j++) {
-      if (value[j] == 0) continue;
-      const int32_t s = slot_of_[index[j]];
-      if (s < 0) continue;
-      const int64_t k = fill[size_t(s)]++;
-      bucket_row_[size_t(k)] = batch_first_ + r;
-      bucket_value_[size_t(k)] = value[j];
-    }
-    at += n;
+  for (size_t i = 0; i < chunk_slot_.size(); i++) {
+    const int64_t k = fill[size_t(chunk_slot_[i])]++;
+    bucket_row_[size_t(k)] = batch_first_ + chunk_row_[i];
+    bucket_value_[size_t(k)] = chunk_value_[i];
   }
 
   // Latent by latent, the threads taking contiguous ranges of about equal firings.
@@ -316,20 +317,28 @@ void LatentMiner::add(int64_t rows, const uint32_t* count, const uint32_t* index
   };
   if (!pool_threads_ || firings < 4096) {
     run(0, L);
-    return;
+  } else {
+    const int T = pool_threads_->size();
+    pool_threads_->run(T, [&](int64_t t0, int64_t t1, int) {
+      auto split = [&](int64_t t) {
+        if (t >= T) return L;
+        return size_t(std::lower_bound(bucket_start_.begin(), bucket_start_.end(), firings * t / T) - bucket_start_.begin());
+      };
+      run(std::min(split(t0), L), std::min(split(t1), L));
+    });
   }
-  const int T = pool_threads_->size();
-  pool_threads_->run(T, [&](int64_t t0, int64_t t1, int) {
-    auto split = [&](int64_t t) {
-      if (t >= T) return L;
-      return size_t(std::lower_bound(bucket_start_.begin(), bucket_start_.end(), firings * t / T) - bucket_start_.begin());
-    };
-    run(std::min(split(t0), L), std::min(split(t1), L));
-  });
+  chunk_slot_.clear();
+  chunk_row_.clear();
+  chunk_value_.clear();
+  batch_doc_start_.clear();
+  batch_doc_.clear();
+  batch_first_ = rows_;
+  bucket_start_.assign(L + 1, 0);
 }
 
 void LatentMiner::finish() {
   if (finished_) return;
+  flush_chunk();
   while (!pending_.empty()) {
     close_pool(pending_.front(), rows_ - 1);
     pending_.pop_front();

@@ -47,6 +47,9 @@ struct MinerOptions {
   int64_t cofire_rows = 65536;  // rows sampled to count co-firing on
   uint64_t seed = 0;
   int threads = 0;        // for the per-latent work (0: all cores); the result does not depend on it
+  // Rows gathered before their firings are processed latent by latent (a tuning knob: the result
+  // does not depend on it).
+  int64_t chunk_rows = 32768;
 };
 
 // Activations are binned on a fixed log grid: kHistPerDecade bins per decade from 10^kHistMinExp
@@ -119,7 +122,7 @@ class LatentMiner {
   void take_example(size_t slot, int64_t example, int64_t row, float value);
   void offer(size_t slot, int64_t row, float value);
   // The first row of row's document, and its recorded doc id (-1 without a doc column): for rows
-  // of the current batch.
+  // of the current chunk.
   int64_t row_doc_start(int64_t row) const { return batch_doc_start_[size_t(row - batch_first_)]; }
   int64_t row_doc(int64_t row) const { return batch_doc_[size_t(row - batch_first_)]; }
   ContextExample context(size_t slot, int64_t example) const;
@@ -163,12 +166,19 @@ class LatentMiner {
   std::vector<std::vector<int64_t>> open_;  // per latent: its examples whose window is still open
   std::deque<Pending> pending_;             // contrast-pool windows still open
 
-  // One batch's firings bucketed by latent (reused from batch to batch).
-  std::vector<int64_t> bucket_start_, bucket_fill_;
+  // The chunk: rows gathered over several add() calls (up to MinerOptions::chunk_rows rows or
+  // kChunkFirings firings), whose firings are then processed latent by latent. A larger chunk gives
+  // each latent more firings per visit, so its state is fetched once for many of them.
+  static constexpr int64_t kChunkFirings = int64_t(1) << 20;
+  void flush_chunk();
+  std::vector<int32_t> chunk_slot_;   // the chosen latents' firings in row order: slot,
+  std::vector<uint32_t> chunk_row_;   // row within the chunk,
+  std::vector<float> chunk_value_;    // activation
+  std::vector<int64_t> bucket_start_, bucket_fill_;  // the same bucketed by latent (a counting sort)
   std::vector<int64_t> bucket_row_;
   std::vector<float> bucket_value_;
-  std::vector<int64_t> batch_doc_start_, batch_doc_;  // per row of the batch
-  int64_t batch_first_ = 0;
+  std::vector<int64_t> batch_doc_start_, batch_doc_;  // per row of the chunk
+  int64_t batch_first_ = 0;                           // the chunk's first row
   std::unique_ptr<ForkJoinPool> pool_threads_;
 
   // The input.

@@ -198,9 +198,10 @@ F() { echo "$BATS_FILE_TMPDIR/$1"; }
   small=$(rss a 20000)
   large=$(rss b 100000)
   # docs/explain.md: d_sae x ((N + Q*S) x (4 (before + 1 + after) + 48) + 1.2 kB) + 4 B per token
-  # + 4 B per active latent of each co-firing sample row (k = 16 here) + the decoder-cosine pass
-  # (a copy of W_dec and a 256 x d_sae block)
-  formula_kb=$(( (16384 * (70 * (4 * 33 + 48) + 1200) + 4 * 100000 + 4 * 16 * 8192 + 4 * 16384 * (64 + 256)) / 1024 ))
+  # + 4 B per active latent of each co-firing sample row (k = 16 here) + a chunk of 32,768 rows'
+  # firings (24 B each) + the decoder-cosine pass (a copy of W_dec and a 256 x d_sae block)
+  formula_kb=$(( (16384 * (70 * (4 * 33 + 48) + 1200) + 4 * 100000 + 4 * 16 * 8192 + 24 * 16 * 32768 +
+                  4 * 16384 * (64 + 256)) / 1024 ))
   echo "rss ${small} kB at 20k tokens, ${large} kB at 100k; with one latent ${base} kB; formula ${formula_kb} kB" >&3
   [ "$large" -le $(( base + formula_kb + 24 * 1024 )) ]
   [ $(( large - small )) -le $(( 80000 * 4 / 1024 + 16 * 1024 )) ]

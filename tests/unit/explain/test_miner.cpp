@@ -97,6 +97,7 @@ MinerOptions small_options() {
   o.after = 3;
   o.cofire_rows = 1 << 20;  // more than the rows: co-firing is exact
   o.seed = 11;
+  o.chunk_rows = 97;  // many chunks, their ends inside documents and inside open windows
   return o;
 }
 
@@ -255,6 +256,18 @@ TEST(LatentMiner, ResultsDoNotDependOnBatchingAndFollowTheSeed) {
     seed_matters |= ja != latent_to_json(c.report(l), {});
   }
   EXPECT_TRUE(seed_matters);
+}
+
+TEST(LatentMiner, ResultsDoNotDependOnTheChunkSize) {
+  const Rows r = make_rows(7, 5000, 10);
+  MinerOptions o = small_options();
+  LatentMiner small(r.d, all_latents(r.d), o);
+  feed(small, r, 333);
+  o.chunk_rows = 32768;
+  LatentMiner whole(r.d, all_latents(r.d), o);
+  feed(whole, r, 333);
+  for (size_t l = 0; l < size_t(r.d); l++)
+    EXPECT_EQ(latent_to_json(small.report(l), {}), latent_to_json(whole.report(l), {})) << "latent " << l;
 }
 
 TEST(LatentMiner, ResultsDoNotDependOnTheThreadCount) {
