@@ -195,13 +195,15 @@ MockLlmStats MockLlmServer::stats() const {
 
 void MockLlmServer::write_stats() {
   if (opt_.stats_path.empty()) return;
+  // The snapshot is taken under the file's lock: taken before it, a connection thread could
+  // write an older count over a newer one another thread had just written.
+  static std::mutex file_mu;
+  std::lock_guard<std::mutex> file_lk(file_mu);
   std::string s;
   {
     std::lock_guard<std::mutex> lk(mu_);
     s = stats_.to_json().dump() + "\n";
   }
-  static std::mutex file_mu;
-  std::lock_guard<std::mutex> lk(file_mu);
   const std::string tmp = opt_.stats_path + ".tmp";
   if (FILE* f = std::fopen(tmp.c_str(), "w")) {
     std::fputs(s.c_str(), f);
