@@ -128,4 +128,8 @@ ForkJoinPool& ForkJoinPool::global() {
   return pool;
 }
 
+int ForkJoinPool::threads_for(int requested) {
+  return requested > 0 ? requested : std::max(1, int(std::thread::hardware_concurrency()));
+}
+
 }  // namespace sae

@@ -34,6 +34,8 @@ class ForkJoinPool {
   // The process's pool for the CPU forward pass: as many threads as OpenMP would use
   // (OMP_NUM_THREADS, else the cores available).
   static ForkJoinPool& global();
+  // The thread count a tool's --threads N asks for: N, or every core when N <= 0.
+  static int threads_for(int requested);
 
  private:
   struct Impl;

@@ -141,13 +141,6 @@ void density_histogram(const LatentMiner& m, ExplainSummary& s) {
   if (first <= last) s.density_edges.push_back(kLowest + double(last + 1) / kPerDecade);
 }
 
-void write_text(const std::string& path, const std::string& text) {
-  FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) throw InputError(path + ": cannot write: " + std::strerror(errno));
-  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  if (std::fclose(f) != 0 || !ok) throw InputError(path + ": write failed: " + std::strerror(errno));
-}
-
 }  // namespace
 
 std::vector<int64_t> parse_latent_list(const std::string& spec, int64_t d_sae) {
@@ -301,7 +294,7 @@ ExplainStats run_explain(const ExplainOptions& o) {
   std::vector<std::vector<Neighbour>> dec_nb;
   if (have_sae) dec_nb = decoder_neighbours(sae, chosen, o.neighbours, o.threads);
   else st.notes.push_back("no decoder neighbours: they need --sae");
-  const std::vector<std::vector<Neighbour>> cofire_nb = miner.cofire_neighbours(o.neighbours, o.threads);
+  const std::vector<std::vector<Neighbour>> cofire_nb = miner.cofire_neighbours(o.neighbours);
   st.lens_seconds = since(t0);
 
   // Automated interpretability (docs/autointerp.md): explanations and scores, a chunk of latents at a
@@ -384,7 +377,7 @@ ExplainStats run_explain(const ExplainOptions& o) {
   if (std::fclose(jsonl_closer.release()) != 0)
     throw InputError(o.output + "/latents.jsonl: write failed: " + std::strerror(errno));
   if (dash) dash->finish();
-  write_text(out.tmp_path() + "/summary.json", summary_to_json(summary).dump(2) + "\n");
+  cli::write_file_atomic(out.tmp_path() + "/summary.json", summary_to_json(summary).dump(2) + "\n");
   out.commit();
   st.write_seconds = since(t0);
 

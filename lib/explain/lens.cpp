@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <thread>
 
 #include "backend/backend.h"  // host_sgemm
 #include "base/fork_join_pool.h"
@@ -13,8 +12,6 @@ namespace {
 
 // Latents per GEMM block: bounds the score block at kBlock x vocab floats.
 constexpr int64_t kBlock = 256;
-
-int pool_threads(int threads) { return threads > 0 ? threads : std::max(1, int(std::thread::hardware_concurrency())); }
 
 // The n largest of values[0..count) (skipping `skip`) as (index, value), largest first, ties to
 // the lower index; with `lowest`, the n smallest, smallest first.
@@ -77,7 +74,7 @@ std::vector<LatentLens> logit_lens(const Sae& sae, const Unembedding& u, const s
   host_sgemm(false, true, 1, V, D, 1.0f, mean_dir.data(), D, u.W_U.data(), D, 0.0f, mean_score.data(), V);
 
   std::vector<LatentLens> out(latents.size());
-  ForkJoinPool pool(pool_threads(threads));
+  ForkJoinPool pool(ForkJoinPool::threads_for(threads));
   std::vector<float> dirs, scores;
   for (size_t b0 = 0; b0 < latents.size(); b0 += size_t(kBlock)) {
     const int64_t B = std::min<int64_t>(kBlock, int64_t(latents.size() - b0));
@@ -114,7 +111,7 @@ std::vector<std::vector<Neighbour>> decoder_neighbours(const Sae& sae, const std
     for (int64_t j = 0; j < D; j++) unit[size_t(i * D + j)] *= inv;
   }
   std::vector<std::vector<Neighbour>> out(latents.size());
-  ForkJoinPool pool(pool_threads(threads));
+  ForkJoinPool pool(ForkJoinPool::threads_for(threads));
   std::vector<float> rows, sims;
   for (size_t b0 = 0; b0 < latents.size(); b0 += size_t(kBlock)) {
     const int64_t B = std::min<int64_t>(kBlock, int64_t(latents.size() - b0));

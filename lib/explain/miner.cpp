@@ -5,7 +5,6 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
-#include <thread>
 
 #include "base/fork_join_pool.h"
 
@@ -110,7 +109,7 @@ LatentMiner::LatentMiner(int64_t d_sae, std::vector<int64_t> latents, MinerOptio
   cofire_res_.rng = base.substream(kStreamCofire);
   recent_.resize(size_t(window()));
   open_.resize(L);
-  const int threads = opt_.threads > 0 ? opt_.threads : std::max(1, int(std::thread::hardware_concurrency()));
+  const int threads = ForkJoinPool::threads_for(opt_.threads);
   if (threads > 1) pool_threads_ = std::make_unique<ForkJoinPool>(threads);
 }
 
@@ -433,7 +432,7 @@ LatentReport LatentMiner::report(size_t s) const {
   return r;
 }
 
-std::vector<std::vector<Neighbour>> LatentMiner::cofire_neighbours(int n, int threads) const {
+std::vector<std::vector<Neighbour>> LatentMiner::cofire_neighbours(int n) const {
   const size_t L = latents_.size();
   std::vector<std::vector<Neighbour>> out(L);
   std::vector<int64_t> fired(size_t(d_sae_), 0);  // firings of every latent within the sample
@@ -443,8 +442,7 @@ std::vector<std::vector<Neighbour>> LatentMiner::cofire_neighbours(int n, int th
       fired[l]++;
       if (slot_of_[l] >= 0) rows_of[size_t(slot_of_[l])].push_back(uint32_t(r));
     }
-  ForkJoinPool pool(threads > 0 ? threads : std::max(1, int(std::thread::hardware_concurrency())));
-  pool.run(int64_t(L), [&](int64_t begin, int64_t end, int) {
+  auto each = [&](int64_t begin, int64_t end, int) {
     std::vector<int32_t> both(size_t(d_sae_), 0);
     std::vector<uint32_t> touched;
     for (int64_t s = begin; s < end; s++) {
@@ -469,7 +467,9 @@ std::vector<std::vector<Neighbour>> LatentMiner::cofire_neighbours(int n, int th
       cand.resize(keep);
       out[size_t(s)] = std::move(cand);
     }
-  });
+  };
+  if (pool_threads_) pool_threads_->run(int64_t(L), each);
+  else each(0, int64_t(L), 0);
   return out;
 }
 

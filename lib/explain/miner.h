@@ -79,8 +79,9 @@ class LatentMiner {
   // The k-th chosen latent's statistics and examples (logit lens and neighbours are left empty).
   LatentReport report(size_t k) const;
   // For every chosen latent, the n latents with the highest Jaccard index of firing sets over the
-  // sampled rows (only those that co-fire at least once), highest first, ties by latent index.
-  std::vector<std::vector<Neighbour>> cofire_neighbours(int n, int threads) const;
+  // sampled rows (only those that co-fire at least once), highest first, ties by latent index; on
+  // the miner's threads (MinerOptions::threads).
+  std::vector<std::vector<Neighbour>> cofire_neighbours(int n) const;
   int64_t cofire_rows() const { return int64_t(cofire_sample_.size()); }
   // Bytes held by the per-latent state and examples (the formula of docs/explain.md), and by the
   // row-proportional parts (token ids) and the samples, for reporting.

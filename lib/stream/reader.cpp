@@ -21,6 +21,7 @@
 
 #include "base/cli.h"
 #include "base/errors.h"
+#include "base/fork_join_pool.h"
 #include "base/task_pool.h"
 #include "stream/frame_decode.h"
 #include "stream/frame_source.h"
@@ -308,7 +309,7 @@ StreamReader::~StreamReader() { impl_.reset(); }
 
 void StreamReader::start() {
   Impl& s = *impl_;
-  if (opt_.threads <= 0) opt_.threads = std::max(1, int(std::thread::hardware_concurrency()));
+  opt_.threads = ForkJoinPool::threads_for(opt_.threads);
   if (opt_.max_frame_bytes == 0) opt_.max_frame_bytes = kMaxFrameBytes;
   s.opt = opt_;
   for (const auto& p : s.paths) s.names.push_back(p == "-" || p.empty() ? "<stdin>" : p);

@@ -216,7 +216,7 @@ TEST(LatentMiner, CofiringJaccardIsExactWhenEveryRowIsSampled) {
   LatentMiner m(r.d, all_latents(r.d), o);
   feed(m, r, 64);
   EXPECT_EQ(m.cofire_rows(), r.n);
-  const auto got = m.cofire_neighbours(3, 2);
+  const auto got = m.cofire_neighbours(3);
   for (int64_t a = 0; a < r.d; a++) {
     std::vector<Neighbour> want;
     for (int64_t b = 0; b < r.d; b++) {
