@@ -34,8 +34,8 @@ struct AutointerpResult {
 };
 
 // The "autointerp" value of a latents.jsonl line (docs/autointerp.md): {"explanation", "scores": {METHOD:
-// {METRIC: value, ..., "n", "failed"}}}, or {"failed": REASON}. latent_to_json and append_latent_jsonl
-// (report.h) both write this one value, so the two stay equal.
+// {METRIC: value, ..., "n", "failed"}}}, or {"failed": REASON}. append_latent_jsonl (report.h) writes
+// this value into each line.
 nlohmann::json autointerp_json(const AutointerpResult& r);
 
 }  // namespace sae

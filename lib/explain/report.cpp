@@ -15,9 +15,9 @@ using json = nlohmann::json;
 
 namespace {
 
-// Real numbers are written with 6 significant digits: the value is printed so, read back as the
-// nearest double, and nlohmann's shortest round-trip printing then writes those digits and no
-// more ("0.123457", not "0.12345699965953827"). Non-finite values become null.
+// Real numbers of the summary with 6 significant digits, as latents.jsonl writes them: printed so,
+// read back as the nearest double, which nlohmann's shortest round-trip printing then writes with
+// those digits and no more. Non-finite values become null.
 json real(double v) {
   if (!std::isfinite(v)) return nullptr;
   if (v == 0) return 0.0;
@@ -31,51 +31,6 @@ json real(double v) {
 json reals(const std::vector<double>& v) {
   json a = json::array();
   for (double x : v) a.push_back(real(x));
-  return a;
-}
-
-// The display text of a token: the table's entry (made valid UTF-8), or "[ID]" when the id is
-// unknown (-1, or outside the table).
-std::string text_of(int32_t id, const std::vector<std::string>& table) {
-  if (id < 0 || size_t(id) >= table.size()) return "[" + std::to_string(id) + "]";
-  const std::string& s = table[size_t(id)];
-  if (utf8_find_invalid(s) == std::string_view::npos) return s;
-  return utf8_replace_invalid(s);
-}
-
-json example_json(const ContextExample& e, const std::vector<std::string>& table) {
-  json j;
-  j["row"] = e.row;
-  j["doc"] = e.doc;
-  j["peak"] = e.peak;
-  j["activation"] = real(e.activation);
-  json ids = json::array(), texts = json::array(), acts = json::array();
-  for (int32_t t : e.tokens) {
-    ids.push_back(t);
-    texts.push_back(text_of(t, table));
-  }
-  for (float a : e.acts) acts.push_back(real(a));
-  j["tokens"] = std::move(ids);
-  j["text"] = std::move(texts);
-  j["acts"] = std::move(acts);
-  return j;
-}
-
-json examples_json(const std::vector<ContextExample>& v, const std::vector<std::string>& table) {
-  json a = json::array();
-  for (const ContextExample& e : v) a.push_back(example_json(e, table));
-  return a;
-}
-
-json token_scores_json(const std::vector<TokenScore>& v, const std::vector<std::string>& table) {
-  json a = json::array();
-  for (const TokenScore& t : v) a.push_back({{"token", t.token}, {"text", text_of(t.token, table)}, {"score", real(t.score)}});
-  return a;
-}
-
-json neighbours_json(const std::vector<Neighbour>& v, const char* score_name) {
-  json a = json::array();
-  for (const Neighbour& n : v) a.push_back({{"latent", n.latent}, {score_name, real(n.score)}});
   return a;
 }
 
@@ -97,49 +52,12 @@ bool quantile_bounds(const LatentReport& r, size_t g, double& lo, double& hi) {
   return true;
 }
 
-json latent_to_json(const LatentReport& r, const std::vector<std::string>& token_text) {
-  json j;
-  j["latent"] = r.latent;
-  j["fires"] = r.fires;
-  j["rows"] = r.rows;
-  j["density"] = real(r.density);
-  j["max_activation"] = real(r.max_activation);
-  j["mean_activation"] = real(r.mean_activation);
-  j["histogram"] = {{"edges", reals(r.hist_edges)}, {"counts", r.hist_counts}};
-  j["top"] = examples_json(r.top, token_text);
-  json groups = json::array();
-  for (size_t g = 0; g < r.quantiles.size(); g++) {
-    const std::vector<ContextExample>& ex = r.quantiles[g];
-    json q;
-    double lo, hi;
-    if (quantile_bounds(r, g, lo, hi)) {
-      q["min"] = real(lo);
-      q["max"] = real(hi);
-    }
-    q["examples"] = examples_json(ex, token_text);
-    groups.push_back(std::move(q));
-  }
-  j["quantiles"] = std::move(groups);
-  j["contrast"] = examples_json(r.contrast, token_text);
-  if (r.has_logit_lens) {
-    j["logit_lens"] = {{"top", token_scores_json(r.logit_top, token_text)},
-                       {"bottom", token_scores_json(r.logit_bottom, token_text)},
-                       {"top_corrected", token_scores_json(r.logit_top_corrected, token_text)},
-                       {"bottom_corrected", token_scores_json(r.logit_bottom_corrected, token_text)}};
-  }
-  j["decoder_neighbours"] = neighbours_json(r.decoder_neighbours, "cosine");
-  j["cofire_neighbours"] = neighbours_json(r.cofire_neighbours, "jaccard");
-  if (r.explanation) j["explanation"] = utf8_replace_invalid(*r.explanation);
-  if (r.score) j["score"] = real(*r.score);
-  if (r.autointerp) j["autointerp"] = autointerp_json(*r.autointerp);  // docs/autointerp.md
-  return j;
-}
-
 namespace {
 
 constexpr int kDigits = 6;
 
-// Writes token `id`'s display text as a JSON string (the same text as text_of).
+// Writes token `id`'s display text as a JSON string: the table's entry made valid UTF-8, or
+// "[ID]" when the id is unknown (-1, or outside the table).
 void put_text(JsonText& o, int32_t id, const std::vector<std::string>& table) {
   if (id < 0 || size_t(id) >= table.size()) {
     o.ch('"');
@@ -317,6 +235,13 @@ json summary_to_json(const ExplainSummary& s) {
   j["options"] = s.options;
   if (!s.autointerp.is_null()) j["autointerp"] = s.autointerp;  // docs/autointerp.md
   return j;
+}
+
+json latent_to_json(const LatentReport& r, const std::vector<std::string>& token_text) {
+  // One writer of the schema: the JSON value is the line append_latent_jsonl writes, parsed.
+  std::string line;
+  append_latent_jsonl(line, r, token_text);
+  return json::parse(line);
 }
 
 }  // namespace sae

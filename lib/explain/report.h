@@ -92,13 +92,12 @@ struct ExplainSummary {
   nlohmann::json autointerp;
 };
 
-// One latent as the line of latents.jsonl (docs/explain.md has the schema); `token_text` maps a
-// token id to its display text.
-nlohmann::json latent_to_json(const LatentReport& r, const std::vector<std::string>& token_text);
-// The same line written straight into `out`, '\n' included: the same keys and values as
-// latent_to_json(r, token_text).dump() (keys in schema order, numbers spelt by std::to_chars, so
-// the two parse to equal JSON), about ten times faster. latents.jsonl of a large SAE uses this.
+// One latent as the line of latents.jsonl (docs/explain.md has the schema), appended to `out`,
+// '\n' included; `token_text` maps a token id to its display text. Keys in schema order, numbers
+// spelt by std::to_chars into one buffer: the one writer of the schema.
 void append_latent_jsonl(std::string& out, const LatentReport& r, const std::vector<std::string>& token_text);
+// The same line as a JSON value (it is parsed from append_latent_jsonl's text).
+nlohmann::json latent_to_json(const LatentReport& r, const std::vector<std::string>& token_text);
 nlohmann::json summary_to_json(const ExplainSummary& s);
 
 // The activation bounds of quantile group g, as the outputs label it: quantile_edges[g] and

@@ -52,7 +52,9 @@ void expect_same_list(const std::vector<TokenScore>& got, const std::vector<std:
   ASSERT_EQ(got.size(), want.size()) << what;
   for (size_t k = 0; k < want.size(); k++) {
     EXPECT_NEAR(got[k].score, want[k].second, tol) << what << " rank " << k;
-    if (got[k].token != want[k].first) EXPECT_NEAR(all[size_t(got[k].token)], want[k].second, tol) << what << " rank " << k;
+    if (got[k].token != want[k].first) {
+      EXPECT_NEAR(all[size_t(got[k].token)], want[k].second, tol) << what << " rank " << k;
+    }
   }
 }
 
@@ -165,7 +167,9 @@ TEST(DecoderNeighbours, EqualBruteForceCosines) {
     ASSERT_EQ(got[k].size(), want.size());
     for (size_t r = 0; r < want.size(); r++) {
       EXPECT_NEAR(got[k][r].score, want[r].second, 1e-5) << "latent " << a << " rank " << r;
-      if (got[k][r].latent != want[r].first) EXPECT_NEAR(cos[size_t(got[k][r].latent)], want[r].second, 1e-5);
+      if (got[k][r].latent != want[r].first) {
+        EXPECT_NEAR(cos[size_t(got[k][r].latent)], want[r].second, 1e-5);
+      }
     }
   }
   // 1 and 3 share a direction; 5 is zero and near nothing.

@@ -206,8 +206,9 @@ TEST(LatentJson, NonFiniteNumbersAreNull) {
   EXPECT_TRUE(j["score"].is_null());
 }
 
-// append_latent_jsonl, the fast writer of the same line: equal JSON for every kind of report.
-TEST(LatentJson, TheFastLineParsesToTheSameJson) {
+// append_latent_jsonl (which latent_to_json parses): one line of valid JSON appended to what the
+// buffer holds, for every kind of report.
+TEST(LatentJson, TheLineIsAppendedWholeAndValid) {
   std::vector<LatentReport> cases;
   cases.push_back(full_report());
   LatentReport bare = full_report();
@@ -233,7 +234,7 @@ TEST(LatentJson, TheFastLineParsesToTheSameJson) {
     ASSERT_FALSE(line.empty());
     EXPECT_EQ(line.back(), '\n');
     EXPECT_EQ(line.find('\n'), line.size() - 1) << "case " << i;
-    EXPECT_EQ(json::parse(line), latent_to_json(cases[i], v)) << "case " << i << ": " << line;
+    EXPECT_TRUE(json::accept(line)) << "case " << i << ": " << line;
   }
 }
 
